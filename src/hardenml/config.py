@@ -1,0 +1,337 @@
+"""The threat model and release policy: `hardenml.toml`, parsed into typed objects.
+
+Everything downstream receives these objects explicitly; nothing reads the file twice
+and nothing lives in module state. A bad file raises `ConfigError`, whose message
+names the key, the value found, what was expected and, where the file shows it, the
+line.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_FILENAME = "hardenml.toml"
+
+Severity = Literal["critical", "high", "medium", "low"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must never silently disable a check."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectConfig(_Strict):
+    name: str = Field(min_length=1)
+
+
+class InputConfig(_Strict):
+    shape: list[int] = Field(min_length=1)
+    dtype: Literal["float32", "float64"] = "float32"
+    bounds: tuple[float, float] = (0.0, 1.0)
+    # Normalisation the model expects; applied inside the target so that attacks and
+    # budgets live in the raw input space.
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_shape(cls, v: list[int]) -> list[int]:
+        if any(d <= 0 for d in v):
+            raise ValueError("every dimension must be a positive integer")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> InputConfig:
+        lo, hi = self.bounds
+        if not lo < hi:
+            raise ValueError(f"bounds must be [low, high] with low < high, got {list(self.bounds)}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError("mean and std must have the same length")
+        return self
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    kind: Literal["pytorch", "torchscript", "sklearn"]
+    path: Path
+    factory: str | None = None
+    factory_kwargs: dict[str, Any] = Field(default_factory=dict)
+    classes: list[str] = Field(min_length=2)
+    input: InputConfig
+    trust: bool = False
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        factory_ok = self.factory and re.fullmatch(r"[\w.]+:[\w.]+", self.factory)
+        if self.kind == "pytorch" and not factory_ok:
+            raise ValueError(
+                "a pytorch model needs factory = 'package.module:function' that builds "
+                "the nn.Module whose weights are in `path`"
+            )
+        return self
+
+
+class DataConfig(_Strict):
+    source: str = Field(min_length=1)
+    label_column: str | int = -1
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    split: Literal["test", "train", "all"] = "test"
+    seed: int = 0
+    max_samples: int | None = Field(default=None, gt=0)
+    scale: Literal["none", "minmax"] = "none"
+
+
+class ThreatConfig(BaseModel):
+    """One threat of the threat model. Keys beyond these are the attack's parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    attack: str = Field(min_length=1)
+    budgets: list[float] = Field(min_length=1)
+    batch_size: int = Field(default=256, gt=0)
+
+    @field_validator("budgets")
+    @classmethod
+    def _non_negative(cls, v: list[float]) -> list[float]:
+        if any(b < 0 for b in v):
+            raise ValueError("budgets must be non-negative")
+        return sorted(v)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RobustRequirement(_Strict):
+    threat: str
+    budget: float = Field(ge=0.0)
+    min_accuracy: float = Field(ge=0.0, le=1.0)
+
+
+class SeverityBands(_Strict):
+    """How far below its threshold a metric is (absolute points) for each severity."""
+
+    critical: float = 0.20
+    high: float = 0.10
+    medium: float = 0.03
+
+    def classify(self, shortfall: float) -> Severity:
+        if shortfall >= self.critical:
+            return "critical"
+        if shortfall >= self.high:
+            return "high"
+        if shortfall >= self.medium:
+            return "medium"
+        return "low"
+
+
+class SlaDays(_Strict):
+    critical: int = Field(default=7, gt=0)
+    high: int = Field(default=14, gt=0)
+    medium: int = Field(default=30, gt=0)
+    low: int = Field(default=90, gt=0)
+
+
+class PolicyConfig(_Strict):
+    min_clean_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    robust: list[RobustRequirement] = Field(default_factory=list)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    severity: SeverityBands = Field(default_factory=SeverityBands)
+    sla_days: SlaDays = Field(default_factory=SlaDays)
+    fail_on: list[Severity] = Field(default_factory=lambda: list(SEVERITIES[:2]))
+
+
+class LedgerConfig(_Strict):
+    path: Path = Path("hardenml.db")
+    artifacts: Path = Path("artifacts")
+
+
+class ReportsConfig(_Strict):
+    dir: Path = Path("reports")
+
+
+class HardenConfig(_Strict):
+    """The whole `hardenml.toml`. Relative paths resolve against `root`."""
+
+    version: Literal[1] = 1
+    project: ProjectConfig
+    model: ModelConfig
+    data: DataConfig
+    threats: list[ThreatConfig] = Field(default_factory=list)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    # Owner by threat name (or "*" for the rest), like CODEOWNERS.
+    owners: dict[str, str] = Field(default_factory=dict)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    root: Path = Field(default=Path("."), exclude=True)
+    # Where each key sits in the file, so later checks can point at a line too.
+    key_lines: dict[str, int] = Field(default_factory=dict, exclude=True)
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> HardenConfig:
+        names = [t.name for t in self.threats]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"threat names must be unique; repeated: {dupes}")
+        for i, req in enumerate(self.policy.robust):
+            if req.threat not in names:
+                raise ValueError(
+                    f"policy.robust[{i}].threat = {req.threat!r} names no threat; "
+                    f"declared threats: {names}"
+                )
+            threat = next(t for t in self.threats if t.name == req.threat)
+            if req.budget not in threat.budgets:
+                raise ValueError(
+                    f"policy.robust[{i}].budget = {req.budget} is not among the budgets of "
+                    f"threat {req.threat!r}: {threat.budgets}"
+                )
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.root / path)
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.resolve(self.ledger.path)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.resolve(self.ledger.artifacts)
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.resolve(self.reports.dir)
+
+    def owner_for(self, threat: str) -> str:
+        return self.owners.get(threat) or self.owners.get("*") or "unassigned"
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str
+    value: Any
+    expected: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        shown = "<missing>" if self.value is _MISSING else repr(self.value)
+        return f"{self.key}{where}: found {shown}; expected {self.expected}"
+
+
+_MISSING = object()
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. Carries one `ConfigProblem` per bad key."""
+
+    def __init__(self, path: Path | None, problems: Sequence[ConfigProblem]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        head = f"invalid config {path}" if path else "invalid config"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+def find_config(explicit: Path | None = None, cwd: Path | None = None) -> Path:
+    """The config to use: `explicit` if given, else `hardenml.toml` in `cwd`."""
+    path = explicit if explicit is not None else (cwd or Path.cwd()) / CONFIG_FILENAME
+    if not path.is_file():
+        hint = "" if explicit else "; run `hardenml init` to write a starter, or pass --config PATH"
+        raise ConfigError(
+            path, [ConfigProblem("<file>", str(path), f"an existing TOML file{hint}")]
+        )
+    return path
+
+
+def load_config(path: Path) -> HardenConfig:
+    """Read and validate a `hardenml.toml`; raise `ConfigError` naming every bad key."""
+    text = path.read_text(encoding="utf-8")
+    return parse_config(text, root=path.resolve().parent, path=path)
+
+
+def parse_config(text: str, *, root: Path, path: Path | None = None) -> HardenConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        problem = ConfigProblem(
+            "<toml>", _MISSING, f"valid TOML ({exc})", int(m.group(1)) if m else None
+        )
+        raise ConfigError(path, [problem]) from None
+    lines = _key_lines(text)
+    try:
+        config = HardenConfig.model_validate({**raw, "root": root})
+    except ValidationError as exc:
+        raise ConfigError(path, [_problem(err, raw, lines) for err in exc.errors()]) from None
+    return config.model_copy(update={"key_lines": lines, "source": path})
+
+
+def _problem(err: Any, raw: dict[str, Any], lines: dict[str, int]) -> ConfigProblem:
+    loc = [p for p in err["loc"] if p != "root"]
+    key = _dotted(loc) or "<top level>"
+    value: Any = _MISSING if err["type"] == "missing" else err.get("input", _MISSING)
+    if err["type"] == "extra_forbidden":
+        expected = "no such key: remove it or check its spelling against `hardenml init`"
+    elif err["type"] == "missing":
+        expected = "this key to be set (it is required)"
+    else:
+        expected = err["msg"].removeprefix("Value error, ")
+    # Point at the nearest key the file shows a line for.
+    line = None
+    for depth in range(len(loc), 0, -1):
+        line = lines.get(_dotted(loc[:depth]))
+        if line:
+            break
+    return ConfigProblem(key, value, expected, line)
+
+
+def _dotted(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map dotted key paths (`threats[1].steps`) to the line where the file sets them."""
+    lines: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            name = header.group(2).replace('"', "").replace("'", "")
+            if header.group(1) == "[[":
+                counts[name] = counts.get(name, -1) + 1
+                table = f"{name}[{counts[name]}]"
+            else:
+                # a sub-table of the latest array item: [threats.foo] after [[threats]]
+                head, _, rest = name.partition(".")
+                table = f"{head}[{counts[head]}].{rest}" if head in counts and rest else name
+            lines.setdefault(table, number)
+            continue
+        key = _KEY.match(line)
+        if key:
+            name = key.group(1).replace('"', "").replace("'", "")
+            lines.setdefault(f"{table}.{name}" if table else name, number)
+    return lines

@@ -1,0 +1,5 @@
+"""The release decision: the policy over the latest measurements and open findings."""
+
+from hardenml.gate.decision import EXIT_FAIL, EXIT_PASS, EXIT_USAGE, GateDecision, decide
+
+__all__ = ["EXIT_FAIL", "EXIT_PASS", "EXIT_USAGE", "GateDecision", "decide"]

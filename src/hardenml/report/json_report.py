@@ -1,0 +1,60 @@
+"""The gate's JSON report. Schema documented in docs/gate-report.md; bump the version
+on any change a reader would notice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hardenml import __version__
+from hardenml.config import HardenConfig
+from hardenml.gate import GateDecision
+
+GATE_REPORT_SCHEMA_VERSION = "1.0"
+
+
+def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
+    run = decision.run.payload
+    return {
+        "schema_version": GATE_REPORT_SCHEMA_VERSION,
+        "tool": {"name": "hardenml", "version": __version__},
+        "project": config.project.name,
+        "model": {"name": run["model"], "sha256": run["model_sha256"]},
+        "decision": {
+            "status": decision.status,
+            "exit_code": decision.exit_code,
+            "decided_at": decision.decided_at,
+            "reasons": decision.reasons,
+        },
+        "run": {
+            "run_id": run["run_id"],
+            "seed": run["seed"],
+            "n": run["n"],
+            "data_sha256": run["data_sha256"],
+            "started": run["started"],
+            "finished": run["finished"],
+            "ledger_seq": decision.run.seq,
+        },
+        "checks": [c.as_dict() for c in decision.checks],
+        "measurements": run["measurements"],
+        "blocking_findings": [
+            {
+                "finding_id": f.finding_id,
+                "severity": f.severity,
+                "title": f.title,
+                "owner": f.owner,
+                "due": f.due,
+                "status": f.status,
+            }
+            for f in decision.blocking_findings
+        ],
+    }
+
+
+def write_gate_report(path: Path, config: HardenConfig, decision: GateDecision) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(gate_report(config, decision), indent=2) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,21 @@
+"""Metrics with confidence intervals, policy checks and findings."""
+
+from hardenml.scan.metrics import Measurement, proportion, wilson_interval
+from hardenml.scan.policy import Finding, PolicyCheck, checks_for, finding_for, fingerprint
+from hardenml.scan.scanner import Progress, ScanResult, SilentProgress, derive_seed, run_scan
+
+__all__ = [
+    "Finding",
+    "Measurement",
+    "PolicyCheck",
+    "Progress",
+    "ScanResult",
+    "SilentProgress",
+    "checks_for",
+    "derive_seed",
+    "finding_for",
+    "fingerprint",
+    "proportion",
+    "run_scan",
+    "wilson_interval",
+]

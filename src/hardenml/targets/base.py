@@ -1,0 +1,132 @@
+"""The `Target` contract: what every attack, scan and patch sees of a model."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+class TargetError(Exception):
+    """The model cannot be used as declared; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model accepts, in the raw input space where budgets are measured.
+
+    `shape` excludes the batch dimension. `mean`/`std` are the model's own
+    normalisation, applied inside the target so that attacks never see it.
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+    bounds: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def normalizer(self) -> tuple[Tensor, Tensor] | None:
+        """Broadcastable (mean, std) over a batch, or None when there is none."""
+        if self.mean is None or self.std is None:
+            return None
+        # One value per channel (images: dim 1) or per feature (flat inputs).
+        view = (1, len(self.mean)) + (1,) * (len(self.shape) - 1)
+        if len(self.mean) not in (1, self.shape[0]):
+            raise TargetError(
+                f"mean/std have {len(self.mean)} values but the input's first dimension is "
+                f"{self.shape[0]}: give one value, or one per channel/feature"
+            )
+        mean = torch.tensor(self.mean, dtype=self.dtype).reshape(view)
+        std = torch.tensor(self.std, dtype=self.dtype).reshape(view)
+        return mean, std
+
+
+class Target(ABC):
+    """A model under test. Subclasses implement `_forward`; `logits` is the checked entry.
+
+    Outputs are logits (or log-probabilities, which softmax maps back to the same
+    probabilities), shape `(n, len(classes))`. `queries` counts the inputs sent.
+    """
+
+    input_spec: InputSpec
+    classes: tuple[str, ...]
+    has_gradients: bool
+    device: torch.device
+
+    def __init__(
+        self,
+        *,
+        input_spec: InputSpec,
+        classes: Sequence[str],
+        has_gradients: bool,
+        device: torch.device,
+    ) -> None:
+        self.input_spec = input_spec
+        self.classes = tuple(classes)
+        self.has_gradients = has_gradients
+        self.device = device
+        self.queries = 0
+
+    @abstractmethod
+    def _forward(self, x: Tensor) -> Tensor: ...
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Model outputs for a batch `x` of shape `(n, *input_spec.shape)`."""
+        if tuple(x.shape[1:]) != self.input_spec.shape:
+            raise TargetError(
+                f"input of shape {tuple(x.shape[1:])} per sample, but the model declares "
+                f"input shape {self.input_spec.shape}: fix model.input.shape or the data"
+            )
+        out = self._forward(x)
+        n = x.shape[0]
+        if out.ndim != 2 or out.shape[0] != n or out.shape[1] != len(self.classes):
+            raise TargetError(
+                f"the model returned outputs of shape {tuple(out.shape)} for {n} inputs; "
+                f"expected ({n}, {len(self.classes)}), one score per declared class "
+                f"({len(self.classes)} in model.classes)"
+            )
+        if not bool(torch.isfinite(out).all()):
+            bad = int((~torch.isfinite(out)).any(dim=1).sum())
+            raise TargetError(
+                f"the model returned NaN or infinite outputs for {bad} of {n} inputs; "
+                "check its weights and the input normalisation (model.input.mean/std)"
+            )
+        self.queries += n
+        return out
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, batch_size: int = 512) -> Tensor:
+        """Predicted class indices, computed in batches without gradients."""
+        parts = [
+            self.logits(x[i : i + batch_size].to(self.device)).argmax(dim=1).cpu()
+            for i in range(0, x.shape[0], batch_size)
+        ]
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+    def require_gradients(self) -> None:
+        """Raise a clear error if a gradient attack cannot run on this target."""
+        if not self.has_gradients:
+            raise TargetError(
+                f"{type(self).__name__} exposes no input gradients, so a white-box gradient "
+                "attack cannot run on it; use a black-box threat (e.g. square) instead"
+            )
+
+    def check(self, x: Tensor, *, need_gradients: bool = False) -> None:
+        """Preflight: one small forward (and backward) pass with clear errors."""
+        sample = x[: min(8, x.shape[0])].to(self.device)
+        if need_gradients:
+            self.require_gradients()
+            sample = sample.clone().requires_grad_(True)
+            out = self.logits(sample)
+            if not out.requires_grad:
+                raise TargetError(
+                    "the model's output does not depend differentiably on its input (is "
+                    "the forward pass under torch.no_grad() or detached?); a gradient "
+                    "attack cannot run on it"
+                )
+        else:
+            with torch.no_grad():
+                self.logits(sample)

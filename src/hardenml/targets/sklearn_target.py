@@ -1,0 +1,97 @@
+"""A scikit-learn classifier as a `Target`.
+
+Linear models (LogisticRegression, LinearSVC, SGDClassifier, RidgeClassifier), alone
+or after StandardScaler/MinMaxScaler in a Pipeline, get an exact differentiable torch
+copy of their decision function, so white-box gradient attacks run on them. Any other
+estimator is a black box queried through `predict_proba`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from hardenml.targets.base import InputSpec, Target, TargetError
+
+
+class _Affine(nn.Module):
+    """x -> x @ W.T + b, the exact decision function of a (scaled) linear model."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        super().__init__()
+        self.weight: Tensor
+        self.bias: Tensor
+        self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float64))
+        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float64))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.to(torch.float64) @ self.weight.T + self.bias
+
+
+def linear_surrogate(estimator: Any) -> nn.Module | None:
+    """An exact torch copy of a linear estimator's logits, or None if it is not linear."""
+    steps = list(estimator.steps) if hasattr(estimator, "steps") else [(None, estimator)]
+    *pre, (_, clf) = steps
+    coef = getattr(clf, "coef_", None)
+    intercept = getattr(clf, "intercept_", None)
+    if coef is None or intercept is None or not hasattr(clf, "decision_function"):
+        return None
+    w = np.atleast_2d(np.asarray(coef, dtype=np.float64))
+    b = np.atleast_1d(np.asarray(intercept, dtype=np.float64)).astype(np.float64)
+    # Fold the preprocessing into the affine map, last step first.
+    for _, step in reversed(pre):
+        name = type(step).__name__
+        if name == "StandardScaler":
+            scale = np.asarray(step.scale_ if step.scale_ is not None else 1.0)
+            mean = np.asarray(step.mean_ if step.mean_ is not None else 0.0)
+            w, b = w / scale, b - (w / scale) @ np.broadcast_to(mean, w.shape[1:])
+        elif name == "MinMaxScaler":
+            w, b = w * step.scale_, b + w @ step.min_
+        else:
+            return None
+    if w.shape[0] == 1:
+        # Binary: the decision value z is the logit of class 1; [0, z] softmaxes to sigmoid.
+        w = np.vstack([np.zeros_like(w), w])
+        b = np.concatenate([[0.0], b])
+    return _Affine(w, b)
+
+
+class SklearnTarget(Target):
+    def __init__(
+        self,
+        estimator: Any,
+        *,
+        input_spec: InputSpec,
+        classes: Sequence[str],
+    ) -> None:
+        if not hasattr(estimator, "predict_proba") and not hasattr(estimator, "decision_function"):
+            raise TargetError(
+                f"{type(estimator).__name__} has neither predict_proba nor decision_function; "
+                "hardenml needs per-class scores"
+            )
+        self.estimator = estimator
+        self.surrogate = linear_surrogate(estimator)
+        super().__init__(
+            input_spec=input_spec,
+            classes=classes,
+            has_gradients=self.surrogate is not None,
+            device=torch.device("cpu"),
+        )
+
+    def _forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        if self.surrogate is not None:
+            return self.surrogate(flat).to(self.input_spec.dtype)
+        data = flat.detach().cpu().numpy().astype(np.float64)
+        if hasattr(self.estimator, "predict_proba"):
+            proba = np.asarray(self.estimator.predict_proba(data), dtype=np.float64)
+            out = np.log(np.clip(proba, 1e-12, 1.0))
+        else:
+            out = np.asarray(self.estimator.decision_function(data), dtype=np.float64)
+            if out.ndim == 1:
+                out = np.stack([np.zeros_like(out), out], axis=1)
+        return torch.as_tensor(out, dtype=self.input_spec.dtype)

@@ -1,0 +1,33 @@
+"""Attacks and perturbations: one per file, registered by name."""
+
+from hardenml.threats.base import (
+    AttackResult,
+    Norm,
+    Threat,
+    ThreatError,
+    perturbation_size,
+    project,
+)
+from hardenml.threats.registry import (
+    ThreatLookupError,
+    available_threats,
+    make_threat,
+    threat_class,
+    threat_parameters,
+    validate_threats,
+)
+
+__all__ = [
+    "AttackResult",
+    "Norm",
+    "Threat",
+    "ThreatError",
+    "ThreatLookupError",
+    "available_threats",
+    "make_threat",
+    "perturbation_size",
+    "project",
+    "threat_class",
+    "threat_parameters",
+    "validate_threats",
+]

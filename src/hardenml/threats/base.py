@@ -1,0 +1,130 @@
+"""The threat contract: `(target, x, y, budget, generator) -> AttackResult`.
+
+`Threat.__call__` is the fixed entry point. It checks the inputs, runs the attack's
+`run`, then enforces the budget and the input bounds and scores success itself, so no
+attack can get those wrong. Subclasses only write `run`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from hardenml.targets import Target
+
+Norm = Literal["linf", "l2"]
+
+
+class ThreatError(Exception):
+    """A threat was called with inputs it cannot attack; the message says why."""
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What a threat found on one batch. Tensors live on the CPU.
+
+    `success[i]` is True when `x_adv[i]` is misclassified (samples the model already
+    gets wrong count as successes with `x_adv[i] == x[i]`). `min_perturbation[i]` is
+    the smallest budget found to flip sample i, NaN where the threat cannot tell.
+    """
+
+    x_adv: Tensor
+    success: Tensor
+    clean_correct: Tensor
+    queries: int
+    budget: float
+    norm: Norm
+    min_perturbation: Tensor | None = None
+
+    @property
+    def robust_correct(self) -> Tensor:
+        return self.clean_correct & ~self.success
+
+
+def project(x: Tensor, x_adv: Tensor, budget: float, norm: Norm) -> Tensor:
+    """Project `x_adv` onto the `norm` ball of radius `budget` around `x`."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-budget, budget)
+    else:
+        flat = delta.flatten(1)
+        length = flat.norm(p=2, dim=1).clamp_min(1e-12)
+        factor = (budget / length).clamp(max=1.0)
+        delta = (flat * factor[:, None]).view_as(delta)
+    return x + delta
+
+
+def perturbation_size(x: Tensor, x_adv: Tensor, norm: Norm) -> Tensor:
+    flat = (x_adv - x).flatten(1)
+    return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(p=2, dim=1)
+
+
+class Threat(ABC):
+    """Base of every attack. Constructors take keyword-only hyperparameters and store them."""
+
+    norm: ClassVar[Norm] = "linf"
+    needs_gradients: ClassVar[bool] = True
+
+    def __call__(
+        self,
+        target: Target,
+        x: Tensor,
+        y: Tensor,
+        *,
+        budget: float,
+        generator: torch.Generator,
+    ) -> AttackResult:
+        lo, hi = target.input_spec.bounds
+        if budget < 0:
+            raise ThreatError(f"budget must be non-negative, got {budget}")
+        if x.shape[0] != y.shape[0]:
+            raise ThreatError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
+        # A loose tolerance: float32 rounding of scaled data must not trip it.
+        if x.numel() and (float(x.min()) < lo - 1e-5 or float(x.max()) > hi + 1e-5):
+            raise ThreatError(
+                f"inputs range over [{float(x.min()):.4g}, {float(x.max()):.4g}] but the model "
+                f"declares bounds [{lo}, {hi}]: fix model.input.bounds or scale the data"
+            )
+        if self.needs_gradients:
+            target.require_gradients()
+        queries_before = target.queries
+        x = x.to(target.device, target.input_spec.dtype)
+        y = y.to(target.device)
+        with torch.no_grad():
+            clean_correct = target.logits(x).argmax(dim=1) == y
+        x_adv = x.clone()
+        todo = clean_correct.nonzero().flatten()
+        if budget > 0 and todo.numel():
+            found = self.run(target, x[todo], y[todo], budget, generator)
+            x_adv[todo] = project(x[todo], found.detach(), budget, self.norm).clamp(lo, hi)
+        with torch.no_grad():
+            fooled = target.logits(x_adv).argmax(dim=1) != y
+        return AttackResult(
+            x_adv=x_adv.cpu(),
+            success=(fooled | ~clean_correct).cpu(),
+            clean_correct=clean_correct.cpu(),
+            queries=target.queries - queries_before,
+            budget=float(budget),
+            norm=self.norm,
+            min_perturbation=None,
+        )
+
+    @abstractmethod
+    def run(
+        self, target: Target, x: Tensor, y: Tensor, budget: float, generator: torch.Generator
+    ) -> Tensor:
+        """Adversarial candidates for correctly classified `x`; the base projects them."""
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+def uniform_like(x: Tensor, generator: torch.Generator) -> Tensor:
+    """U[0, 1) noise shaped like `x`, drawn on the generator's device (seeded)."""
+    noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+    return noise.to(x.device)

@@ -1,0 +1,88 @@
+"""Threats by name, through the `hardenml.threats` entry-point group.
+
+Built-in threats register in our own pyproject.toml exactly as a third-party package
+would, and are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from hardenml.config import ConfigError, ConfigProblem, HardenConfig, ThreatConfig
+from hardenml.threats.base import Threat
+
+GROUP = "hardenml.threats"
+
+
+class ThreatLookupError(LookupError):
+    pass
+
+
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def available_threats() -> list[str]:
+    return sorted(_entry_points())
+
+
+def threat_class(name: str) -> type[Threat]:
+    eps = _entry_points()
+    if name not in eps:
+        raise ThreatLookupError(f"one of the registered attacks {sorted(eps)}")
+    cls = eps[name].load()
+    if not (isinstance(cls, type) and issubclass(cls, Threat)):
+        raise ThreatLookupError(f"entry point {name!r} does not name a Threat subclass")
+    return cls
+
+
+def threat_parameters(name: str) -> set[str]:
+    sig = inspect.signature(threat_class(name).__init__)
+    return {p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def make_threat(cfg: ThreatConfig) -> Threat:
+    return threat_class(cfg.attack)(**cfg.params)
+
+
+def validate_threats(config: HardenConfig) -> dict[str, Threat]:
+    """Build every declared threat, or raise one `ConfigError` naming each bad key."""
+    lines = config.key_lines
+    problems: list[ConfigProblem] = []
+    built: dict[str, Threat] = {}
+    for i, threat in enumerate(config.threats):
+        key = f"threats[{i}]"
+        try:
+            allowed = threat_parameters(threat.attack)
+        except ThreatLookupError as exc:
+            problems.append(
+                ConfigProblem(f"{key}.attack", threat.attack, str(exc), lines.get(f"{key}.attack"))
+            )
+            continue
+        unknown = [p for p in threat.params if p not in allowed]
+        for param in unknown:
+            problems.append(
+                ConfigProblem(
+                    f"{key}.{param}",
+                    threat.params[param],
+                    f"a parameter of attack {threat.attack!r}: one of {sorted(allowed)}",
+                    lines.get(f"{key}.{param}"),
+                )
+            )
+        if unknown:
+            continue
+        try:
+            built[threat.name] = make_threat(threat)
+        except (TypeError, ValueError) as exc:
+            problems.append(ConfigProblem(key, _shown(threat.params), str(exc), lines.get(key)))
+    if problems:
+        raise ConfigError(config.source, problems)
+    return built
+
+
+def _shown(params: dict[str, Any]) -> dict[str, Any]:
+    return dict(sorted(params.items()))

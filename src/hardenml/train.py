@@ -1,0 +1,51 @@
+"""Plain supervised training of a torch classifier, seeded and with a progress hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hardenml.scan import Progress, SilentProgress
+
+
+def set_seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def train_classifier(
+    module: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int = 5,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: Progress | None = None,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> nn.Module:
+    """Adam on cross-entropy (or `loss_fn(module, xb, yb)`); same seed, same weights."""
+    progress = progress or SilentProgress()
+    gen = set_seed(seed)
+    device = device or torch.device("cpu")
+    module.to(device).train()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    advance = progress.task(f"training ({epochs} epochs)", epochs * len(xt))
+    for _ in range(epochs):
+        order = torch.randperm(len(xt), generator=gen)
+        for start in range(0, len(xt), batch_size):
+            idx = order[start : start + batch_size]
+            xb, yb = xt[idx].to(device), yt[idx].to(device)
+            loss = loss_fn(module, xb, yb) if loss_fn else F.cross_entropy(module(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            advance(len(idx))
+    return module.eval()

@@ -275,3 +275,17 @@ def demo(out: Annotated[Path, typer.Option(help="Workspace folder.")] = Path("de
 
 def main() -> None:
     app()
+
+
+def _register_commands() -> None:
+    """Commands of the later rooms live in `hardenml.commands.*`; importing registers them."""
+    import importlib
+    import pkgutil
+
+    import hardenml.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"hardenml.commands.{info.name}")
+
+
+_register_commands()

@@ -1,0 +1,1 @@
+"""CLI commands of later rooms; each module adds its commands to `hardenml.cli.app`."""

@@ -19,10 +19,10 @@ from hardenml.ledger.store import (
 )
 
 __all__ = [
-    "GENESIS",
     "ChainProblem",
     "Event",
     "FindingState",
+    "GENESIS",
     "Ledger",
     "LedgerError",
     "RunRecord",

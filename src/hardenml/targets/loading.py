@@ -97,7 +97,13 @@ def _load_torch_module(model: ModelConfig, path: Path) -> nn.Module:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise TargetError(f"cannot read safetensors weights {path}: {exc}") from None
-    result = module.load_state_dict(state, strict=False)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = str(exc).split("\n", 1)[-1].strip()
+        raise TargetError(
+            f"weights {path.name} do not fit the module built by {model.factory}: {detail}"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise TargetError(
             f"weights {path.name} do not fit the module built by {model.factory}: "

@@ -1,0 +1,136 @@
+"""The ledger: append-only, hash-chained, tamper-evident, safe under concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sqlite3
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from hardenml.ledger import GENESIS, Ledger, LedgerError
+
+
+def filled(tmp_path: Path, n: int = 5) -> Ledger:
+    ledger = Ledger(tmp_path / "hardenml.db")
+    for i in range(n):
+        ledger.append("test.event", {"i": i, "note": f"event {i}"})
+    return ledger
+
+
+def raw(ledger: Ledger) -> sqlite3.Connection:
+    """A tamperer's connection: drops the append-only triggers first."""
+    conn = sqlite3.connect(ledger.path, isolation_level=None)
+    conn.execute("DROP TRIGGER events_append_only_update")
+    conn.execute("DROP TRIGGER events_append_only_delete")
+    return conn
+
+
+def test_chain_links_every_event(tmp_path: Path):
+    ledger = filled(tmp_path)
+    events = ledger.events()
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert events[0].prev_hash == GENESIS
+    for before, after in pairwise(events):
+        assert after.prev_hash == before.hash
+    assert all(e.hash == e.expected_hash() for e in events)
+    report = ledger.verify()
+    assert report.ok and report.events == 5 and report.head_hash == events[-1].hash
+
+
+def test_update_and_delete_are_refused(tmp_path: Path):
+    ledger = filled(tmp_path)
+    conn = sqlite3.connect(ledger.path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE events SET kind = 'x' WHERE seq = 2")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM events WHERE seq = 2")
+
+
+def test_edited_event_is_named(tmp_path: Path):
+    ledger = filled(tmp_path)
+    victim = ledger.events()[2]
+    payload = json.dumps({"i": 2, "note": "rewritten"}, separators=(",", ":"), sort_keys=True)
+    raw(ledger).execute("UPDATE events SET payload = ? WHERE seq = 3", (payload,))
+    report = ledger.verify()
+    assert not report.ok
+    (problem,) = report.problems
+    assert problem.seq == 3 and problem.event_id == victim.event_id
+    assert "edited" in problem.problem
+
+
+def test_deleted_event_is_named(tmp_path: Path):
+    ledger = filled(tmp_path)
+    raw(ledger).execute("DELETE FROM events WHERE seq = 2")
+    report = ledger.verify()
+    assert not report.ok
+    assert any(p.seq == 3 and "#2..#2 are missing" in p.problem for p in report.problems)
+
+
+def test_deleted_tail_is_caught_by_the_head(tmp_path: Path):
+    ledger = filled(tmp_path)
+    raw(ledger).execute("DELETE FROM events WHERE seq = 5")
+    report = ledger.verify()
+    assert [p.problem.split(":")[0] for p in report.problems] == ["deleted at the end"]
+
+
+def test_reordered_events_are_named(tmp_path: Path):
+    ledger = filled(tmp_path)
+    conn = raw(ledger)
+    # Swap rows 2 and 4 whole (content and hashes), keeping the positions.
+    cols = "event_id, ts, kind, actor, payload, prev_hash, hash"
+    two = conn.execute(f"SELECT {cols} FROM events WHERE seq = 2").fetchone()
+    four = conn.execute(f"SELECT {cols} FROM events WHERE seq = 4").fetchone()
+    conn.execute("UPDATE events SET event_id = 'tmp' WHERE seq = 2")
+    sets = ", ".join(f"{c.strip()} = ?" for c in cols.split(","))
+    conn.execute(f"UPDATE events SET {sets} WHERE seq = 4", two)
+    conn.execute(f"UPDATE events SET {sets} WHERE seq = 2", four)
+    report = ledger.verify()
+    reordered = [p for p in report.problems if p.problem.startswith("reordered")]
+    assert {p.seq for p in reordered} >= {2, 4}
+    assert not any(p.problem.startswith("edited") for p in report.problems)
+
+
+def test_writes_refused_on_a_broken_chain(tmp_path: Path):
+    ledger = filled(tmp_path)
+    raw(ledger).execute("DELETE FROM events WHERE seq = 5")
+    with pytest.raises(LedgerError, match="ledger verify"):
+        ledger.append("test.event", {"i": 99})
+    assert ledger.verify().events == 4  # nothing was added on top
+
+
+def test_failed_group_writes_nothing(tmp_path: Path):
+    ledger = filled(tmp_path, 2)
+    with pytest.raises(ValueError):
+        ledger.append_many([("ok", {"a": 1}), ("bad", {"nan": float("nan")})])
+    assert len(ledger.events()) == 2 and ledger.verify().ok
+
+
+def _writer(path: str, worker: int, count: int) -> None:
+    ledger = Ledger(Path(path))
+    for i in range(count):
+        ledger.append_many(
+            [("run.completed", {"w": worker, "i": i}), ("finding.opened", {"w": worker, "i": i})]
+        )
+
+
+def test_concurrent_writers_keep_one_chain(tmp_path: Path):
+    path = tmp_path / "hardenml.db"
+    Ledger(path)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), w, 15)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    ledger = Ledger(path)
+    events = ledger.events()
+    assert len(events) == 3 * 15 * 2
+    assert ledger.verify().ok
+    # Each writer's pair stayed adjacent: groups are atomic.
+    for first, second in zip(events[::2], events[1::2], strict=True):
+        assert (first.kind, second.kind) == ("run.completed", "finding.opened")
+        assert first.payload == second.payload

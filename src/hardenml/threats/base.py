@@ -16,7 +16,9 @@ from torch import Tensor
 
 from hardenml.targets import Target
 
-Norm = Literal["linf", "l2"]
+# "none": the threat bounds its own change (a corruption's severity, tabular constraints), so
+# the base clamps its output to the input bounds but does not project it onto a norm ball.
+Norm = Literal["linf", "l2", "none"]
 
 
 class ThreatError(Exception):
@@ -47,6 +49,8 @@ class AttackResult:
 
 def project(x: Tensor, x_adv: Tensor, budget: float, norm: Norm) -> Tensor:
     """Project `x_adv` onto the `norm` ball of radius `budget` around `x`."""
+    if norm == "none":
+        return x_adv
     delta = x_adv - x
     if norm == "linf":
         delta = delta.clamp(-budget, budget)
@@ -98,8 +102,12 @@ class Threat(ABC):
             clean_correct = target.logits(x).argmax(dim=1) == y
         x_adv = x.clone()
         todo = clean_correct.nonzero().flatten()
+        min_perturbation: Tensor | None = None
         if budget > 0 and todo.numel():
-            found = self.run(target, x[todo], y[todo], budget, generator)
+            found, smallest = self.run_measured(target, x[todo], y[todo], budget, generator)
+            if smallest is not None:
+                min_perturbation = torch.where(clean_correct, torch.nan, 0.0).cpu()
+                min_perturbation[todo.cpu()] = smallest.detach().float().cpu()
             x_adv[todo] = project(x[todo], found.detach(), budget, self.norm).clamp(lo, hi)
         with torch.no_grad():
             fooled = target.logits(x_adv).argmax(dim=1) != y
@@ -110,7 +118,7 @@ class Threat(ABC):
             queries=target.queries - queries_before,
             budget=float(budget),
             norm=self.norm,
-            min_perturbation=None,
+            min_perturbation=min_perturbation,
         )
 
     @abstractmethod
@@ -118,6 +126,13 @@ class Threat(ABC):
         self, target: Target, x: Tensor, y: Tensor, budget: float, generator: torch.Generator
     ) -> Tensor:
         """Adversarial candidates for correctly classified `x`; the base projects them."""
+
+    def run_measured(
+        self, target: Target, x: Tensor, y: Tensor, budget: float, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor | None]:
+        """`run`, plus the smallest flipping perturbation per sample where the threat measures
+        it: shape `(n,)`, NaN where none flipped; None (the default) where it does not."""
+        return self.run(target, x, y, budget, generator), None
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))

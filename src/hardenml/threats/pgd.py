@@ -10,6 +10,9 @@ Arguments (keyword-only):
         lets a run cross the whole ball from a random start).
     restarts: independent random starts; a sample counts as broken if any breaks it.
     random_start: start uniformly inside the ball (default True).
+    early_stop: a sample stops being updated at the first iterate the model gets wrong,
+        and that iterate is returned (default True). Turn it off to get the full-length
+        loss-maximising trajectory, e.g. for adversarial training.
 Inputs `x` have shape `(n, *input_spec.shape)` in the raw input space.
 """
 
@@ -18,11 +21,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from hardenml.targets import Target
-from hardenml.threats.base import Norm, Threat, uniform_like
+from hardenml.threats._gradient import projected_gradient
+from hardenml.threats.base import Norm, Threat
 
 
 class LinfPGD(Threat):
@@ -35,6 +38,7 @@ class LinfPGD(Threat):
         step_size: float | None = None,
         restarts: int = 1,
         random_start: bool = True,
+        early_stop: bool = True,
     ) -> None:
         if steps < 1 or restarts < 1:
             raise ValueError("steps and restarts must be at least 1")
@@ -44,31 +48,21 @@ class LinfPGD(Threat):
         self.step_size = step_size
         self.restarts = restarts
         self.random_start = random_start
+        self.early_stop = early_stop
 
     def run(
         self, target: Target, x: Tensor, y: Tensor, budget: float, generator: torch.Generator
     ) -> Tensor:
-        lo, hi = target.input_spec.bounds
-        alpha = self.step_size if self.step_size is not None else 2.5 * budget / self.steps
-        best = x.clone()
-        standing = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        for _ in range(self.restarts):
-            idx = standing.nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            x0, y0 = x[idx], y[idx]
-            adv = x0.clone()
-            if self.random_start:
-                adv = (adv + (2 * uniform_like(adv, generator) - 1) * budget).clamp(lo, hi)
-            for _ in range(self.steps):
-                adv.requires_grad_(True)
-                loss = F.cross_entropy(target.logits(adv), y0, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, adv)
-                with torch.no_grad():
-                    adv = adv + alpha * grad.sign()
-                    adv = torch.min(torch.max(adv, x0 - budget), x0 + budget).clamp(lo, hi)
-            with torch.no_grad():
-                fooled = target.logits(adv).argmax(dim=1) != y0
-            best[idx] = adv.detach()
-            standing[idx[fooled]] = False
-        return best
+        return projected_gradient(
+            target,
+            x,
+            y,
+            norm=self.norm,
+            budget=budget,
+            steps=self.steps,
+            step_size=self.step_size if self.step_size is not None else 2.5 * budget / self.steps,
+            restarts=self.restarts,
+            start_random=self.random_start,
+            early_stop=self.early_stop,
+            generator=generator,
+        )

@@ -1,0 +1,174 @@
+"""Losses, input gradients and the projected-gradient loop shared by the white-box attacks.
+
+FGSM, LinfPGD and L2PGD are thin wrappers around `projected_gradient`; APGD reuses the
+losses and `loss_and_gradient`. Everything here works on tensors already on the
+target's device; the threat base class does the checking, projection and scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hardenml.targets import Target
+from hardenml.threats.base import Norm, ThreatError, uniform_like
+
+LossFn = Callable[[Tensor], Tensor]
+
+
+def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-sample cross-entropy, shape `(n,)`."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def dlr_targeted_loss(logits: Tensor, y: Tensor, y_target: Tensor) -> Tensor:
+    """Targeted difference-of-logits-ratio loss (Croce & Hein 2020, eq. 7), shape `(n,)`.
+
+    `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`: invariant to shifting and rescaling
+    the logits, so saturated softmax outputs do not hide the gradient. With exactly three
+    classes there is no fourth logit, and `z_pi1 - z_pi3` would equal `z_y - z_t` whenever
+    the target ranks last (a constant loss, no gradient), so the denominator is
+    `z_pi1 - (z_pi2 + z_pi3) / 2` instead.
+    """
+    classes = logits.shape[1]
+    if classes < 3:
+        raise ThreatError(f"the DLR loss needs at least 3 classes, the model has {classes}")
+    top = logits.topk(min(classes, 4), dim=1).values
+    low = top[:, 2:4] if classes >= 4 else top[:, 1:3]
+    scale = top[:, 0] - low.mean(dim=1)
+    gap = logits.gather(1, y[:, None]).squeeze(1) - logits.gather(1, y_target[:, None]).squeeze(1)
+    return -gap / (scale + 1e-12)
+
+
+def loss_and_gradient(target: Target, x: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor, Tensor]:
+    """(logits, per-sample loss, input gradient of the summed loss), all detached."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = target.logits(x)
+        loss = loss_fn(logits)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return logits.detach(), loss.detach(), grad
+
+
+def per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape `(n,)` values to broadcast over a batch shaped like `like`."""
+    return values.view((-1,) + (1,) * (like.ndim - 1))
+
+
+def l2_normalize(v: Tensor) -> Tensor:
+    return v / per_sample(v.flatten(1).norm(p=2, dim=1).clamp_min(1e-12), v)
+
+
+def random_start(x: Tensor, budget: float, norm: Norm, generator: torch.Generator) -> Tensor:
+    """A seeded start inside the ball: uniform per coordinate (L-inf), or a uniformly drawn
+    radius along a Gaussian direction (L2, as torchattacks' PGDL2 does)."""
+    if norm == "linf":
+        return x + (2 * uniform_like(x, generator) - 1) * budget
+    direction = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+    radius = torch.rand(x.shape[0], generator=generator, device=generator.device, dtype=x.dtype)
+    delta = l2_normalize(direction.to(x.device)) * per_sample(radius.to(x.device) * budget, x)
+    return x + delta
+
+
+def projected_gradient(
+    target: Target,
+    x: Tensor,
+    y: Tensor,
+    *,
+    norm: Norm,
+    budget: float,
+    steps: int,
+    step_size: float,
+    restarts: int,
+    start_random: bool,
+    early_stop: bool,
+    generator: torch.Generator,
+) -> Tensor:
+    """Cross-entropy ascent with steps of length `step_size` in `norm`, projected each step.
+
+    Restarts run only on samples no earlier restart broke. With `early_stop`, a sample
+    leaves the batch at the first iterate the model gets wrong, and that iterate is kept:
+    later steps cannot undo a success, and broken samples cost no more model passes.
+    """
+    lo, hi = target.input_spec.bounds
+    best = x.clone()
+    standing = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    for restart in range(restarts):
+        idx = standing.nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        x0, y0 = x[idx], y[idx]
+        adv = random_start(x0, budget, norm, generator).clamp(lo, hi) if start_random else x0
+        found, fooled = _ascend(
+            target,
+            x0,
+            y0,
+            adv,
+            norm=norm,
+            budget=budget,
+            steps=steps,
+            step_size=step_size,
+            early_stop=early_stop,
+            # The last restart's candidates are scored by the base class anyway.
+            score_last=restart < restarts - 1,
+        )
+        best[idx] = found
+        standing[idx[fooled]] = False
+    return best
+
+
+def _ascend(
+    target: Target,
+    x: Tensor,
+    y: Tensor,
+    adv: Tensor,
+    *,
+    norm: Norm,
+    budget: float,
+    steps: int,
+    step_size: float,
+    early_stop: bool,
+    score_last: bool,
+) -> tuple[Tensor, Tensor]:
+    lo, hi = target.input_spec.bounds
+    found = adv.clone()
+    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    live = torch.arange(x.shape[0], device=x.device)
+    # The L-inf box intersected with the input bounds, computed once instead of per step.
+    floor, ceil = (x - budget).clamp_min(lo), (x + budget).clamp_max(hi)
+    # A copy, because the L-inf step updates in place and `adv` may alias `x`.
+    adv = adv.detach().clone()
+    for _ in range(steps):
+        with torch.enable_grad():
+            adv.requires_grad_(True)
+            logits = target.logits(adv)
+            loss = F.cross_entropy(logits, y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, adv)
+        adv = adv.detach()
+        with torch.no_grad():
+            if early_stop:
+                hit = logits.argmax(dim=1) != y
+                if bool(hit.any()):
+                    found[live[hit]] = adv[hit]
+                    fooled[live[hit]] = True
+                    keep = ~hit
+                    live, x, y, adv, grad = live[keep], x[keep], y[keep], adv[keep], grad[keep]
+                    floor, ceil = floor[keep], ceil[keep]
+                    if live.numel() == 0:
+                        return found, fooled
+            if norm == "linf":
+                adv = torch.clamp(adv.add_(grad.sign_(), alpha=step_size), floor, ceil)
+            else:
+                adv = adv + step_size * l2_normalize(grad)
+                delta = adv - x
+                length = delta.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
+                shrink = per_sample((budget / length).clamp(max=1.0), delta)
+                adv = (x + delta * shrink).clamp(lo, hi)
+    found[live] = adv
+    if score_last and live.numel():
+        with torch.no_grad():
+            fooled[live] = target.logits(adv).argmax(dim=1) != y
+    return found, fooled

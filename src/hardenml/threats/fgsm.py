@@ -1,0 +1,42 @@
+"""Fast gradient sign method under an L-infinity budget.
+
+Goodfellow, Shlens & Szegedy 2015, "Explaining and Harnessing Adversarial Examples",
+https://arxiv.org/abs/1412.6572. One step of length `budget` along the sign of the
+cross-entropy gradient: `x + budget * sign(grad_x CE(f(x), y))`. Deterministic, so the
+generator is not used; it takes no hyperparameters.
+
+Inputs `x` have shape `(n, *input_spec.shape)` in the raw input space.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from hardenml.targets import Target
+from hardenml.threats._gradient import projected_gradient
+from hardenml.threats.base import Norm, Threat
+
+
+class FGSM(Threat):
+    norm: ClassVar[Norm] = "linf"
+
+    def run(
+        self, target: Target, x: Tensor, y: Tensor, budget: float, generator: torch.Generator
+    ) -> Tensor:
+        # One full-budget step from x itself: PGD with steps=1 and no random start.
+        return projected_gradient(
+            target,
+            x,
+            y,
+            norm=self.norm,
+            budget=budget,
+            steps=1,
+            step_size=budget,
+            restarts=1,
+            start_random=False,
+            early_stop=False,
+            generator=generator,
+        )

@@ -13,7 +13,7 @@ from hardenml.threats import validate_threats
 from workspace import DIGITS_CONFIG
 
 GOOD = DIGITS_CONFIG.format(
-    weights="model.safetensors", min_clean=0.8, min_robust=0.5, max_samples=100
+    weights="model.safetensors", min_clean=0.8, min_robust=0.5, max_samples=100, integrity="true"
 )
 
 

@@ -47,6 +47,9 @@ min_accuracy = {min_robust}
 [owners]
 "pgd-linf" = "robustness-team"
 "*" = "ml-platform"
+
+[integrity]
+enabled = {integrity}
 """
 
 
@@ -57,7 +60,10 @@ def write_workspace(
     min_clean: float = 0.8,
     min_robust: float = 0.9,
     max_samples: int = 120,
+    integrity: bool = False,
 ) -> Path:
+    """A digits-MLP workspace. Integrity checks are off unless asked for: they cost a few
+    extra attacks per scan and have their own tests."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "model.safetensors"
     if weights.resolve() != target.resolve():
@@ -65,7 +71,11 @@ def write_workspace(
     config = folder / "hardenml.toml"
     config.write_text(
         DIGITS_CONFIG.format(
-            weights=target.name, min_clean=min_clean, min_robust=min_robust, max_samples=max_samples
+            weights=target.name,
+            min_clean=min_clean,
+            min_robust=min_robust,
+            max_samples=max_samples,
+            integrity=str(integrity).lower(),
         )
     )
     return config

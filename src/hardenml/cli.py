@@ -22,6 +22,7 @@ from hardenml.config import CONFIG_FILENAME, ConfigError
 from hardenml.data import DataError
 from hardenml.gate import EXIT_FAIL, EXIT_USAGE
 from hardenml.ledger import LedgerError, findings_state
+from hardenml.scan import ScanResult
 from hardenml.targets import TargetError
 from hardenml.threats import ThreatError
 
@@ -36,6 +37,16 @@ app.add_typer(ledger_app, name="ledger")
 console = Console()
 err = Console(stderr=True)
 
+MaxSamplesOpt = Annotated[
+    int | None, typer.Option("--max-samples", help="Evaluate at most this many samples.")
+]
+MaxSecondsOpt = Annotated[
+    float | None, typer.Option("--max-seconds", help="Stop starting new batches after this.")
+]
+SequentialOpt = Annotated[
+    bool | None,
+    typer.Option("--sequential/--full", help="Stop once every gated decision is settled."),
+]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help=f"Config file (default: ./{CONFIG_FILENAME})."),
@@ -100,20 +111,51 @@ def scan(
     config: ConfigOpt = None,
     trust: TrustOpt = False,
     seed: Annotated[int | None, typer.Option(help="Override data.seed.")] = None,
+    max_samples: MaxSamplesOpt = None,
+    max_seconds: MaxSecondsOpt = None,
+    sequential: SequentialOpt = None,
 ) -> None:
-    """Run every declared threat, record measurements and findings in the ledger."""
+    """Run every declared threat, record measurements and findings in the ledger.
+
+    Interrupted, the same command resumes from the last finished batch."""
     with _user_errors():
         ws = workflow.Workspace.open(config)
         with _progress() as progress:
-            result = workflow.scan(ws, trust=trust, seed=seed, progress=progress)
+            result = workflow.scan(
+                ws,
+                trust=trust,
+                seed=seed,
+                progress=progress,
+                log=_note,
+                max_samples=max_samples,
+                max_seconds=max_seconds,
+                sequential=sequential,
+            )
+    _print_scan(result, ws.config.policy.confidence)
+
+
+def _note(message: str) -> None:
+    err.print(f"[cyan]{escape(message)}[/]")
+
+
+def _print_scan(result: ScanResult, confidence: float) -> None:
     table = Table(
-        title=f"scan {result.run_id}: {escape(result.model)} (n={result.n}, seed={result.seed})"
+        title=f"scan {result.run_id}: {escape(result.model)} (n={result.n} of "
+        f"{result.n_available}, seed={result.seed}, {result.stop_reason})"
     )
-    for col in ("metric", "value", "95% CI" if ws.config.policy.confidence == 0.95 else "CI"):
+    for col in ("metric", "value", f"{confidence:.0%} CI"):
         table.add_column(col)
     for m in result.measurements:
         table.add_row(escape(m.key), f"{m.value:.3f}", f"{m.ci_low:.3f} - {m.ci_high:.3f}")
     console.print(table)
+    for c in result.checks:
+        seq = c.sequential
+        if seq is not None:
+            console.print(
+                f"  {escape(c.name)}: {c.decision} after {seq.n} samples "
+                f"({'settled' if seq.settled else 'not settled'}; anytime CI "
+                f"{seq.ci_low:.3f} - {seq.ci_high:.3f} vs {c.threshold:.3f})"
+            )
     if result.findings:
         _print_findings([f.as_dict() for f in result.findings], title="findings of this scan")
     else:
@@ -132,17 +174,18 @@ def gate(
         ws = workflow.Workspace.open(config)
         with _progress() as progress:
             decision = workflow.gate(
-                ws, trust=trust, rescan=rescan, progress=progress, report_path=report
+                ws, trust=trust, rescan=rescan, progress=progress, report_path=report, log=_note
             )
     table = Table(title=f"release gate: {escape(decision.run.model)} (run {decision.run.run_id})")
-    for col in ("check", "value", "CI", "required", "result"):
+    for col in ("check", "value", "CI", "n", "required", "decision", "result"):
         table.add_column(col)
     for c in decision.checks:
         m = c.measurement
         value = "-" if m is None else f"{m.value:.3f}"
         ci = "-" if m is None else f"{m.ci_low:.3f} - {m.ci_high:.3f}"
         verdict = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
-        table.add_row(escape(c.name), value, ci, f">= {c.threshold:.3f}", verdict)
+        n = "-" if m is None else str(m.n)
+        table.add_row(escape(c.name), value, ci, n, f">= {c.threshold:.3f}", c.decision, verdict)
     console.print(table)
     for f in decision.blocking_findings:
         console.print(
@@ -158,7 +201,8 @@ def gate(
 
 def _print_findings(rows: list[dict[str, object]], *, title: str) -> None:
     table = Table(title=title)
-    for col in ("id", "severity", "status", "owner", "due", "title"):
+    table.add_column("id", no_wrap=True)
+    for col in ("severity", "status", "owner", "due", "title"):
         table.add_column(col)
     for f in rows:
         table.add_row(

@@ -154,6 +154,93 @@ class PolicyConfig(_Strict):
     severity: SeverityBands = Field(default_factory=SeverityBands)
     sla_days: SlaDays = Field(default_factory=SlaDays)
     fail_on: list[Severity] = Field(default_factory=lambda: list(SEVERITIES[:2]))
+    # A slice is flagged when it is confidently worse than the rest by more than this.
+    slice_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+    # Who hears about findings past their due date (`hardenml findings overdue`).
+    escalate_to: str = "release-manager"
+    # `hardenml validate`: a candidate may lose at most this much clean accuracy (absolute,
+    # judged on the lower end of the paired bootstrap interval) and still count as
+    # non-inferior; the same margin applies to robust accuracy the baseline already met.
+    clean_margin: float = Field(default=0.01, ge=0.0, lt=1.0)
+    # ... and its expected calibration error may rise by at most this much (upper end).
+    ece_margin: float = Field(default=0.02, ge=0.0, lt=1.0)
+    # The gate fails when a metric falls more than this (absolute) below the value recorded
+    # for the last released model.
+    max_regression: float = Field(default=0.02, ge=0.0, lt=1.0)
+    # Require a passing `hardenml validate` of the gated model against its baseline once a
+    # model has been released (a changed model must prove it did no harm).
+    require_validation: bool = False
+
+
+class SliceSpec(_Strict):
+    """One slice declaration, as it appears in the config.
+
+    kind = "class": one slice per class present in the labels (`feature`, `low`, `high`,
+    `value` unused). kind = "range": samples whose `feature` lies in [low, high); either
+    end may be omitted for an open range. kind = "category": samples whose `feature`
+    equals `value`. `feature` is a column index of the flattened inputs or a feature name.
+    """
+
+    name: str = Field(min_length=1)
+    kind: Literal["class", "range", "category"]
+    feature: int | str | None = None
+    low: float | None = None
+    high: float | None = None
+    value: float | str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SliceSpec:
+        if self.kind == "class":
+            if any(v is not None for v in (self.feature, self.low, self.high, self.value)):
+                raise ValueError("a 'class' slice takes no feature, low, high or value")
+            return self
+        if self.feature is None:
+            raise ValueError(f"a {self.kind!r} slice needs a feature (column index or name)")
+        if self.kind == "range":
+            if self.value is not None:
+                raise ValueError("a 'range' slice takes low/high, not value")
+            if self.low is None and self.high is None:
+                raise ValueError("a 'range' slice needs low, high or both")
+            if self.low is not None and self.high is not None and not self.low < self.high:
+                raise ValueError(f"range needs low < high, got [{self.low}, {self.high})")
+        else:
+            if self.value is None:
+                raise ValueError("a 'category' slice needs a value")
+            if self.low is not None or self.high is not None:
+                raise ValueError("a 'category' slice takes value, not low/high")
+        return self
+
+
+class ScanConfig(_Strict):
+    """How the scan spends its budget. With `sequential`, it stops as soon as every gated
+    metric's anytime-valid interval lies wholly above or below its threshold."""
+
+    batch_size: int = Field(default=100, gt=0)
+    sequential: bool = False
+    max_samples: int | None = Field(default=None, gt=0)
+    max_seconds: float | None = Field(default=None, gt=0)
+    # What the gate makes of a check that ran out of budget before it was settled.
+    undecided: Literal["pass", "fail"] = "fail"
+
+
+class IntegrityConfig(_Strict):
+    """Checks that the evaluation itself is sound (see `hardenml.scan.integrity`), run for
+    each white-box gradient threat at its largest budget on a sub-sample."""
+
+    enabled: bool = True
+    samples: int = Field(default=100, gt=0)
+    blackbox_queries: int = Field(default=300, gt=0)
+    # How far below the white-box attack's robust accuracy Square may go before we call the
+    # gradients masked (black-box attacks must not outperform white-box ones).
+    blackbox_tolerance: float = Field(default=0.10, ge=0.0, le=1.0)
+    # The "large" budget, as a fraction of the input range (L-inf; scaled by sqrt(d) for L2).
+    large_budget_fraction: float = Field(default=0.5, gt=0.0)
+    large_budget_max_accuracy: float = Field(default=0.10, ge=0.0, le=1.0)
+    # How much 4x steps and one more restart may still lower robust accuracy.
+    convergence_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+    # Share of inputs with zero, non-finite or shattered gradients that we tolerate.
+    gradient_tolerance: float = Field(default=0.20, ge=0.0, le=1.0)
+    severity: Severity = "high"
 
 
 class LedgerConfig(_Strict):
@@ -174,6 +261,9 @@ class HardenConfig(_Strict):
     data: DataConfig
     threats: list[ThreatConfig] = Field(default_factory=list)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    slices: list[SliceSpec] = Field(default_factory=list)
+    integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
     # Owner by threat name (or "*" for the rest), like CODEOWNERS.
     owners: dict[str, str] = Field(default_factory=dict)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)

@@ -109,7 +109,12 @@ def load_source(source: str, *, root: Path = Path("."), label_column: str | int 
             x,
             np.asarray(bunch.target, dtype=np.int64),
             tuple(names),
-            {"source": source, "origin": "scikit-learn bundled", "transform": transform},
+            {
+                "source": source,
+                "origin": "scikit-learn bundled",
+                "transform": transform,
+                "feature_names": [str(f) for f in bunch.feature_names],
+            },
         )
     path = Path(source) if Path(source).is_absolute() else root / source
     if not path.is_file():

@@ -1,12 +1,16 @@
 """The append-only, hash-chained event store and the state derived from it."""
 
 from hardenml.ledger.findings import (
+    REVIEW_ACTIONS,
     FindingState,
+    ReviewError,
     RunRecord,
     due_date,
+    escalate_overdue,
     findings_state,
     latest_run,
     record_scan,
+    review,
 )
 from hardenml.ledger.store import (
     GENESIS,
@@ -25,11 +29,15 @@ __all__ = [
     "GENESIS",
     "Ledger",
     "LedgerError",
+    "REVIEW_ACTIONS",
+    "ReviewError",
     "RunRecord",
     "VerifyReport",
     "canonical_json",
     "due_date",
+    "escalate_overdue",
     "findings_state",
     "latest_run",
     "record_scan",
+    "review",
 ]

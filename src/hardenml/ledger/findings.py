@@ -14,9 +14,24 @@ from typing import Any
 
 from hardenml.config import HardenConfig
 from hardenml.ledger.store import Event, Ledger
-from hardenml.scan import Finding, ScanResult, fingerprint
+from hardenml.scan import Finding, ScanResult
 
 OPEN_STATES = ("open", "reopened")
+REVIEW_ACTIONS = ("assign", "accept-risk", "resolve", "reopen")
+# Which statuses each review action may start from.
+_ALLOWED_FROM = {
+    "assign": ("open", "reopened", "accepted"),
+    "accept-risk": ("open", "reopened"),
+    "resolve": ("open", "reopened", "accepted"),
+    "reopen": ("fixed", "resolved", "accepted"),
+}
+
+
+_HISTORY_KEYS = ("run_id", "value", "severity", "reason", "by", "owner", "until", "due", "to")
+
+
+class ReviewError(ValueError):
+    """A review that the finding's current state does not allow; the message says why."""
 
 
 @dataclass
@@ -40,13 +55,29 @@ class FindingState:
     evidence: list[dict[str, Any]]
     opened: str
     history: list[dict[str, Any]] = field(default_factory=list)
+    accepted_until: str | None = None
+    escalated_for_due: str | None = None
+
+    def status_on(self, today: date | None = None) -> str:
+        """The status as of `today`: an accepted risk whose date has passed is open again."""
+        expired = self.accepted_until is not None and (
+            (today or date.today()).isoformat() > self.accepted_until
+        )
+        return "open" if self.status == "accepted" and expired else self.status
 
     @property
     def is_open(self) -> bool:
-        return self.status in OPEN_STATES
+        return self.status_on() in OPEN_STATES
+
+    def days_overdue(self, today: date | None = None) -> int:
+        if self.status_on(today) not in OPEN_STATES:
+            return 0
+        return max(0, ((today or date.today()) - date.fromisoformat(self.due)).days)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        data = dict(vars(self))
+        data["status"] = self.status_on()  # an expired acceptance reads as open
+        return data
 
 
 def findings_state(events: list[Event]) -> dict[str, FindingState]:
@@ -57,12 +88,12 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
             continue
         p = event.payload
         fid = p["finding_id"]
-        entry: dict[str, Any] = {
+        entry: dict[str, Any] = {  # one line of the finding's history
             "seq": event.seq,
             "ts": event.ts,
             "kind": event.kind,
             "actor": event.actor,
-            **{k: p[k] for k in ("run_id", "value", "severity", "reason") if k in p},
+            **{k: p[k] for k in _HISTORY_KEYS if k in p},
         }
         if event.kind == "finding.opened":
             state[fid] = FindingState(
@@ -99,6 +130,16 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
                 current.status, current.due = "reopened", p["due"]
         elif event.kind == "finding.fixed":
             current.status = "fixed"
+        elif event.kind == "finding.assigned":
+            current.owner = p["owner"]
+        elif event.kind == "finding.risk_accepted":
+            current.status, current.accepted_until = "accepted", p["until"]
+        elif event.kind == "finding.resolved":
+            current.status = "resolved"
+        elif event.kind == "finding.review_reopened":
+            current.status, current.due, current.accepted_until = "reopened", p["due"], None
+        elif event.kind == "finding.escalated":
+            current.escalated_for_due = p["due"]
     return state
 
 
@@ -133,6 +174,8 @@ def record_scan(
                 "config": config.model_dump(mode="json"),
                 "measurements": [m.as_dict() for m in result.measurements],
                 "checks": [c.as_dict() for c in result.checks],
+                "scan": result.scan_summary(),
+                **result.analysis,
             },
         )
     ]
@@ -143,35 +186,22 @@ def record_scan(
         current = known.get(finding.finding_id)
         if current is None:
             events.append(("finding.opened", payload))
-        elif current.is_open:
+        elif current.is_open or current.status_on() == "accepted":
             events.append(("finding.observed", payload))
         else:
             events.append(("finding.reopened", {**payload, "reason": "seen again by a scan"}))
-    evaluated = {
-        f"HML-{fingerprint(result.model, c.threat, c.metric, c.budget)[:8]}"
-        for c in result.checks
-        if c.measurement is not None
-    }
+    # An open (or accepted) finding whose check this scan evaluated and passed is fixed.
+    passed_values = result.passed_ids
     for fid, current in known.items():
-        if (
-            current.is_open
-            and current.model == result.model
-            and fid in evaluated
-            and fid not in seen
-        ):
-            value = next(
-                c.measurement.value
-                for c in result.checks
-                if c.measurement is not None
-                and f"HML-{fingerprint(result.model, c.threat, c.metric, c.budget)[:8]}" == fid
-            )
+        still_tracked = current.is_open or current.status_on() == "accepted"
+        if still_tracked and current.model == result.model and fid in passed_values:
             events.append(
                 (
                     "finding.fixed",
                     {
                         "finding_id": fid,
                         "run_id": result.run_id,
-                        "value": value,
+                        "value": passed_values[fid],
                         "model_sha256": result.model_sha256,
                         "reason": f"the check passed in run {result.run_id}",
                     },
@@ -202,3 +232,79 @@ def latest_run(
             continue
         return RunRecord(p["run_id"], p["model"], p["model_sha256"], p, event.seq)
     return None
+
+
+def review(
+    ledger: Ledger,
+    config: HardenConfig,
+    finding_id: str,
+    action: str,
+    *,
+    by: str,
+    reason: str,
+    owner: str | None = None,
+    until: date | None = None,
+    today: date | None = None,
+) -> Event:
+    """Record a human decision on a finding as a ledger event, if its state allows it."""
+    today = today or date.today()
+    state = findings_state(ledger.events())
+    finding = state.get(finding_id)
+    if finding is None:
+        raise ReviewError(f"no finding {finding_id}; see `hardenml findings list --all`")
+    if not by.strip() or not reason.strip():
+        raise ReviewError("a review needs --by NAME and --reason TEXT")
+    status = finding.status_on(today)
+    if action not in _ALLOWED_FROM:
+        raise ReviewError(f"unknown review action {action!r}; one of {list(REVIEW_ACTIONS)}")
+    if status not in _ALLOWED_FROM[action]:
+        raise ReviewError(
+            f"{finding_id} is {status}; {action} applies to findings that are "
+            f"{' or '.join(_ALLOWED_FROM[action])}"
+        )
+    base = {"finding_id": finding_id, "by": by, "reason": reason}
+    if action == "assign":
+        if not owner:
+            raise ReviewError("assign needs --to OWNER")
+        return ledger.append("finding.assigned", {**base, "owner": owner}, actor=by)
+    if action == "accept-risk":
+        if until is None or until <= today:
+            raise ReviewError("accept-risk needs --until DATE in the future: accepted risk expires")
+        return ledger.append(
+            "finding.risk_accepted", {**base, "until": until.isoformat()}, actor=by
+        )
+    if action == "resolve":
+        return ledger.append("finding.resolved", base, actor=by)
+    due = due_date(config, finding.severity, today)
+    return ledger.append("finding.review_reopened", {**base, "due": due}, actor=by)
+
+
+def escalate_overdue(
+    ledger: Ledger, config: HardenConfig, *, today: date | None = None
+) -> list[FindingState]:
+    """Open findings past their due date, most overdue first; each is escalated once per
+    due date with a `finding.escalated` event naming whom it went to."""
+    today = today or date.today()
+    late = sorted(
+        (f for f in findings_state(ledger.events()).values() if f.days_overdue(today) > 0),
+        key=lambda f: (-f.days_overdue(today), f.finding_id),
+    )
+    fresh = [f for f in late if f.escalated_for_due != f.due]
+    if fresh:
+        ledger.append_many(
+            [
+                (
+                    "finding.escalated",
+                    {
+                        "finding_id": f.finding_id,
+                        "to": config.policy.escalate_to,
+                        "due": f.due,
+                        "days_overdue": f.days_overdue(today),
+                        "owner": f.owner,
+                        "reason": f"{f.severity} finding past its due date {f.due}",
+                    },
+                )
+                for f in fresh
+            ]
+        )
+    return late

@@ -1,7 +1,14 @@
 """Metrics with confidence intervals, policy checks and findings."""
 
 from hardenml.scan.metrics import Measurement, proportion, wilson_interval
-from hardenml.scan.policy import Finding, PolicyCheck, checks_for, finding_for, fingerprint
+from hardenml.scan.policy import (
+    Finding,
+    PolicyCheck,
+    checks_for,
+    finding_for,
+    finding_id_for,
+    fingerprint,
+)
 from hardenml.scan.scanner import Progress, ScanResult, SilentProgress, derive_seed, run_scan
 
 __all__ = [
@@ -14,6 +21,7 @@ __all__ = [
     "checks_for",
     "derive_seed",
     "finding_for",
+    "finding_id_for",
     "fingerprint",
     "proportion",
     "run_scan",

@@ -1,11 +1,21 @@
-"""Run the declared threats over the evaluation data and measure what they find."""
+"""Run the declared threats over the evaluation data and measure what they find.
+
+The scan walks the evaluation set in seeded random order, one batch at a time, and runs
+every threat and budget on each batch. Each finished batch is checkpointed atomically,
+so an interrupted scan resumes where it stopped and ends with the same numbers. With
+`scan.sequential`, it stops as soon as every gated metric is settled (see
+`hardenml.scan.sequential`); `max_samples` and `max_seconds` cap the work either way.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import shutil
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,8 +26,18 @@ import torch
 
 from hardenml.config import HardenConfig
 from hardenml.data import Dataset
+from hardenml.scan.analysis import analyse
+from hardenml.scan.integrity import IntegrityResult, check_threat
 from hardenml.scan.metrics import Measurement, proportion
-from hardenml.scan.policy import Finding, PolicyCheck, checks_for, finding_for
+from hardenml.scan.policy import (
+    Finding,
+    PolicyCheck,
+    checks_for,
+    finding_for,
+    finding_id_for,
+    integrity_finding,
+    slice_finding,
+)
 from hardenml.targets import Target
 from hardenml.threats import Threat
 
@@ -50,9 +70,35 @@ class ScanResult:
     finished: str
     data_provenance: dict[str, Any] = field(default_factory=dict)
     scan_fingerprint: str = ""
+    sequential: bool = False
+    n_available: int = 0
+    n_max: int = 0
+    batches_done: int = 0
+    batches_total: int = 0
+    batches_resumed: int = 0
+    stop_reason: str = "complete"
+    # Per-sample outcomes, for calibration and reports: "clean_probs",
+    # "adv_probs/<unit>", "robust/<unit>", "y".
+    outcomes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # Calibration, margins, slices, corruption rates (see `hardenml.scan.analysis`).
+    analysis: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Findings this scan checked and found holding: id -> measured value (they get fixed).
+    passed_ids: dict[str, float] = field(default_factory=dict)
 
     def measurement(self, key: str) -> Measurement:
         return next(m for m in self.measurements if m.key == key)
+
+    def scan_summary(self) -> dict[str, Any]:
+        return {
+            "sequential": self.sequential,
+            "n_used": self.n,
+            "n_available": self.n_available,
+            "n_max": self.n_max,
+            "batches_done": self.batches_done,
+            "batches_total": self.batches_total,
+            "batches_resumed": self.batches_resumed,
+            "stop_reason": self.stop_reason,
+        }
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -61,9 +107,43 @@ def derive_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def _batches(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
+def unit_key(threat: str, budget: float) -> str:
+    return f"{threat}@{budget:g}"
+
+
+class Checkpoint:
+    """Finished batches as one .npz each, written to a temp name, fsynced and renamed:
+    a batch file exists whole or not at all, whenever the process dies."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, batch: int) -> Path:
+        return self.folder / f"batch-{batch:05d}.npz"
+
+    def load(self) -> dict[int, dict[str, np.ndarray]]:
+        done: dict[int, dict[str, np.ndarray]] = {}
+        if not self.folder.is_dir():
+            return done
+        for path in sorted(self.folder.glob("batch-*.npz")):
+            try:
+                with np.load(path, allow_pickle=False) as archive:
+                    done[int(path.stem.split("-")[1])] = {k: archive[k] for k in archive.files}
+            except (OSError, ValueError, EOFError):
+                path.unlink(missing_ok=True)  # unreadable: recompute that batch
+        return done
+
+    def save(self, batch: int, arrays: dict[str, np.ndarray]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".batch-{batch:05d}.{os.getpid()}.tmp"
+        with tmp.open("wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self._path(batch))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def run_scan(
@@ -75,109 +155,315 @@ def run_scan(
     model_sha256: str,
     seed: int | None = None,
     progress: Progress | None = None,
+    fingerprint: str = "",
+    log: Callable[[str], None] | None = None,
+    max_samples: int | None = None,
+    max_seconds: float | None = None,
+    sequential: bool | None = None,
+    reference: Dataset | None = None,
 ) -> ScanResult:
-    """Clean and robust accuracy per threat and budget, policy checks and findings."""
+    """Clean and robust accuracy per threat and budget, policy checks and findings.
+
+    `fingerprint` names the checkpoint: a rerun with the same fingerprint resumes.
+    """
     progress = progress or SilentProgress()
+    log = log or (lambda message: None)
     seed = config.data.seed if seed is None else seed
+    sequential = config.scan.sequential if sequential is None else sequential
+    max_samples = max_samples or config.scan.max_samples
+    max_seconds = max_seconds or config.scan.max_seconds
     confidence = config.policy.confidence
     run_id = uuid.uuid4().hex[:12]
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    x_all = torch.from_numpy(data.x)
-    y_all = torch.from_numpy(data.y)
-    n = len(data)
-    need_grad = any(t.needs_gradients for t in threats.values())
-    target.check(x_all, need_gradients=need_grad)
+    clock = time.monotonic()
 
-    clean_hits = 0
-    advance = progress.task("clean accuracy", n)
-    for part in _batches(n, 512):
-        clean_hits += int((target.predict(x_all[part]) == y_all[part]).sum())
-        advance(part.stop - part.start)
-    measurements = [proportion("clean_accuracy", clean_hits, n, confidence=confidence, seed=seed)]
+    x_all, y_all = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    target.check(x_all, need_gradients=any(t.needs_gradients for t in threats.values()))
+    n_cap = min(len(data), max_samples or len(data))
+    order = np.random.default_rng(derive_seed(seed, "order")).permutation(len(data))[:n_cap]
+    size = config.scan.batch_size
+    batches = [order[i : i + size] for i in range(0, n_cap, size)]
+    units = [(t.name, b) for t in config.threats for b in t.budgets]
 
-    evidence: dict[tuple[str, float], list[dict[str, Any]]] = {}
-    artifacts = config.artifacts_dir / run_id
-    for threat_cfg in config.threats:
-        threat = threats[threat_cfg.name]
-        for budget in threat_cfg.budgets:
-            advance = progress.task(f"{threat_cfg.name} @ {budget:g}", n)
-            robust = 0
-            keep: dict[str, list[np.ndarray]] = {"x": [], "x_adv": [], "y": [], "pred": []}
-            for b, part in enumerate(_batches(n, threat_cfg.batch_size)):
-                gen = torch.Generator().manual_seed(derive_seed(seed, threat_cfg.name, budget, b))
-                result = threat(target, x_all[part], y_all[part], budget=budget, generator=gen)
-                robust += int(result.robust_correct.sum())
-                _collect(
-                    keep,
-                    target,
-                    x_all[part],
-                    y_all[part],
-                    result.x_adv,
-                    result.clean_correct & result.success,
-                )
-                advance(part.stop - part.start)
-            measurements.append(
-                proportion(
-                    "robust_accuracy",
-                    robust,
-                    n,
-                    threat=threat_cfg.name,
-                    budget=budget,
-                    confidence=confidence,
-                    seed=seed,
+    checkpoint = (
+        Checkpoint(config.artifacts_dir / "checkpoints" / fingerprint[:16]) if fingerprint else None
+    )
+    done = checkpoint.load() if checkpoint else {}
+    done = {b: arrays for b, arrays in done.items() if b < len(batches)}
+    if done:
+        log(f"resuming: {len(done)} of {len(batches)} batches already done")
+
+    parts: list[dict[str, np.ndarray]] = []
+    advance = progress.task(f"scanning {len(units)} threat/budget pairs", n_cap)
+    stop_reason = "complete"
+    gated = checks_for(config, [], sequential=True, n_max=n_cap)
+    for b, index in enumerate(batches):
+        if b in done:
+            arrays = done[b]
+        else:
+            arrays = _scan_batch(
+                config,
+                target,
+                threats,
+                units,
+                index,
+                x_all[index],
+                y_all[index],
+                seed=seed,
+                batch=b,
+                evidence_room=_evidence_room(parts, units),
+            )
+            if checkpoint:
+                checkpoint.save(b, arrays)
+        parts.append(arrays)
+        advance(len(index))
+        if (
+            sequential
+            and gated
+            and all(
+                c.sequential is not None and c.sequential.settled
+                for c in checks_for(
+                    config, _measure(parts, units, confidence, seed), sequential=True, n_max=n_cap
                 )
             )
-            if keep["x"]:
-                evidence[(threat_cfg.name, budget)] = [
-                    _save_evidence(artifacts, f"{threat_cfg.name}-{budget:g}", keep, config.root)
-                ]
+        ):
+            stop_reason = "settled"
+            break
+        if (
+            max_seconds is not None
+            and time.monotonic() - clock > max_seconds
+            and b + 1 < len(batches)
+        ):
+            stop_reason = "time budget"
+            break
+    if stop_reason == "complete" and n_cap < len(data):
+        stop_reason = "sample budget"
 
-    checks = checks_for(config, measurements)
-    findings = [
-        finding_for(config, c, evidence.get((c.threat or "", c.budget or 0.0)))
-        for c in checks
-        if not c.passed and c.measurement is not None
-    ]
-    return ScanResult(
+    measurements = _measure(parts, units, confidence, seed)
+    checks = checks_for(config, measurements, sequential=sequential, n_max=n_cap)
+    outcomes = _stack(parts)
+    evidence = {
+        unit_key(name, budget): _save_evidence(
+            config.artifacts_dir / run_id, unit_key(name, budget), outcomes, config.root
+        )
+        for name, budget in units
+        if len(outcomes.get(f"evidence/{unit_key(name, budget)}/y", ()))
+    }
+    findings = []
+    passed_ids: dict[str, float] = {}
+    for c in checks:
+        if c.measurement is None:
+            continue
+        if c.passed:
+            passed_ids[finding_id_for(config.model.name, c.threat, c.metric, c.budget)] = (
+                c.measurement.value
+            )
+            continue
+        key = unit_key(c.threat, c.budget) if c.threat is not None and c.budget is not None else ""
+        findings.append(finding_for(config, c, [evidence[key]] if key in evidence else []))
+    corruption_threats = {name for name, t in threats.items() if t.norm == "none"}
+    analysis = analyse(
+        config,
+        data,
+        outcomes,
+        units,
+        corruption_threats=corruption_threats,
+        seed=seed,
+        reference=reference,
+    )
+    measurements += analysis.measurements
+    for gap in analysis.slices:
+        outcome = None if gap["outcome"] == "clean" else gap["outcome"]
+        threat, budget = (None, None) if outcome is None else _split_unit(outcome)
+        fid = finding_id_for(config.model.name, threat, "slice_gap", budget, gap["name"])
+        if gap["flagged"]:
+            findings.append(slice_finding(config, gap, threat, budget))
+        elif gap["gap"] is not None:
+            passed_ids[fid] = gap["gap"]
+    integrity = _integrity(config, target, threats, x_all, y_all, outcomes, seed, progress)
+    for check in integrity:
+        fid = finding_id_for(
+            config.model.name, check.threat, f"integrity:{check.check}", check.budget
+        )
+        if check.flagged:
+            findings.append(integrity_finding(config, check))
+        else:
+            passed_ids[fid] = check.value
+    analysis.integrity = [c.as_dict() for c in integrity]
+    result = ScanResult(
         run_id=run_id,
         model=config.model.name,
         model_sha256=model_sha256,
         data_sha256=data.sha256,
         seed=seed,
-        n=n,
+        n=int(sum(len(p["y"]) for p in parts)),
         measurements=measurements,
         checks=checks,
         findings=findings,
         started=started,
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
         data_provenance=data.provenance,
+        scan_fingerprint=fingerprint,
+        sequential=sequential,
+        n_available=len(data),
+        n_max=n_cap,
+        batches_done=len(parts),
+        batches_total=len(batches),
+        batches_resumed=len(done),
+        stop_reason=stop_reason,
+        outcomes=outcomes,
+        analysis=analysis.payload(),
+        passed_ids=passed_ids,
     )
+    return result
 
 
-def _collect(
-    keep: dict[str, list[np.ndarray]],
+def _integrity(
+    config: HardenConfig,
     target: Target,
+    threats: dict[str, Threat],
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    outcomes: dict[str, np.ndarray],
+    seed: int,
+    progress: Progress,
+) -> list[IntegrityResult]:
+    """Evaluation-integrity checks for each white-box gradient threat, on a sub-sample."""
+    cfg = config.integrity
+    gradient = [
+        t
+        for t in config.threats
+        if threats[t.name].needs_gradients
+        and threats[t.name].norm in ("linf", "l2")
+        and max(t.budgets) > 0
+    ]
+    if not cfg.enabled or not gradient or not len(outcomes.get("index", ())):
+        return []
+    index = outcomes["index"][: cfg.samples]
+    x, y = x_all[index], y_all[index]
+    advance = progress.task("evaluation integrity checks", len(gradient))
+    results: list[IntegrityResult] = []
+    for t in gradient:
+        results += check_threat(
+            t.name,
+            threats[t.name],
+            target,
+            x,
+            y,
+            max(t.budgets),
+            config=cfg,
+            seed=derive_seed(seed, "integrity", t.name),
+        )
+        advance(1)
+    return results
+
+
+def _split_unit(key: str) -> tuple[str, float]:
+    name, _, budget = key.rpartition("@")
+    return name, float(budget)
+
+
+def _evidence_room(
+    parts: list[dict[str, np.ndarray]], units: list[tuple[str, float]]
+) -> dict[str, int]:
+    room = {}
+    for name, budget in units:
+        key = f"evidence/{unit_key(name, budget)}/y"
+        room[unit_key(name, budget)] = EVIDENCE_PER_THREAT - sum(len(p.get(key, ())) for p in parts)
+    return room
+
+
+def _scan_batch(
+    config: HardenConfig,
+    target: Target,
+    threats: dict[str, Threat],
+    units: list[tuple[str, float]],
+    index: np.ndarray,
     x: torch.Tensor,
     y: torch.Tensor,
-    x_adv: torch.Tensor,
-    flipped: torch.Tensor,
-) -> None:
-    room = EVIDENCE_PER_THREAT - sum(len(a) for a in keep["x"])
-    idx = flipped.nonzero().flatten()[:room]
-    if room <= 0 or idx.numel() == 0:
-        return
-    keep["x"].append(x[idx].numpy())
-    keep["x_adv"].append(x_adv[idx].numpy())
-    keep["y"].append(y[idx].numpy())
-    keep["pred"].append(target.predict(x_adv[idx]).numpy())
+    *,
+    seed: int,
+    batch: int,
+    evidence_room: dict[str, int],
+) -> dict[str, np.ndarray]:
+    """Every threat and budget on one batch: per-sample outcomes as plain arrays."""
+    with torch.no_grad():
+        clean_logits = torch.cat(
+            [target.logits(x[i : i + 512].to(target.device)).cpu() for i in range(0, len(x), 512)]
+        )
+    arrays: dict[str, np.ndarray] = {
+        "index": index,
+        "y": y.numpy(),
+        "clean_probs": torch.softmax(clean_logits.double(), 1).numpy(),
+    }
+    chunk_of = {t.name: t.batch_size for t in config.threats}
+    for name, budget in units:
+        key = unit_key(name, budget)
+        gen = torch.Generator().manual_seed(derive_seed(seed, name, budget, batch))
+        robust, adv_probs, flipped_x, flipped_adv, margins = [], [], [], [], []
+        for start in range(0, len(x), chunk_of[name]):
+            xs, ys = x[start : start + chunk_of[name]], y[start : start + chunk_of[name]]
+            result = threats[name](target, xs, ys, budget=budget, generator=gen)
+            robust.append(result.robust_correct.numpy())
+            margins.append(
+                result.min_perturbation.numpy().astype(np.float64)
+                if result.min_perturbation is not None
+                else np.full(len(xs), np.nan)
+            )
+            with torch.no_grad():
+                logits = target.logits(result.x_adv.to(target.device)).cpu()
+            adv_probs.append(torch.softmax(logits.double(), 1).numpy())
+            flipped = (result.clean_correct & result.success).numpy()
+            flipped_x.append(xs.numpy()[flipped])
+            flipped_adv.append(result.x_adv.numpy()[flipped])
+        arrays[f"robust/{key}"] = np.concatenate(robust)
+        arrays[f"adv_probs/{key}"] = np.concatenate(adv_probs)
+        arrays[f"margin/{key}"] = np.concatenate(margins)
+        fooled = ~arrays[f"robust/{key}"] & (arrays["clean_probs"].argmax(1) == arrays["y"])
+        take = max(0, evidence_room[key])
+        ev_y = arrays["y"][fooled][:take]
+        arrays[f"evidence/{key}/x"] = np.concatenate(flipped_x)[:take]
+        arrays[f"evidence/{key}/x_adv"] = np.concatenate(flipped_adv)[:take]
+        arrays[f"evidence/{key}/y"] = ev_y
+        arrays[f"evidence/{key}/pred"] = arrays[f"adv_probs/{key}"][fooled][:take].argmax(1)
+    return arrays
+
+
+def _stack(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if not parts:
+        return {}
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _measure(
+    parts: list[dict[str, np.ndarray]], units: list[tuple[str, float]], confidence: float, seed: int
+) -> list[Measurement]:
+    y = np.concatenate([p["y"] for p in parts])
+    clean = np.concatenate([p["clean_probs"] for p in parts]).argmax(1) == y
+    n = len(y)
+    out = [proportion("clean_accuracy", int(clean.sum()), n, confidence=confidence, seed=seed)]
+    for name, budget in units:
+        robust = np.concatenate([p[f"robust/{unit_key(name, budget)}"] for p in parts])
+        out.append(
+            proportion(
+                "robust_accuracy",
+                int(robust.sum()),
+                n,
+                threat=name,
+                budget=budget,
+                confidence=confidence,
+                seed=seed,
+            )
+        )
+    return out
 
 
 def _save_evidence(
-    folder: Path, stem: str, keep: dict[str, list[np.ndarray]], root: Path
+    folder: Path, stem: str, outcomes: dict[str, np.ndarray], root: Path
 ) -> dict[str, Any]:
     """Adversarial examples beside their originals, as an .npz addressed by sha256."""
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {k: np.concatenate(v) for k, v in keep.items()}
+    arrays = {k: outcomes[f"evidence/{stem}/{k}"] for k in ("x", "x_adv", "y", "pred")}
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     blob = buffer.getvalue()

@@ -1,0 +1,175 @@
+"""Findings: stable identity across runs, review trail, expiring risk, overdue escalation."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hardenml import workflow
+from hardenml.cli import app
+from hardenml.ledger import ReviewError, escalate_overdue, findings_state, review
+from workspace import write_workspace
+
+runner = CliRunner()
+
+
+def cli(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def scanned(tmp_path: Path, digits_weights: Path) -> tuple[Path, str]:
+    config = write_workspace(tmp_path / "ws", digits_weights, min_robust=0.9, max_samples=60)
+    workflow.scan(workflow.Workspace.open(config))
+    (finding,) = json.loads(cli("findings", "list", "--config", str(config), "--json").output)
+    return config, finding["finding_id"]
+
+
+def test_same_vulnerability_in_two_runs_is_one_finding(scanned):
+    config, fid = scanned
+    ws = workflow.Workspace.open(config)
+    workflow.scan(ws)
+    state = findings_state(ws.ledger.events())
+    assert list(state) == [fid]
+    assert [h["kind"] for h in state[fid].history] == ["finding.opened", "finding.observed"]
+    assert state[fid].severity == "critical"
+    assert state[fid].due == (date.today() + timedelta(days=7)).isoformat()
+
+
+def test_review_commands_leave_a_trail(scanned):
+    config, fid = scanned
+    c = str(config)
+    assert (
+        cli(
+            "findings",
+            "assign",
+            fid,
+            "--to",
+            "alice",
+            "--by",
+            "bob",
+            "--reason",
+            "owns PGD",
+            "--config",
+            c,
+        ).exit_code
+        == 0
+    )
+    until = (date.today() + timedelta(days=30)).isoformat()
+    accepted = cli(
+        "findings",
+        "accept-risk",
+        fid,
+        "--until",
+        until,
+        "--by",
+        "carol",
+        "--reason",
+        "mitigated by rate limits",
+        "--config",
+        c,
+    )
+    assert accepted.exit_code == 0, accepted.output
+    # Accepted risk does not block the gate's findings rule, and is no longer "open".
+    assert json.loads(cli("findings", "list", "--json", "--config", c).output) == []
+    ws = workflow.Workspace.open(config)
+    finding = findings_state(ws.ledger.events())[fid]
+    assert finding.owner == "alice" and finding.status == "accepted"
+    assert finding.accepted_until == until
+    # Resolving, then reopening, each a ledger event with its actor.
+    assert (
+        cli(
+            "findings", "resolve", fid, "--by", "dave", "--reason", "retrained", "--config", c
+        ).exit_code
+        == 0
+    )
+    assert (
+        cli(
+            "findings", "reopen", fid, "--by", "erin", "--reason", "regressed", "--config", c
+        ).exit_code
+        == 0
+    )
+    events = [e for e in ws.ledger.events() if e.kind.startswith("finding.")]
+    assert [(e.kind, e.actor) for e in events[-4:]] == [
+        ("finding.assigned", "bob"),
+        ("finding.risk_accepted", "carol"),
+        ("finding.resolved", "dave"),
+        ("finding.review_reopened", "erin"),
+    ]
+    assert findings_state(ws.ledger.events())[fid].status == "reopened"
+    assert cli("ledger", "verify", "--config", c).exit_code == 0
+
+
+def test_invalid_reviews_are_refused(scanned):
+    config, fid = scanned
+    c = str(config)
+    past = cli(
+        "findings",
+        "accept-risk",
+        fid,
+        "--until",
+        "2001-01-01",
+        "--by",
+        "x",
+        "--reason",
+        "y",
+        "--config",
+        c,
+    )
+    assert past.exit_code == 2 and "expires" in past.output
+    reopen_open = cli("findings", "reopen", fid, "--by", "x", "--reason", "y", "--config", c)
+    assert reopen_open.exit_code == 2 and "is open" in reopen_open.output
+    missing = cli(
+        "findings", "resolve", "HML-00000000", "--by", "x", "--reason", "y", "--config", c
+    )
+    assert missing.exit_code == 2
+    ws = workflow.Workspace.open(config)
+    with pytest.raises(ReviewError, match="--by NAME"):
+        review(ws.ledger, ws.config, fid, "resolve", by=" ", reason="r")
+
+
+def test_accepted_risk_expires(scanned):
+    config, fid = scanned
+    ws = workflow.Workspace.open(config)
+    today = date.today()
+    review(
+        ws.ledger,
+        ws.config,
+        fid,
+        "accept-risk",
+        by="a",
+        reason="r",
+        until=today + timedelta(days=3),
+    )
+    finding = findings_state(ws.ledger.events())[fid]
+    assert finding.status_on(today) == "accepted"
+    assert finding.status_on(today + timedelta(days=4)) == "open"
+
+
+def test_overdue_lists_escalates_once_and_exits_1(scanned):
+    config, fid = scanned
+    c = str(config)
+    assert cli("findings", "overdue", "--config", c).exit_code == 0  # due in 7 days
+    later = (date.today() + timedelta(days=10)).isoformat()
+    result = cli("findings", "overdue", "--as-of", later, "--config", c)
+    assert result.exit_code == 1
+    assert fid in result.output and "release-manager" in result.output
+    cli("findings", "overdue", "--as-of", later, "--config", c)
+    ws = workflow.Workspace.open(config)
+    escalations = [e for e in ws.ledger.events() if e.kind == "finding.escalated"]
+    assert len(escalations) == 1 and escalations[0].payload["days_overdue"] == 3
+    # Accepting the risk takes it off the overdue list until the acceptance expires.
+    review(
+        ws.ledger,
+        ws.config,
+        fid,
+        "accept-risk",
+        by="a",
+        reason="r",
+        until=date.today() + timedelta(days=20),
+    )
+    assert escalate_overdue(ws.ledger, ws.config, today=date.today() + timedelta(days=10)) == []

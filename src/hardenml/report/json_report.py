@@ -10,6 +10,7 @@ from typing import Any
 from hardenml import __version__
 from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
+from hardenml.report.common import json_safe
 
 GATE_REPORT_SCHEMA_VERSION = "1.0"
 
@@ -55,6 +56,8 @@ def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
 def write_gate_report(path: Path, config: HardenConfig, decision: GateDecision) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(gate_report(config, decision), indent=2) + "\n")
+    # NaN (a metric over zero samples) is not JSON; strict readers get null instead.
+    report = json_safe(gate_report(config, decision))
+    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
     return path

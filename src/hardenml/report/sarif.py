@@ -1,0 +1,399 @@
+"""Findings as SARIF 2.1.0 results, so code-scanning dashboards list them.
+
+SARIF 2.1.0 (OASIS standard, errata 01):
+https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/sarif-v2.1.0-errata01-os-complete.html.
+One rule per metric and threat; one result per open finding of the run's model, plus one
+per failed check that has no open finding (a check that was not measured, say) and one
+per failed gate check (validation, regression). Results
+point at the policy line of `hardenml.toml` that the finding violates, with the threat's
+own line as a related location.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+from typing import Any
+from urllib.parse import quote
+
+from hardenml import __version__
+from hardenml.config import CONFIG_FILENAME, HardenConfig
+from hardenml.gate import GateDecision
+from hardenml.gate.decision import GateCheck
+from hardenml.ledger import FindingState
+from hardenml.report.common import (
+    Findings,
+    atomic_write,
+    blocking_ids,
+    check_reason,
+    finding_list,
+    gate_check_key,
+    gate_checks,
+    json_safe,
+    measurement_key,
+    policy_key,
+    status,
+    threat_key,
+)
+from hardenml.scan import PolicyCheck, fingerprint
+
+SARIF_VERSION = "2.1.0"
+SARIF_SCHEMA = (
+    "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+)
+LEVELS = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}
+# GitHub code scanning ranks security alerts by a rule's numeric `security-severity`
+# (CVSS-like: >= 9 critical, >= 7 high, >= 4 medium, else low).
+SECURITY_SEVERITY = {"critical": "9.5", "high": "8.0", "medium": "5.5", "low": "3.0"}
+FINGERPRINT_KEY = "hardenmlFinding/v1"
+
+
+def sarif_level(severity: str) -> str:
+    return LEVELS.get(severity, "warning")
+
+
+def rule_id(metric: str, threat: str | None) -> str:
+    return f"hardenml/{metric}" if threat is None else f"hardenml/{metric}/{threat}"
+
+
+class _Locator:
+    """Turns paths under the config's folder into SARIF artifact locations.
+
+    With `repo_root` the URIs are relative to the repository (what GitHub resolves);
+    without it they are relative to the folder holding the config.
+    """
+
+    def __init__(self, config: HardenConfig, repo_root: Path | None) -> None:
+        self.config = config
+        self.config_dir = config.root.resolve()
+        self.base_id = "SRCROOT" if repo_root is not None else "CONFIGDIR"
+        self.base = repo_root.resolve() if repo_root is not None else self.config_dir
+
+    def base_ids(self) -> dict[str, Any]:
+        return {self.base_id: {"uri": self.base.as_uri() + "/"}}
+
+    def location(self, path: PurePath) -> dict[str, Any]:
+        full = Path(path) if Path(path).is_absolute() else self.config_dir / path
+        try:
+            relative = full.relative_to(self.base)
+        except ValueError:
+            return {"uri": full.as_uri()}
+        # RFC 3986 path characters stay as they are; ":" does not, since in a first
+        # segment it would read as a scheme.
+        return {"uri": quote(relative.as_posix(), safe="/@!$&'()*+,;="), "uriBaseId": self.base_id}
+
+    def config_file(self) -> dict[str, Any]:
+        source = self.config.source
+        return self.location(
+            Path(source).resolve() if source is not None else PurePath(CONFIG_FILENAME)
+        )
+
+    def config_line(self, key: str | None, message: str) -> dict[str, Any]:
+        physical: dict[str, Any] = {"artifactLocation": self.config_file()}
+        line = self.config.key_lines.get(key) if key else None
+        if line:
+            physical["region"] = {"startLine": line}
+        return {"physicalLocation": physical, "message": {"text": message}}
+
+
+def sarif_report(
+    config: HardenConfig,
+    decision: GateDecision,
+    findings: Findings | None = None,
+    *,
+    repo_root: Path | None = None,
+) -> dict[str, Any]:
+    """The SARIF log of one gate decision (pure: reads no files)."""
+    loc = _Locator(config, repo_root)
+    own = [f for f in finding_list(findings, decision) if f.is_open]
+    blocking = blocking_ids(decision)
+    rules: dict[str, dict[str, Any]] = {}
+    results: list[dict[str, Any]] = []
+    for f in own:
+        rule = _rule(rules, config, f.metric, f.threat, f.remediation)
+        _raise_severity(rule, f.severity)
+        results.append(_finding_result(config, loc, f, f.finding_id in blocking))
+    covered = {f.finding_id for f in own}
+    for check in decision.checks:
+        rule = _rule(rules, config, check.metric, check.threat, None)
+        if check.passed or f"HML-{_check_fingerprint(decision, check)[:8]}" in covered:
+            continue
+        _raise_severity(rule, "high")
+        results.append(_check_result(config, loc, decision, check))
+    for gate_check in gate_checks(decision):
+        gate_rule = _gate_rule(rules, gate_check)
+        if not gate_check.passed:
+            _raise_severity(gate_rule, "high")
+            results.append(_gate_result(config, loc, decision, gate_check))
+    ordered = list(rules)
+    for result in results:
+        result["ruleIndex"] = ordered.index(result["ruleId"])
+    run = decision.run.payload
+    artifacts = [
+        {
+            "location": loc.location(config.model.path),
+            "roles": ["analysisTarget"],
+            "hashes": {"sha-256": decision.run.model_sha256},
+            "description": {"text": f"model {decision.run.model}"},
+        },
+        {
+            "location": loc.config_file(),
+            "roles": ["policy"],
+            "description": {"text": "threat model and release policy"},
+        },
+    ]
+    log = {
+        "$schema": SARIF_SCHEMA,
+        "version": SARIF_VERSION,
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "hardenml",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "rules": list(rules.values()),
+                    }
+                },
+                "automationDetails": {
+                    "id": f"hardenml/{config.project.name}/{decision.run.model}/{run['run_id']}"
+                },
+                "invocations": [_invocation(decision)],
+                "originalUriBaseIds": loc.base_ids(),
+                "artifacts": artifacts,
+                "results": results,
+                "columnKind": "unicodeCodePoints",
+                "properties": {
+                    "project": config.project.name,
+                    "model": decision.run.model,
+                    "run_id": run["run_id"],
+                    "seed": run.get("seed"),
+                    "n": run.get("n"),
+                    "data_sha256": run.get("data_sha256"),
+                    "gate": {
+                        "status": decision.status,
+                        "exit_code": decision.exit_code,
+                        "reasons": decision.reasons,
+                    },
+                },
+            }
+        ],
+    }
+    return dict(json_safe(log))
+
+
+def _invocation(decision: GateDecision) -> dict[str, Any]:
+    out: dict[str, Any] = {"executionSuccessful": True, "exitCode": decision.exit_code}
+    for key, ts in (
+        ("startTimeUtc", decision.run.payload.get("started")),
+        ("endTimeUtc", decision.decided_at),
+    ):
+        stamp = _utc(ts)
+        if stamp is not None:
+            out[key] = stamp
+    return out
+
+
+def _rule(
+    rules: dict[str, dict[str, Any]],
+    config: HardenConfig,
+    metric: str,
+    threat: str | None,
+    remediation: str | None,
+) -> dict[str, Any]:
+    rid = rule_id(metric, threat)
+    if rid in rules:
+        if remediation and "help" not in rules[rid]:
+            rules[rid]["help"] = {"text": remediation}
+        return rules[rid]
+    attack = next((t.attack for t in config.threats if t.name == threat), None)
+    if threat is None:
+        short = f"{metric.replace('_', ' ').capitalize()} below the release policy"
+        full = (
+            f"The model's {metric.replace('_', ' ')} on ordinary inputs is below the "
+            "policy's minimum."
+        )
+    else:
+        short = f"{metric.replace('_', ' ').capitalize()} under {threat} below the release policy"
+        full = (
+            f"The model's {metric.replace('_', ' ')} under threat {threat}"
+            + (f" (attack {attack})" if attack else "")
+            + " is below the minimum the policy sets for some budget."
+        )
+    rule: dict[str, Any] = {
+        "id": rid,
+        "name": rid.removeprefix("hardenml/").replace("/", "-"),
+        "shortDescription": {"text": short},
+        "fullDescription": {"text": full},
+        "defaultConfiguration": {"level": "error"},
+        "properties": {
+            "tags": ["security", "ml-robustness", metric],
+            "metric": metric,
+            "threat": threat,
+            "attack": attack,
+        },
+    }
+    if remediation:
+        rule["help"] = {"text": remediation}
+    rules[rid] = rule
+    return rule
+
+
+def _gate_rule(rules: dict[str, dict[str, Any]], check: GateCheck) -> dict[str, Any]:
+    base = check.name.split("[", 1)[0]
+    rid = f"hardenml/gate/{base}"
+    if rid not in rules:
+        described = {
+            "validation": "The model changed but its validation against the baseline failed "
+            "or is missing.",
+            "regression": "A metric fell more than the policy allows below the last released "
+            "model.",
+        }.get(base, f"The gate check {base} failed.")
+        rules[rid] = {
+            "id": rid,
+            "name": f"gate-{base}",
+            "shortDescription": {"text": f"Release gate check {base} failed"},
+            "fullDescription": {"text": described},
+            "defaultConfiguration": {"level": "error"},
+            "properties": {"tags": ["security", "ml-robustness", "release-gate"]},
+        }
+    return rules[rid]
+
+
+def _gate_result(
+    config: HardenConfig, loc: _Locator, decision: GateDecision, check: GateCheck
+) -> dict[str, Any]:
+    key = gate_check_key(config, check)
+    return {
+        "ruleId": f"hardenml/gate/{check.name.split('[', 1)[0]}",
+        "kind": "fail",
+        "level": "error",
+        "message": {"text": f"{check.name}: {check.reason}"},
+        "locations": [loc.config_line(key, f"policy key {key}")],
+        "partialFingerprints": {
+            FINGERPRINT_KEY: hashlib.sha256(
+                f"{decision.run.model}|gate|{check.name}".encode()
+            ).hexdigest()[:16]
+        },
+        "properties": {"check": check.name, "model_sha256": decision.run.model_sha256},
+    }
+
+
+def _raise_severity(rule: dict[str, Any], severity: str) -> None:
+    score = SECURITY_SEVERITY.get(severity, SECURITY_SEVERITY["medium"])
+    props = rule["properties"]
+    if float(score) > float(props.get("security-severity", "0")):
+        props["security-severity"] = score
+
+
+def _locations(
+    config: HardenConfig, loc: _Locator, metric: str, threat: str | None, budget: float | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    key = policy_key(config, metric, threat, budget)
+    primary = loc.config_line(key, f"policy key {key}")
+    related = []
+    tkey = threat_key(config, threat)
+    if tkey and tkey != key:
+        related.append({"id": 0, **loc.config_line(tkey, f"threat {threat} ({tkey})")})
+    return [primary], related
+
+
+def _finding_result(
+    config: HardenConfig, loc: _Locator, f: FindingState, blocking: bool
+) -> dict[str, Any]:
+    locations, related = _locations(config, loc, f.metric, f.threat, f.budget)
+    result: dict[str, Any] = {
+        "ruleId": rule_id(f.metric, f.threat),
+        "kind": "fail",
+        "level": sarif_level(f.severity),
+        "message": {
+            "text": f"{f.finding_id}: {f.title}. {f.exploitation} Remediation: {f.remediation}"
+        },
+        "locations": locations,
+        "partialFingerprints": {FINGERPRINT_KEY: f.fingerprint},
+        "properties": {
+            "finding_id": f.finding_id,
+            "severity": f.severity,
+            "status": status(f),
+            "blocking": blocking,
+            "owner": f.owner,
+            "due": f.due,
+            "metric": f.metric,
+            "threat": f.threat,
+            "budget": f.budget,
+            "value": f.value,
+            "threshold": f.threshold,
+            "ci": list(f.ci),
+            "opened": f.opened,
+        },
+    }
+    if related:
+        result["relatedLocations"] = related
+    attachments = [
+        {
+            "description": {
+                "text": f"{e.get('count', '?')} adversarial examples beside their originals "
+                f"(sha256 {e.get('sha256', 'unknown')})"
+            },
+            "artifactLocation": loc.location(PurePath(str(e["path"]))),
+        }
+        for e in f.evidence
+        if e.get("path")
+    ]
+    if attachments:
+        result["attachments"] = attachments
+    return result
+
+
+def _check_result(
+    config: HardenConfig, loc: _Locator, decision: GateDecision, check: PolicyCheck
+) -> dict[str, Any]:
+    locations, related = _locations(config, loc, check.metric, check.threat, check.budget)
+    m = check.measurement
+    text = check_reason(decision, check)
+    result: dict[str, Any] = {
+        "ruleId": rule_id(check.metric, check.threat),
+        "kind": "fail",
+        "level": "error",
+        "message": {"text": text},
+        "locations": locations,
+        "partialFingerprints": {FINGERPRINT_KEY: _check_fingerprint(decision, check)},
+        "properties": {
+            "check": check.name,
+            "measured": m is not None,
+            "key": measurement_key(check.metric, check.threat, check.budget),
+            "threshold": check.threshold,
+        },
+    }
+    if related:
+        result["relatedLocations"] = related
+    return result
+
+
+def _check_fingerprint(decision: GateDecision, check: PolicyCheck) -> str:
+    """The fingerprint a finding for this check carries, so both map to one alert."""
+    return fingerprint(decision.run.model, check.threat, check.metric, check.budget)
+
+
+def _utc(ts: object) -> str | None:
+    try:
+        parsed = datetime.fromisoformat(str(ts))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_sarif(
+    path: Path,
+    config: HardenConfig,
+    decision: GateDecision,
+    findings: Findings | None = None,
+    *,
+    repo_root: Path | None = None,
+) -> Path:
+    log = sarif_report(config, decision, findings, repo_root=repo_root)
+    return atomic_write(path, json.dumps(log, indent=2, allow_nan=False) + "\n")

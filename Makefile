@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install -e '.[dev]'
 	$(PIP) install --no-deps torchattacks==3.5.1
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	touch $@
 
 install: $(VENV)/.installed
@@ -37,7 +38,7 @@ typecheck: dev
 	$(BIN)/mypy src
 
 test: dev lint typecheck
-	$(BIN)/python -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
 
 bench: dev
 	$(BIN)/python bench/attacks.py

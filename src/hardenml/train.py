@@ -11,6 +11,11 @@ from torch import nn
 
 from hardenml.scan import Progress, SilentProgress
 
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+# Called after each epoch with (epoch index, module, optimizer); True stops training. It may
+# load an earlier state into the module and the optimizer (a rollback) before returning.
+EpochHook = Callable[[int, nn.Module, torch.optim.Optimizer], bool]
+
 
 def set_seed(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
@@ -28,24 +33,36 @@ def train_classifier(
     seed: int = 0,
     device: torch.device | None = None,
     progress: Progress | None = None,
-    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
+    after_epoch: EpochHook | None = None,
+    label: str = "training",
 ) -> nn.Module:
-    """Adam on cross-entropy (or `loss_fn(module, xb, yb)`); same seed, same weights."""
+    """Adam on cross-entropy (or `loss_fn(module, xb, yb)`); same seed, same weights.
+
+    `loss_fn` is called with the module in train mode; one that switches to eval mode to
+    craft inputs (adversarial training does) switches back before its loss's forward pass.
+    `after_epoch` sees the module in eval mode.
+    """
     progress = progress or SilentProgress()
     gen = set_seed(seed)
     device = device or torch.device("cpu")
-    module.to(device).train()
+    module.to(device)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(module.parameters(), lr=lr)
-    advance = progress.task(f"training ({epochs} epochs)", epochs * len(xt))
-    for _ in range(epochs):
+    advance = progress.task(f"{label} ({epochs} epochs)", epochs * len(xt))
+    for epoch in range(epochs):
         order = torch.randperm(len(xt), generator=gen)
         for start in range(0, len(xt), batch_size):
             idx = order[start : start + batch_size]
             xb, yb = xt[idx].to(device), yt[idx].to(device)
+            module.train()
             loss = loss_fn(module, xb, yb) if loss_fn else F.cross_entropy(module(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             advance(len(idx))
+        module.eval()
+        if after_epoch is not None and after_epoch(epoch, module, opt):
+            advance((epochs - epoch - 1) * len(xt))
+            break
     return module.eval()

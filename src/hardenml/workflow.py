@@ -6,17 +6,48 @@ The CLI parses arguments, calls these and prints; a Python user calls the same.
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from hardenml.config import HardenConfig, find_config, load_config
+from hardenml.config import HardenConfig, ModelConfig, find_config, load_config
 from hardenml.data import DataError, Dataset, fit_to_shape, prepare
 from hardenml.gate import GateDecision, decide
-from hardenml.ledger import Ledger, canonical_json, findings_state, latest_run, record_scan
-from hardenml.report import write_gate_report
+from hardenml.gate.decision import (
+    RELEASE_EVENT,
+    VALIDATION_EVENT,
+    ReleaseError,
+    last_release,
+    latest_validation,
+)
+from hardenml.ledger import (
+    Event,
+    Ledger,
+    canonical_json,
+    findings_state,
+    latest_run,
+    record_scan,
+)
+from hardenml.patch import (
+    PATCH_EVENT,
+    PatchError,
+    PatchResult,
+    lineage_for,
+    make_patch,
+    model_section_for,
+    patch_parameters,
+    rewrite_model_section,
+    write_artifact,
+)
+from hardenml.report import write_all_reports, write_gate_report
 from hardenml.scan import Progress, ScanResult, run_scan
-from hardenml.targets import Target, file_sha256, load_target
-from hardenml.threats import validate_threats
+from hardenml.scan.scanner import Checkpoint
+from hardenml.targets import Target, TargetError, file_sha256, load_target
+from hardenml.threats import threat_class, validate_threats
+from hardenml.validate import Verdict, compare, evaluate
 
 GATE_REPORT_NAME = "gate-report.json"
 
@@ -42,7 +73,12 @@ class Workspace:
         return load_target(self.config.model, self.model_path, trust=trust)
 
     def evaluation_data(self) -> Dataset:
-        _, data = prepare(self.config.data, root=self.config.root)
+        return self.datasets()[1]
+
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        """(reference, evaluation): the train split and the split the scan evaluates."""
+        train, data = prepare(self.config.data, root=self.config.root)
+        train = fit_to_shape(train, tuple(self.config.model.input.shape))
         data = fit_to_shape(data, tuple(self.config.model.input.shape))
         n_classes = len(self.config.model.classes)
         if int(data.y.max()) >= n_classes:
@@ -50,7 +86,7 @@ class Workspace:
                 f"the data has labels up to {int(data.y.max())} but model.classes lists "
                 f"{n_classes} classes; list one name per class"
             )
-        return data
+        return train, data
 
     def scan_fingerprint(self, model_sha256: str, data_sha256: str, seed: int) -> str:
         """Identifies what a scan measured, so the gate can reuse a run that still fits."""
@@ -62,24 +98,58 @@ class Workspace:
                 "seed": seed,
                 "threats": threats,
                 "confidence": self.config.policy.confidence,
+                "scan": self.config.scan.model_dump(mode="json"),
+                # A sequential scan's stopping point depends on the thresholds.
+                "policy": self.config.policy.model_dump(mode="json")
+                if self.config.scan.sequential
+                else None,
             }
         )
         return hashlib.sha256(body.encode()).hexdigest()
 
 
 def scan(
-    ws: Workspace, *, trust: bool = False, seed: int | None = None, progress: Progress | None = None
+    ws: Workspace,
+    *,
+    trust: bool = False,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+    max_samples: int | None = None,
+    max_seconds: float | None = None,
+    sequential: bool | None = None,
 ) -> ScanResult:
-    """Scan the configured model, record the run and its findings in the ledger."""
+    """Scan the configured model, record the run and its findings in the ledger.
+
+    Finished batches are checkpointed under the artifacts folder; the same scan run again
+    after an interruption resumes from them (and says so through `log`).
+    """
     threats = validate_threats(ws.config)
     target = ws.load_target(trust=trust)
-    data = ws.evaluation_data()
+    reference, data = ws.datasets()
     model_sha = file_sha256(ws.model_path)
+    seed = ws.config.data.seed if seed is None else seed
+    fingerprint = ws.scan_fingerprint(model_sha, data.sha256, seed)
+    if max_samples or max_seconds or sequential is not None:
+        caps = canonical_json([max_samples, max_seconds, sequential])
+        fingerprint = hashlib.sha256((fingerprint + caps).encode()).hexdigest()
     result = run_scan(
-        ws.config, target, data, threats, model_sha256=model_sha, seed=seed, progress=progress
+        ws.config,
+        target,
+        data,
+        threats,
+        model_sha256=model_sha,
+        seed=seed,
+        progress=progress,
+        fingerprint=fingerprint,
+        log=log,
+        max_samples=max_samples,
+        max_seconds=max_seconds,
+        sequential=sequential,
+        reference=reference,
     )
-    result.scan_fingerprint = ws.scan_fingerprint(model_sha, result.data_sha256, result.seed)
     record_scan(ws.ledger, ws.config, result)
+    Checkpoint(ws.config.artifacts_dir / "checkpoints" / fingerprint[:16]).clear()
     return result
 
 
@@ -90,6 +160,7 @@ def gate(
     rescan: bool = False,
     progress: Progress | None = None,
     report_path: Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> GateDecision:
     """Decide the release: reuse the latest matching scan (or scan now), apply the policy,
     record the decision and write the JSON report next to the ledger."""
@@ -100,12 +171,20 @@ def gate(
         wanted = ws.scan_fingerprint(model_sha, data.sha256, ws.config.data.seed)
         run = latest_run(ws.ledger.events(["run.completed"]), config_fingerprint=wanted)
     if run is None:
-        scan(ws, trust=trust, progress=progress)
+        scan(ws, trust=trust, progress=progress, log=log)
         run = latest_run(ws.ledger.events(["run.completed"]))
     assert run is not None
-    decision = decide(ws.config, run, findings_state(ws.ledger.events()))
+    events = ws.ledger.events()
+    decision = decide(
+        ws.config,
+        run,
+        findings_state(events),
+        validation=latest_validation(events, run.model_sha256),
+        released=last_release(events, run.model),
+    )
     path = report_path or ws.config.ledger_path.parent / GATE_REPORT_NAME
     write_gate_report(path, ws.config, decision)
+    write_all_reports(ws.config.reports_dir, ws.config, decision, ledger_events=ws.ledger.events())
     ws.ledger.append(
         "gate.decided",
         {
@@ -117,7 +196,230 @@ def gate(
             "reasons": decision.reasons,
             "checks": [c.as_dict() for c in decision.checks],
             "blocking_findings": [f.finding_id for f in decision.blocking_findings],
+            "extra_checks": [c.as_dict() for c in decision.extra_checks],
             "report": str(path),
         },
     )
     return decision
+
+
+# --- patch, validate, promote, release (the second half of the loop) -------------------
+
+PATCHED_MODELS_DIR = "models"
+
+
+@dataclass
+class PatchOutcome:
+    """A patched model written as an artifact, and its lineage event in the ledger."""
+
+    patch: str
+    artifact: Path
+    sha256: str
+    parent_sha256: str
+    result: PatchResult
+    event: Event
+
+
+def _shown_path(ws: Workspace, path: Path) -> str:
+    """`path` relative to the config's folder where it lies inside it (portable ledgers)."""
+    try:
+        return path.resolve().relative_to(ws.config.root.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def _model_file(ws: Workspace, path: Path | str | None, events: list[Event]) -> Path:
+    """A model file the user named: None is the configured model, "released" the last
+    released one; other paths are taken as given (relative to the working directory)."""
+    if path is None:
+        return ws.model_path
+    if str(path) == "released":
+        released = last_release(events, ws.config.model.name)
+        if released is None:
+            raise PatchError(f"no release of {ws.config.model.name!r} is recorded in the ledger")
+        return ws.config.resolve(Path(released["path"]))
+    return Path(path)
+
+
+def load_model_file(
+    ws: Workspace, path: Path, *, events: list[Event] | None = None, trust: bool = False
+) -> tuple[Target, str, ModelConfig]:
+    """Load any model file of this workspace: as its lineage event says it was built, else
+    like the configured model. Returns (target, sha256, model section)."""
+    if not path.is_file():
+        raise TargetError(f"model file {path} does not exist")
+    sha = file_sha256(path)
+    events = ws.ledger.events() if events is None else events
+    section = model_section_for(events, ws.config.model, path, sha)
+    return load_target(section, path, trust=trust), sha, section
+
+
+def _training_budget(config: HardenConfig) -> float | None:
+    """The largest L-inf budget the policy requires robustness at, if any."""
+    budgets = [
+        req.budget
+        for req in config.policy.robust
+        for t in config.threats
+        if t.name == req.threat and threat_class(t.attack).norm == "linf"
+    ]
+    return max(budgets) if budgets else None
+
+
+def patch(
+    ws: Workspace,
+    name: str,
+    *,
+    params: dict[str, Any] | None = None,
+    model_path: Path | str | None = None,
+    seed: int = 0,
+    trust: bool = False,
+    progress: Progress | None = None,
+) -> PatchOutcome:
+    """Apply the registered patch `name` to a model (default: the configured one; "released":
+    the last release), write the new artifact and record its lineage."""
+    params = dict(params or {})
+    if params.get("eps") is None and "eps" in patch_parameters(name):
+        params.pop("eps", None)
+        budget = _training_budget(ws.config)
+        if budget is not None:
+            params["eps"] = budget
+    defence = make_patch(name, params)
+    if ws.config.data.split != "test":
+        raise PatchError(
+            f"patches train on the train split, but data.split = {ws.config.data.split!r} "
+            "evaluates on it too (leakage); set data.split = 'test'"
+        )
+    events = ws.ledger.events()
+    source = _model_file(ws, model_path, events)
+    target, parent_sha, parent = load_model_file(ws, source, events=events, trust=trust)
+    train, _ = prepare(ws.config.data, root=ws.config.root)
+    train = fit_to_shape(train, tuple(ws.config.model.input.shape))
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    result = defence(target, parent, train, seed=seed, progress=progress)
+    seconds = time.perf_counter() - clock
+    stem = f"{ws.config.model.name}-{name}"
+    path, sha = write_artifact(result, ws.config.artifacts_dir / PATCHED_MODELS_DIR, stem)
+    model = {
+        "kind": parent.kind,
+        "factory": result.factory or parent.factory,
+        "factory_kwargs": result.factory_kwargs if result.factory else parent.factory_kwargs,
+        "path": _shown_path(ws, path),
+    }
+    payload = {
+        "patch": name,
+        "params": defence.params(),
+        "seed": seed,
+        "model": model,
+        "model_name": ws.config.model.name,
+        "artifact": _shown_path(ws, path),
+        "artifact_sha256": sha,
+        "parent_sha256": parent_sha,
+        "parent": _shown_path(ws, source),
+        "data_sha256": train.sha256,
+        "data_provenance": train.provenance,
+        "metrics": result.metrics,
+        "history": result.history,
+        "events": result.events,
+        "started": started,
+        "seconds": round(seconds, 3),
+    }
+    event = ws.ledger.append(PATCH_EVENT, payload)
+    return PatchOutcome(name, path, sha, parent_sha, result, event)
+
+
+def validate(
+    ws: Workspace,
+    baseline: Path | str,
+    candidate: Path | str,
+    *,
+    seed: int | None = None,
+    trust: bool = False,
+    progress: Progress | None = None,
+    promote: bool = False,
+) -> Verdict:
+    """Compare `candidate` with `baseline` on the same samples and seeds, record the verdict;
+    with `promote`, a passing candidate becomes the configured model."""
+    events = ws.ledger.events()
+    base_path = _model_file(ws, baseline, events)
+    cand_path = _model_file(ws, candidate, events)
+    base_target, base_sha, _ = load_model_file(ws, base_path, events=events, trust=trust)
+    cand_target, cand_sha, _ = load_model_file(ws, cand_path, events=events, trust=trust)
+    threats = validate_threats(ws.config)
+    data = ws.evaluation_data()
+    seed = ws.config.data.seed if seed is None else seed
+    base = evaluate(
+        ws.config, base_target, data, threats, seed=seed, progress=progress, label="baseline: "
+    )
+    cand = evaluate(
+        ws.config, cand_target, data, threats, seed=seed, progress=progress, label="candidate: "
+    )
+    fixed = {
+        "clean_accuracy" if f.threat is None else f"robust_accuracy[{f.threat}@{f.budget:g}]"
+        for f in findings_state(events).values()
+        if f.status == "fixed" and f.model == ws.config.model.name
+    }
+    verdict = compare(ws.config, base, cand, data.y, seed=seed, fixed_checks=fixed)
+    verdict.baseline_sha256, verdict.candidate_sha256 = base_sha, cand_sha
+    verdict.data_sha256 = data.sha256
+    verdict.extra = {
+        "model": ws.config.model.name,
+        "baseline": _shown_path(ws, base_path),
+        "candidate": _shown_path(ws, cand_path),
+    }
+    ws.ledger.append(VALIDATION_EVENT, verdict.as_dict())
+    if promote and verdict.passed:
+        promote_model(ws, cand_path)
+    return verdict
+
+
+def promote_model(ws: Workspace, path: Path) -> Path:
+    """Point the config's `[model]` at `path` (and at the factory its lineage records), so
+    that scans and the gate judge it from now on. Returns the config file."""
+    if ws.config.source is None:
+        raise PatchError("the workspace has no config file to update")
+    section = model_section_for(ws.ledger.events(), ws.config.model, path, file_sha256(path))
+    updates: dict[str, Any] = {"path": _shown_path(ws, path)}
+    if section.factory != ws.config.model.factory:
+        updates["factory"] = section.factory
+    if section.factory_kwargs != ws.config.model.factory_kwargs:
+        updates["factory_kwargs"] = section.factory_kwargs
+    text = ws.config.source.read_text(encoding="utf-8")
+    ws.config.source.write_text(rewrite_model_section(text, updates), encoding="utf-8")
+    return ws.config.source
+
+
+def release(ws: Workspace, model_path: Path | None = None, *, force: bool = False) -> Event:
+    """Record a model (default: the configured one) as released. It needs a passing gate
+    decision for exactly this file, unless `force`, which the event records."""
+    path = model_path or ws.model_path
+    if not path.is_file():
+        raise TargetError(f"model file {path} does not exist")
+    sha = file_sha256(path)
+    events = ws.ledger.events()
+    decisions = [e for e in events if e.kind == "gate.decided"]
+    decided = next((e for e in reversed(decisions) if e.payload["model_sha256"] == sha), None)
+    passed = decided is not None and decided.payload["status"] == "pass"
+    if not passed and not force:
+        state = "no gate decision" if decided is None else "a failing gate decision"
+        raise ReleaseError(
+            f"{path.name} (sha256 {sha[:12]}) has {state}; run `hardenml gate` until it passes "
+            "(or pass --force, which the ledger records)"
+        )
+    run = latest_run(events, model_sha256=sha)
+    lineage = lineage_for(events, sha)
+    return ws.ledger.append(
+        RELEASE_EVENT,
+        {
+            "model": ws.config.model.name,
+            "model_sha256": sha,
+            "path": _shown_path(ws, path),
+            "gate_seq": None if decided is None else decided.seq,
+            "forced": not passed,
+            "run_id": None if run is None else run.run_id,
+            "data_sha256": None if run is None else run.payload["data_sha256"],
+            "measurements": [] if run is None else run.payload["measurements"],
+            "parent_sha256": None if lineage is None else lineage["parent_sha256"],
+            "patch": None if lineage is None else lineage["patch"],
+        },
+    )

@@ -1,17 +1,44 @@
-"""Policy -> verdict -> exit code."""
+"""Policy -> verdict -> exit code.
+
+The gate combines four things: the policy's thresholds over the latest run's
+measurements, the open findings (a finding of a `policy.fail_on` severity that is open,
+i.e. neither fixed nor accepted, fails it), the validator's verdict for this exact model
+(a failed `hardenml validate` fails it), and regression against the last released model
+recorded in the ledger (no metric may fall more than `policy.max_regression` below it).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from hardenml.config import HardenConfig
-from hardenml.ledger import FindingState, RunRecord
+from hardenml.ledger import Event, FindingState, RunRecord
 from hardenml.scan import Measurement, PolicyCheck, checks_for
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+
+VALIDATION_EVENT = "validation.completed"
+RELEASE_EVENT = "model.released"
+
+
+class ReleaseError(Exception):
+    """A model cannot be released as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """A gate check beyond the policy thresholds (validation, regression), with its reason."""
+
+    name: str
+    passed: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -22,6 +49,12 @@ class GateDecision:
     run: RunRecord
     reasons: list[str]
     decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    # Validation and regression checks, each with its reason.
+    extra_checks: list[GateCheck] = field(default_factory=list)
+    # The `hardenml validate` verdict for this model (ledger payload), if one was recorded.
+    validation: dict[str, Any] | None = None
+    # The last `hardenml release` of this model name (ledger payload), if any.
+    released: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -32,14 +65,52 @@ class GateDecision:
         return "pass" if self.passed else "fail"
 
 
-def decide(config: HardenConfig, run: RunRecord, findings: dict[str, FindingState]) -> GateDecision:
-    """Evaluate today's policy against the run's measurements and the open findings."""
+def latest_validation(events: list[Event], model_sha256: str) -> dict[str, Any] | None:
+    """The latest validator verdict whose candidate is this model file."""
+    for event in reversed(events):
+        if event.kind == VALIDATION_EVENT and event.payload["candidate_sha256"] == model_sha256:
+            return {**event.payload, "ledger_seq": event.seq}
+    return None
+
+
+def last_release(events: list[Event], model: str) -> dict[str, Any] | None:
+    """The latest release of the model called `model`."""
+    for event in reversed(events):
+        if event.kind == RELEASE_EVENT and event.payload["model"] == model:
+            return {**event.payload, "ledger_seq": event.seq}
+    return None
+
+
+def decide(
+    config: HardenConfig,
+    run: RunRecord,
+    findings: dict[str, FindingState],
+    *,
+    validation: dict[str, Any] | None = None,
+    released: dict[str, Any] | None = None,
+) -> GateDecision:
+    """Evaluate today's policy against the run's measurements, the open findings, the
+    validator's verdict for this model and the last released model."""
     measurements = [Measurement.from_dict(m) for m in run.payload["measurements"]]
-    checks = checks_for(config, measurements)
+    scan_info = run.payload.get("scan", {})
+    checks = checks_for(
+        config,
+        measurements,
+        sequential=bool(scan_info.get("sequential")),
+        n_max=int(scan_info.get("n_max", 0)),
+    )
     reasons = []
     for check in checks:
         if check.measurement is None:
             reasons.append(f"{check.name}: not measured in run {run.run_id}; rescan")
+        elif check.decision == "undecided":
+            seq = check.sequential
+            assert seq is not None
+            reasons.append(
+                f"{check.name}: undecided after {seq.n} samples (anytime CI "
+                f"{seq.ci_low:.3f}-{seq.ci_high:.3f} straddles {check.threshold:.3f}); "
+                f"scan.undecided = {config.scan.undecided!r}"
+            )
         elif not check.passed:
             m = check.measurement
             reasons.append(
@@ -56,7 +127,73 @@ def decide(config: HardenConfig, run: RunRecord, findings: dict[str, FindingStat
     )
     for f in blocking:
         reasons.append(f"open {f.severity} finding {f.finding_id}: {f.title}")
-    passed = all(c.passed for c in checks) and not blocking
+    extra = [_validation_check(config, run, validation, released)]
+    extra += _regression_checks(config, run, measurements, released)
+    reasons += [f"{c.name}: {c.reason}" for c in extra if not c.passed]
+    passed = all(c.passed for c in checks) and not blocking and all(c.passed for c in extra)
     return GateDecision(
-        passed=passed, checks=checks, blocking_findings=blocking, run=run, reasons=reasons
+        passed=passed,
+        checks=checks,
+        blocking_findings=blocking,
+        run=run,
+        reasons=reasons,
+        extra_checks=extra,
+        validation=validation,
+        released=released,
     )
+
+
+def _validation_check(
+    config: HardenConfig,
+    run: RunRecord,
+    validation: dict[str, Any] | None,
+    released: dict[str, Any] | None,
+) -> GateCheck:
+    if validation is not None:
+        base = str(validation["baseline_sha256"])[:12]
+        if validation["passed"]:
+            return GateCheck("validation", True, f"passed against baseline {base}")
+        failed = [c["name"] for c in validation["checks"] if not c["passed"]]
+        return GateCheck("validation", False, f"failed against baseline {base}: {failed}")
+    changed = released is not None and released["model_sha256"] != run.model_sha256
+    if config.policy.require_validation and changed:
+        return GateCheck(
+            "validation",
+            False,
+            "the model differs from the released one and no validation is recorded; run "
+            "`hardenml validate RELEASED CANDIDATE`",
+        )
+    return GateCheck("validation", True, "none recorded for this model; not required")
+
+
+def _regression_checks(
+    config: HardenConfig,
+    run: RunRecord,
+    measurements: list[Measurement],
+    released: dict[str, Any] | None,
+) -> list[GateCheck]:
+    if released is None:
+        return [GateCheck("regression", True, "no released model recorded yet")]
+    sha = str(released["model_sha256"])[:12]
+    if released["model_sha256"] == run.model_sha256:
+        return [GateCheck("regression", True, f"this is the released model {sha}")]
+    before = {
+        m.key: m for m in (Measurement.from_dict(d) for d in released.get("measurements", []))
+    }
+    margin = config.policy.max_regression
+    note = "" if released.get("data_sha256") == run.payload["data_sha256"] else " (other data)"
+    out = []
+    for m in measurements:
+        old = before.get(m.key)
+        if old is None:
+            continue
+        ok = m.value >= old.value - margin
+        out.append(
+            GateCheck(
+                f"regression[{m.key}]",
+                ok,
+                f"{m.value:.3f} vs {old.value:.3f} for released {sha}{note}; "
+                f"{'within' if ok else 'more than'} the allowed drop {margin:g}",
+            )
+        )
+    return out or [GateCheck("regression", True, f"no metric in common with released {sha}")]

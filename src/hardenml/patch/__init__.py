@@ -1,0 +1,27 @@
+"""Defences that return a new `Target` plus its artifact, registered by name."""
+
+from hardenml.patch.base import Patch, PatchContext, PatchError, PatchResult
+from hardenml.patch.lineage import (
+    PATCH_EVENT,
+    lineage_for,
+    model_section_for,
+    rewrite_model_section,
+    write_artifact,
+)
+from hardenml.patch.registry import available_patches, make_patch, patch_class, patch_parameters
+
+__all__ = [
+    "PATCH_EVENT",
+    "Patch",
+    "PatchContext",
+    "PatchError",
+    "PatchResult",
+    "available_patches",
+    "lineage_for",
+    "make_patch",
+    "model_section_for",
+    "patch_class",
+    "patch_parameters",
+    "rewrite_model_section",
+    "write_artifact",
+]

@@ -1,0 +1,123 @@
+"""Fast adversarial training: FGSM with a random start (FGSM-RS), watched for
+catastrophic overfitting.
+
+Wong, Rice & Kolter 2020, "Fast is better than free: Revisiting adversarial training",
+https://arxiv.org/abs/2001.03994. Each batch takes one signed-gradient step of length
+`step_size` from a uniform random point of the L-inf ball and trains on the result: about
+the cost of two clean passes, against `steps + 1` for PGD-AT. A step that is too large
+(or no random start) makes the model overfit to the single-step attack: FGSM accuracy
+rises while PGD accuracy collapses. The shared loop detects it on the holdout after each
+epoch and rolls back to the best checkpoint; `recovery` decides what follows.
+
+Arguments (keyword-only):
+    eps: L-inf training budget in raw input units.
+    step_size: default `1.25 * eps` (the paper's alpha).
+    random_start: start uniformly inside the ball (default True; False is plain FGSM
+        training, which overfits catastrophically).
+    recovery: after a rollback, "lower_step" halves the step (and switches to PGD if it
+        happens again), "pgd" trains the remaining epochs with `pgd_steps`-step PGD,
+        "stop" ends training at the best checkpoint. Default "lower_step".
+    pgd_steps: PGD steps once switched (default 7).
+    overfit_drop, overfit_gap: thresholds of the detection (see
+        `hardenml.patch.adversarial.catastrophic_overfitting`): PGD accuracy losing this
+        share of its best value while FGSM accuracy holds (0.5), or FGSM accuracy this far
+        above PGD accuracy (0.3).
+    epochs, lr, batch_size, init, patience, eval_steps, warmup: as for PGD-AT.
+Inputs have shape `(n, *input_spec.shape)` in the raw input space.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hardenml.patch.adversarial import AdversarialTraining, Init, Schedule, linf_pgd
+
+Recovery = Literal["lower_step", "pgd", "stop"]
+
+
+class FGSMRS(AdversarialTraining):
+    def __init__(
+        self,
+        *,
+        eps: float | None = None,
+        step_size: float | None = None,
+        random_start: bool = True,
+        recovery: Recovery = "lower_step",
+        pgd_steps: int = 7,
+        epochs: int = 5,
+        lr: float = 1e-3,
+        batch_size: int = 64,
+        init: Init = "finetune",
+        patience: int = 3,
+        eval_steps: int = 10,
+        warmup: int = 0,
+        overfit_drop: float = 0.5,
+        overfit_gap: float = 0.3,
+    ) -> None:
+        self.eps = eps
+        self.step_size = step_size
+        self.random_start = random_start
+        self.recovery = recovery
+        self.pgd_steps = pgd_steps
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.init = init
+        self.patience = patience
+        self.eval_steps = eval_steps
+        self.warmup = warmup
+        self.overfit_drop = overfit_drop
+        self.overfit_gap = overfit_gap
+
+    def schedule(self) -> Schedule:
+        return Schedule("fgsm", self.step_size or 1.25 * float(self.eps or 0.0))
+
+    def overfitting_watch(self, schedule: Schedule) -> tuple[float, float] | None:
+        return (self.overfit_drop, self.overfit_gap) if schedule.method == "fgsm" else None
+
+    def recover(self, schedule: Schedule, times: int) -> str:
+        if self.recovery == "stop":
+            schedule.stop = True
+            return "rolled back to the best checkpoint and stopped"
+        if self.recovery == "lower_step" and times == 1 and schedule.method == "fgsm":
+            old = schedule.step_size
+            schedule.step_size = old / 2
+            return f"rolled back to the best checkpoint; FGSM step {old:g} -> {old / 2:g}"
+        schedule.method = "pgd"
+        schedule.step_size = 2.5 * float(self.eps or 0.0) / self.pgd_steps
+        return f"rolled back to the best checkpoint; {self.pgd_steps}-step PGD from here on"
+
+    def loss(
+        self, net: nn.Module, x: Tensor, y: Tensor, schedule: Schedule, generator: torch.Generator
+    ) -> Tensor:
+        eps = schedule.scale * float(self.eps or 0.0)
+        step = schedule.scale * schedule.step_size
+        net.eval()
+        if schedule.method == "pgd":
+            adv = linf_pgd(
+                net,
+                x,
+                y,
+                eps=eps,
+                step_size=step,
+                steps=self.pgd_steps,
+                bounds=schedule.bounds,
+                generator=generator,
+            )
+        else:
+            adv = linf_pgd(
+                net,
+                x,
+                y,
+                eps=eps,
+                step_size=step,
+                steps=1,
+                bounds=schedule.bounds,
+                generator=generator if self.random_start else None,
+            )
+        net.train()
+        return F.cross_entropy(net(adv), y)

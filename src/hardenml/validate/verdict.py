@@ -1,0 +1,226 @@
+"""The validator's verdict: is the candidate at least as good as the baseline, where it
+should be better is it, and by how much, with what certainty.
+
+Four kinds of check, each with a reason:
+- clean accuracy is non-inferior: the lower end of the paired bootstrap interval of
+  (candidate - baseline) is above `-policy.clean_margin`; the exact McNemar test is
+  reported beside it.
+- robust accuracy, per `policy.robust` requirement: where the baseline falls short of
+  the requirement the candidate must improve on it (interval above 0 and McNemar
+  significant at `1 - confidence`); where the baseline already met it, non-inferior
+  within `clean_margin`.
+- calibration is not worse: the upper end of the interval of ECE(candidate) -
+  ECE(baseline) is at most `policy.ece_margin`.
+- no finding is reopened: every policy check the baseline passed, or whose finding the
+  ledger records as fixed, still passes for the candidate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hardenml.config import HardenConfig
+from hardenml.validate.evaluate import Outcomes, robust_key
+from hardenml.validate.stats import (
+    ece_difference_interval,
+    mcnemar_exact,
+    mean_difference_interval,
+    resampling_counts,
+)
+
+BOOTSTRAP_SAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class ValidationCheck:
+    name: str
+    passed: bool
+    reason: str
+    baseline: float
+    candidate: float
+    difference: float
+    ci: tuple[float, float]
+    p_value: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ci"] = list(self.ci)
+        return data
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    checks: list[ValidationCheck]
+    n: int
+    seed: int
+    confidence: float
+    baseline_sha256: str = ""
+    candidate_sha256: str = ""
+    data_sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why it failed: the reason of every failed check."""
+        return [f"{c.name}: {c.reason}" for c in self.checks if not c.passed]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "n": self.n,
+            "seed": self.seed,
+            "confidence": self.confidence,
+            "baseline_sha256": self.baseline_sha256,
+            "candidate_sha256": self.candidate_sha256,
+            "data_sha256": self.data_sha256,
+            "checks": [c.as_dict() for c in self.checks],
+            **self.extra,
+        }
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:+.1f} pts"
+
+
+def compare(
+    config: HardenConfig,
+    baseline: Outcomes,
+    candidate: Outcomes,
+    y: np.ndarray,
+    *,
+    seed: int,
+    fixed_checks: set[str] | None = None,
+    samples: int = BOOTSTRAP_SAMPLES,
+) -> Verdict:
+    """Judge `candidate` against `baseline`, measured on the same samples with labels `y`."""
+    policy = config.policy
+    conf = policy.confidence
+    alpha = 1 - conf
+    n = len(y)
+    counts = resampling_counts(n, samples=samples, seed=seed)
+    level = f"{conf:.0%} CI"
+    checks: list[ValidationCheck] = []
+
+    diff, lo, hi = mean_difference_interval(baseline.clean, candidate.clean, counts, conf)
+    test = mcnemar_exact(baseline.clean, candidate.clean)
+    ok = lo >= -policy.clean_margin
+    checks.append(
+        ValidationCheck(
+            "clean_accuracy non-inferiority",
+            ok,
+            f"{baseline.clean.mean():.3f} -> {candidate.clean.mean():.3f} ({_pct(diff)}, "
+            f"{level} [{_pct(lo)}, {_pct(hi)}]); lower end "
+            f"{'within' if ok else 'beyond'} the margin -{policy.clean_margin:g}; exact McNemar "
+            f"p = {test.p_value:.3g} (baseline-only right {test.b}, candidate-only {test.c})",
+            float(baseline.clean.mean()),
+            float(candidate.clean.mean()),
+            diff,
+            (lo, hi),
+            test.p_value,
+        )
+    )
+
+    for req in policy.robust:
+        key = robust_key(req.threat, req.budget)
+        base, cand = baseline.robust[key], candidate.robust[key]
+        diff, lo, hi = mean_difference_interval(base, cand, counts, conf)
+        test = mcnemar_exact(base, cand)
+        shown = (
+            f"{base.mean():.3f} -> {cand.mean():.3f} ({_pct(diff)}, {level} "
+            f"[{_pct(lo)}, {_pct(hi)}]); exact McNemar p = {test.p_value:.3g}"
+        )
+        if base.mean() < req.min_accuracy:
+            ok = lo > 0 and test.c > test.b and test.p_value < alpha
+            why = (
+                "a significant gain, as needed below the policy's "
+                if ok
+                else "no significant gain, but the baseline is below the policy's "
+            )
+            name, reason = f"robust_accuracy[{key}] improvement", f"{shown}: {why}"
+            reason += f"{req.min_accuracy:.3f}"
+        else:
+            ok = lo >= -policy.clean_margin
+            name = f"robust_accuracy[{key}] non-inferiority"
+            reason = (
+                f"{shown}; lower end {'within' if ok else 'beyond'} the margin "
+                f"-{policy.clean_margin:g} (the baseline already met {req.min_accuracy:.3f})"
+            )
+        checks.append(
+            ValidationCheck(
+                name,
+                ok,
+                reason,
+                float(base.mean()),
+                float(cand.mean()),
+                diff,
+                (lo, hi),
+                test.p_value,
+            )
+        )
+
+    ece_b, ece_c, diff, lo, hi = ece_difference_interval(
+        baseline.probs, candidate.probs, y, counts, conf
+    )
+    ok = hi <= policy.ece_margin
+    checks.append(
+        ValidationCheck(
+            "calibration (ECE) not worse",
+            ok,
+            f"ECE {ece_b:.3f} -> {ece_c:.3f} ({diff:+.3f}, {level} [{lo:+.3f}, {hi:+.3f}]); "
+            f"upper end {'within' if ok else 'beyond'} the margin +{policy.ece_margin:g}",
+            ece_b,
+            ece_c,
+            diff,
+            (lo, hi),
+        )
+    )
+
+    checks.append(_reopened(config, baseline, candidate, fixed_checks or set()))
+    return Verdict(
+        passed=all(c.passed for c in checks), checks=checks, n=n, seed=seed, confidence=conf
+    )
+
+
+def _policy_values(config: HardenConfig, outcomes: Outcomes) -> dict[str, tuple[float, float]]:
+    """Policy check name -> (value, threshold), named as the scan names its checks."""
+    policy = config.policy
+    values: dict[str, tuple[float, float]] = {}
+    if policy.min_clean_accuracy is not None:
+        values["clean_accuracy"] = (float(outcomes.clean.mean()), policy.min_clean_accuracy)
+    for req in policy.robust:
+        key = robust_key(req.threat, req.budget)
+        values[f"robust_accuracy[{key}]"] = (float(outcomes.robust[key].mean()), req.min_accuracy)
+    return values
+
+
+def _reopened(
+    config: HardenConfig, baseline: Outcomes, candidate: Outcomes, fixed: set[str]
+) -> ValidationCheck:
+    base = _policy_values(config, baseline)
+    cand = _policy_values(config, candidate)
+    reopened = sorted(
+        name
+        for name, (value, threshold) in cand.items()
+        if value < threshold and (name in fixed or base[name][0] >= base[name][1])
+    )
+    if reopened:
+        shown = ", ".join(f"{k} = {cand[k][0]:.3f} < {cand[k][1]:.3f}" for k in reopened)
+        reason = f"the candidate fails checks the baseline passed or that were fixed: {shown}"
+    else:
+        reason = "every check the baseline passed, and every fixed finding's, still passes"
+    failing_base = sum(value < threshold for value, threshold in base.values())
+    failing_cand = sum(value < threshold for value, threshold in cand.values())
+    # baseline/candidate: how many policy checks each fails; difference: how many reopened.
+    return ValidationCheck(
+        "no finding reopened",
+        not reopened,
+        reason,
+        float(failing_base),
+        float(failing_cand),
+        float(len(reopened)),
+        (0.0, 0.0),
+    )

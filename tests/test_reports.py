@@ -21,6 +21,7 @@ from torch import nn
 
 from hardenml.config import parse_config
 from hardenml.gate import GateDecision, decide
+from hardenml.imaging import png_bytes
 from hardenml.ledger import RunRecord
 from hardenml.report import (
     HTML_NAME,
@@ -37,7 +38,6 @@ from hardenml.report import (
     sarif_report,
 )
 from hardenml.report.bundle import default_baseline
-from hardenml.report.png import png_bytes
 from hardenml.scan import proportion
 from hardenml.scan.calibration import expected_calibration_error as scan_ece
 from hardenml.workflow import GATE_REPORT_NAME

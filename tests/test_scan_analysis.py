@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ SLICES = """
 name = "digit"
 kind = "class"
 """
+SLICE_OWNER = '"slice:digit" = "data-team"\n"pgd-linf" = "robustness-team"'
 
 
 def test_calibration_measured_clean_and_under_each_threat(tmp_path: Path, digits_weights: Path):
@@ -43,7 +45,12 @@ def test_calibration_measured_clean_and_under_each_threat(tmp_path: Path, digits
 
 def test_slice_gaps_open_and_fix_findings(tmp_path: Path, digits_weights: Path):
     config = write_workspace(tmp_path / "ws", digits_weights, min_robust=0.0, max_samples=450)
-    strict = config.read_text().replace("[policy]", "[policy]\nslice_tolerance = 0.0") + SLICES
+    strict = (
+        config.read_text()
+        .replace("[policy]", "[policy]\nslice_tolerance = 0.0")
+        .replace('"pgd-linf" = "robustness-team"', SLICE_OWNER)
+        + SLICES
+    )
     config.write_text(strict)
     ws = workflow.Workspace.open(config)
     result = workflow.scan(ws)
@@ -54,6 +61,7 @@ def test_slice_gaps_open_and_fix_findings(tmp_path: Path, digits_weights: Path):
         outcome = "clean" if finding.threat is None else f"{finding.threat}@{finding.budget:g}"
         gap = gaps[(outcome, finding.slice)]
         assert gap["flagged"] and gap["gap_ci"][0] > 0.0
+        assert finding.owner == "data-team"  # slice owners come before threat owners
         assert len({f.fingerprint for f in flagged}) == len(flagged)
     # With a tolerance nothing can exceed, the next scan marks them fixed.
     config.write_text(strict.replace("slice_tolerance = 0.0", "slice_tolerance = 1.0"))
@@ -65,10 +73,18 @@ def test_slice_gaps_open_and_fix_findings(tmp_path: Path, digits_weights: Path):
 
 def test_evidence_holds_real_adversarial_examples(tmp_path: Path, digits_weights: Path):
     config = write_workspace(tmp_path / "ws", digits_weights, max_samples=120)
+    # Read the digits as 1x8x8 images (the MLP flattens them): evidence gets thumbnails.
+    config.write_text(config.read_text().replace("shape = [64]", "shape = [1, 8, 8]"))
     ws = workflow.Workspace.open(config)
     result = workflow.scan(ws)
     (finding,) = [f for f in result.findings if f.metric == "robust_accuracy"]
-    (evidence,) = finding.evidence
+    evidence, *thumbnails = finding.evidence
+    assert evidence["kind"] == "adversarial_examples"
+    assert 0 < len(thumbnails) <= 8
+    for thumb in thumbnails:
+        blob = (tmp_path / "ws" / thumb["path"]).read_bytes()
+        assert blob.startswith(b"\x89PNG\r\n\x1a\n") and thumb["kind"] == "thumbnail"
+        assert hashlib.sha256(blob).hexdigest() == thumb["sha256"]
     with np.load(tmp_path / "ws" / evidence["path"]) as arrays:
         x, x_adv, y, pred = arrays["x"], arrays["x_adv"], arrays["y"], arrays["pred"]
     assert len(y) == evidence["count"] > 0

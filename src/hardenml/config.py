@@ -308,8 +308,10 @@ class HardenConfig(_Strict):
     def reports_dir(self) -> Path:
         return self.resolve(self.reports.dir)
 
-    def owner_for(self, threat: str) -> str:
-        return self.owners.get(threat) or self.owners.get("*") or "unassigned"
+    def owner_for(self, threat: str | None, slice_: str | None = None) -> str:
+        """The owner by slice (`"slice:NAME"`), then threat, then `"*"`, like CODEOWNERS."""
+        keys = ([f"slice:{slice_}"] if slice_ else []) + ([threat] if threat else []) + ["*"]
+        return next((self.owners[k] for k in keys if k in self.owners), "unassigned")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import numpy as np
 from hardenml import __version__
 from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
+from hardenml.imaging import delta_pixels, png_data_uri, to_pixels, upscale
 from hardenml.ledger import FindingState
 from hardenml.report.calibration import (
     Reliability,
@@ -38,7 +39,6 @@ from hardenml.report.common import (
     status,
 )
 from hardenml.report.evidence import Evidence, EvidenceProblem, is_image_shape, load_evidence
-from hardenml.report.png import delta_pixels, png_data_uri, to_pixels, upscale
 from hardenml.report.svg import (
     BASELINE_COLOUR,
     CANDIDATE_COLOUR,

@@ -244,7 +244,7 @@ def slice_finding(
         threshold=gap["accuracy_rest"] - gap["tolerance"],
         ci=tuple(gap["accuracy_slice_ci"]),
         n=gap["n_slice"],
-        owner=config.owner_for(threat or "clean_accuracy"),
+        owner=config.owner_for(threat, gap["name"].split("=")[0]),
         exploitation=(
             f"Inputs from slice {gap['name']!r} fail more often: an attacker (or "
             "ordinary traffic) concentrated there sees a worse model."

@@ -26,6 +26,7 @@ import torch
 
 from hardenml.config import HardenConfig
 from hardenml.data import Dataset
+from hardenml.imaging import delta_pixels, png_bytes, to_pixels, upscale
 from hardenml.scan.analysis import analyse
 from hardenml.scan.integrity import IntegrityResult, check_threat
 from hardenml.scan.metrics import Measurement, proportion
@@ -42,6 +43,7 @@ from hardenml.targets import Target
 from hardenml.threats import Threat
 
 EVIDENCE_PER_THREAT = 32
+THUMBNAILS = 8
 
 
 class Progress(Protocol):
@@ -244,7 +246,11 @@ def run_scan(
     outcomes = _stack(parts)
     evidence = {
         unit_key(name, budget): _save_evidence(
-            config.artifacts_dir / run_id, unit_key(name, budget), outcomes, config.root
+            config.artifacts_dir / run_id,
+            unit_key(name, budget),
+            outcomes,
+            config.root,
+            target.input_spec.bounds,
         )
         for name, budget in units
         if len(outcomes.get(f"evidence/{unit_key(name, budget)}/y", ()))
@@ -260,7 +266,7 @@ def run_scan(
             )
             continue
         key = unit_key(c.threat, c.budget) if c.threat is not None and c.budget is not None else ""
-        findings.append(finding_for(config, c, [evidence[key]] if key in evidence else []))
+        findings.append(finding_for(config, c, evidence.get(key, [])))
     corruption_threats = {name for name, t in threats.items() if t.norm == "none"}
     analysis = analyse(
         config,
@@ -459,8 +465,12 @@ def _measure(
 
 
 def _save_evidence(
-    folder: Path, stem: str, outcomes: dict[str, np.ndarray], root: Path
-) -> dict[str, Any]:
+    folder: Path,
+    stem: str,
+    outcomes: dict[str, np.ndarray],
+    root: Path,
+    bounds: tuple[float, float],
+) -> list[dict[str, Any]]:
     """Adversarial examples beside their originals, as an .npz addressed by sha256."""
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {k: outcomes[f"evidence/{stem}/{k}"] for k in ("x", "x_adv", "y", "pred")}
@@ -469,13 +479,52 @@ def _save_evidence(
     blob = buffer.getvalue()
     path = folder / f"{stem}.npz"
     path.write_bytes(blob)
+    shown = _shown(path, root)
+    entries = [
+        {
+            "kind": "adversarial_examples",
+            "path": shown,
+            "count": len(arrays["y"]),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+        }
+    ]
+    return entries + _thumbnails(folder, stem, arrays, bounds, root)
+
+
+def _thumbnails(
+    folder: Path, stem: str, arrays: dict[str, np.ndarray], bounds: tuple[float, float], root: Path
+) -> list[dict[str, Any]]:
+    """Image inputs: one PNG per example, original | adversarial | change, side by side."""
+    shape = arrays["x"].shape[1:]
+    is_image = len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))
+    if not is_image:
+        return []
+    out = []
+    for i in range(min(THUMBNAILS, len(arrays["y"]))):
+        parts = [
+            to_pixels(arrays["x"][i], bounds),
+            to_pixels(arrays["x_adv"][i], bounds),
+            delta_pixels(arrays["x_adv"][i] - arrays["x"][i]),
+        ]
+        gap = np.full((parts[0].shape[0], 2, *parts[0].shape[2:]), 255, dtype=np.uint8)
+        strip = upscale(np.concatenate([parts[0], gap, parts[1], gap, parts[2]], axis=1))
+        blob = png_bytes(strip)
+        path = folder / f"{stem}-{i:02d}.png"
+        path.write_bytes(blob)
+        out.append(
+            {
+                "kind": "thumbnail",
+                "path": _shown(path, root),
+                "label": int(arrays["y"][i]),
+                "adversarial_prediction": int(arrays["pred"][i]),
+                "sha256": hashlib.sha256(blob).hexdigest(),
+            }
+        )
+    return out
+
+
+def _shown(path: Path, root: Path) -> str:
     try:
-        shown = str(path.resolve().relative_to(root.resolve()))
+        return str(path.resolve().relative_to(root.resolve()))
     except ValueError:
-        shown = str(path)
-    return {
-        "kind": "adversarial_examples",
-        "path": shown,
-        "count": len(arrays["y"]),
-        "sha256": hashlib.sha256(blob).hexdigest(),
-    }
+        return str(path)

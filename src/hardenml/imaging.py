@@ -1,4 +1,4 @@
-"""Inputs as small PNG images for the HTML report, without an imaging library.
+"""Inputs as small PNG images (evidence thumbnails, report images), without an imaging library.
 
 PNG: https://www.w3.org/TR/png/ (8-bit greyscale or RGB, one zlib stream, filter 0).
 """

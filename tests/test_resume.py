@@ -62,3 +62,31 @@ def test_sigkilled_scan_resumes_with_identical_numbers(tmp_path: Path, digits_we
     assert recorded[0].payload["scan"]["batches_resumed"] == finished
     assert recorded[0].payload["measurements"] == [m.as_dict() for m in uninterrupted.measurements]
     assert workflow.Workspace.open(config).ledger.verify().ok
+
+
+def test_two_scans_at_once_keep_one_intact_chain(tmp_path: Path, digits_weights: Path):
+    """Two `hardenml scan` processes on one ledger: both runs recorded, chain intact."""
+    config = write_workspace(tmp_path / "ws", digits_weights, min_robust=0.9, max_samples=60)
+    cmd = [
+        sys.executable,
+        "-c",
+        "from hardenml.cli import main; main()",
+        "scan",
+        "--config",
+        str(config),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        for _ in range(2)
+    ]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr.decode()
+    ledger = workflow.Workspace.open(config).ledger
+    assert ledger.verify().ok
+    runs = ledger.events(["run.completed"])
+    assert len(runs) == 2 and runs[0].payload["run_id"] != runs[1].payload["run_id"]
+    kinds = [e.kind for e in ledger.events()]
+    # One finding, opened by whichever scan wrote first and observed by the other.
+    assert kinds.count("finding.opened") == 1 and kinds.count("finding.observed") == 1

@@ -155,8 +155,18 @@ def _finding_payload(config: HardenConfig, finding: Finding, run_id: str) -> dic
 def record_scan(
     ledger: Ledger, config: HardenConfig, result: ScanResult, *, actor: str = "hardenml"
 ) -> list[Event]:
-    """Write a completed scan as one atomic group of events: run, measurements, findings."""
-    known = findings_state(ledger.events())
+    """Write a completed scan as one atomic group of events: run, measurements, findings.
+
+    The reconciliation with known findings happens under the ledger's write lock, so two
+    scans recording at once still open each finding once.
+    """
+    return ledger.append_derived(lambda current: _scan_events(config, result, current), actor=actor)
+
+
+def _scan_events(
+    config: HardenConfig, result: ScanResult, current_events: list[Event]
+) -> list[tuple[str, dict[str, Any]]]:
+    known = findings_state(current_events)
     events: list[tuple[str, dict[str, Any]]] = [
         (
             "run.completed",
@@ -207,7 +217,7 @@ def record_scan(
                     },
                 )
             )
-    return ledger.append_many(events, actor=actor)
+    return events
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -137,10 +137,30 @@ class Ledger:
         """Append events atomically: all of them, chained in order, or none."""
         # Validate (and normalise) payloads before taking the write lock.
         bodies = [(kind, json.loads(canonical_json(payload))) for kind, payload in items]
+        return self.append_derived(lambda _events: bodies, actor=actor)
+
+    def append_derived(
+        self,
+        build: Callable[[list[Event]], Sequence[tuple[str, dict[str, Any]]]],
+        *,
+        actor: str = "hardenml",
+    ) -> list[Event]:
+        """Append the events `build` derives from the current ones, under the write lock.
+
+        Reading state and writing what follows from it must be one transaction, or two
+        concurrent scans would both open the same finding.
+        """
         written: list[Event] = []
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                current = [
+                    _event(row)
+                    for row in conn.execute(f"SELECT {_COLUMNS} FROM events ORDER BY seq")
+                ]
+                bodies = [
+                    (kind, json.loads(canonical_json(payload))) for kind, payload in build(current)
+                ]
                 row = conn.execute("SELECT count, hash FROM chain_head WHERE id = 1").fetchone()
                 count, prev = (row[0], row[1]) if row else (0, GENESIS)
                 last = conn.execute(
@@ -247,3 +267,8 @@ class Ledger:
                 )
             )
         return VerifyReport(len(rows), prev_hash, problems)
+
+
+def _event(row: Sequence[Any]) -> Event:
+    seq, event_id, ts, kind, actor, payload, prev_hash, digest = row
+    return Event(seq, event_id, ts, kind, actor, json.loads(payload), prev_hash, digest)

@@ -131,6 +131,8 @@ dir = "../reports"
 def run_demo(out: Path, *, console: Console) -> int:
     from hardenml.cli import _progress
 
+    # Absolute: artifacts are reported relative to it, and the loader resolves the config.
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     tab = out / "breast-cancer"
     tab.mkdir(exist_ok=True)

@@ -28,8 +28,8 @@ from hardenml.threats._gradient import projected_gradient
 from hardenml.threats.base import Norm, Threat
 
 
-class LinfPGD(Threat):
-    norm: ClassVar[Norm] = "linf"
+class ProjectedGradientDescent(Threat):
+    """PGD in the subclass's `norm`; the L-inf and L2 variants differ only in that."""
 
     def __init__(
         self,
@@ -66,3 +66,7 @@ class LinfPGD(Threat):
             early_stop=self.early_stop,
             generator=generator,
         )
+
+
+class LinfPGD(ProjectedGradientDescent):
+    norm: ClassVar[Norm] = "linf"

@@ -20,49 +20,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
-from torch import Tensor
-
-from hardenml.targets import Target
-from hardenml.threats._gradient import projected_gradient
-from hardenml.threats.base import Norm, Threat
+from hardenml.threats.base import Norm
+from hardenml.threats.pgd import ProjectedGradientDescent
 
 
-class L2PGD(Threat):
+class L2PGD(ProjectedGradientDescent):
     norm: ClassVar[Norm] = "l2"
-
-    def __init__(
-        self,
-        *,
-        steps: int = 20,
-        step_size: float | None = None,
-        restarts: int = 1,
-        random_start: bool = True,
-        early_stop: bool = True,
-    ) -> None:
-        if steps < 1 or restarts < 1:
-            raise ValueError("steps and restarts must be at least 1")
-        if step_size is not None and step_size <= 0:
-            raise ValueError("step_size must be positive")
-        self.steps = steps
-        self.step_size = step_size
-        self.restarts = restarts
-        self.random_start = random_start
-        self.early_stop = early_stop
-
-    def run(
-        self, target: Target, x: Tensor, y: Tensor, budget: float, generator: torch.Generator
-    ) -> Tensor:
-        return projected_gradient(
-            target,
-            x,
-            y,
-            norm=self.norm,
-            budget=budget,
-            steps=self.steps,
-            step_size=self.step_size if self.step_size is not None else 2.5 * budget / self.steps,
-            restarts=self.restarts,
-            start_random=self.random_start,
-            early_stop=self.early_stop,
-            generator=generator,
-        )

@@ -109,18 +109,30 @@ class _Square(Threat):
         xs = x.reshape(n, c, h, w)
         best = self._init(xs, budget, generator).clamp(lo, hi)
         margin, fooled = margin_and_fooled(target, best.view_as(x), y)
+        # The search holds only the standing samples, compacted when some fall, so an
+        # iteration neither gathers nor scatters: one proposal, one query, one update.
+        idx = (~fooled).nonzero().flatten()
+        x_on, best_on, margin_on, y_on = xs[idx], best[idx], margin[idx], y[idx]
         for it in range(self.queries - 1):
-            idx = (~fooled).nonzero().flatten()
             if idx.numel() == 0:
                 break
             p = p_selection(self.p_init, it, self.queries)
-            cand = self._propose(xs[idx], best[idx], budget, p, (lo, hi), generator)
-            new_margin, new_fooled = margin_and_fooled(target, cand.view(-1, *x.shape[1:]), y[idx])
-            better = (new_margin < margin[idx]) | new_fooled
-            keep = idx[better]
-            best[keep] = cand[better]
-            margin[keep] = new_margin[better]
-            fooled[keep] = new_fooled[better]
+            cand = self._propose(x_on, best_on, budget, p, (lo, hi), generator)
+            new_margin, new_fooled = margin_and_fooled(target, cand.view(-1, *x.shape[1:]), y_on)
+            better = (new_margin < margin_on) | new_fooled
+            best_on = torch.where(better[:, None, None, None], cand, best_on)
+            margin_on = torch.where(better, new_margin, margin_on)
+            if bool(new_fooled.any()):
+                best[idx] = best_on
+                on = ~new_fooled
+                idx, x_on, best_on, margin_on, y_on = (
+                    idx[on],
+                    x_on[on],
+                    best_on[on],
+                    margin_on[on],
+                    y_on[on],
+                )
+        best[idx] = best_on
         return best.view_as(x)
 
     @abstractmethod
@@ -167,16 +179,21 @@ class LinfSquare(_Square):
             (cols >= c0) & (cols < c0 + sw)
         )[:, None, None, :]
         lo, hi = bounds
-        step = x + budget * random_signs((m, c, 1, 1), generator, x)
-        cand = torch.where(inside, step, best).clamp(lo, hi)
+        signs = random_signs((m, c, 1, 1), generator, x)
+        cand = torch.where(inside, x + budget * signs, best).clamp(lo, hi)
         # The paper redraws a window's signs until they change the image, so that no query
-        # is spent on a copy of the current best; a few redraws almost always suffice.
-        for _ in range(8):
-            same = (cand == best).flatten(1).all(dim=1)
+        # is spent on a copy of the current best.
+        same = (cand == best).flatten(1).all(dim=1)
+        if c == 1:
+            # One channel has one other sign: the redraw, done in one step for every sample.
+            signs = torch.where(same[:, None, None, None], -signs, signs)
+            return torch.where(inside, x + budget * signs, best).clamp(lo, hi)
+        for _ in range(8):  # a few redraws almost always suffice
             if not bool(same.any()):
                 break
             step = x + budget * random_signs((m, c, 1, 1), generator, x)
             cand = torch.where(same[:, None, None, None] & inside, step.clamp(lo, hi), cand)
+            same = (cand == best).flatten(1).all(dim=1)
         return cand
 
 

@@ -69,6 +69,10 @@ class Target(ABC):
         self.has_gradients = has_gradients
         self.device = device
         self.queries = 0
+        # Bytes an attack may hold at once (None: the default of `threats.batching`), and
+        # the measured autograd footprint of one input row, cached by `threats.batching`.
+        self.memory_budget: int | None = None
+        self.activation_bytes_per_row: int | None = None
 
     @abstractmethod
     def _forward(self, x: Tensor) -> Tensor: ...

@@ -7,6 +7,7 @@ attack can get those wrong. Subclasses only write `run`.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -15,6 +16,9 @@ import torch
 from torch import Tensor
 
 from hardenml.targets import Target
+from hardenml.threats.batching import chunk_rows
+
+log = logging.getLogger(__name__)
 
 # "none": the threat bounds its own change (a corruption's severity, tabular constraints), so
 # the base clamps its output to the input bounds but does not project it onto a norm ball.
@@ -72,6 +76,9 @@ class Threat(ABC):
 
     norm: ClassVar[Norm] = "linf"
     needs_gradients: ClassVar[bool] = True
+    # Copies of its inputs an attack holds besides the model's activations (the clean
+    # batch, iterate, best so far, gradient, momentum): sizes its memory-bounded chunks.
+    working_copies: ClassVar[int] = 8
 
     def __call__(
         self,
@@ -95,9 +102,38 @@ class Threat(ABC):
             )
         if self.needs_gradients:
             target.require_gradients()
-        queries_before = target.queries
         x = x.to(target.device, target.input_spec.dtype)
         y = y.to(target.device)
+        if x.shape[0] == 0:
+            return self._attack(target, x, y, budget, generator)
+        rows = chunk_rows(target, self.working_copies)
+        parts: list[AttackResult] = []
+        start = 0
+        while start < x.shape[0]:
+            stop = min(start + rows, x.shape[0])
+            state = generator.get_state()
+            try:
+                parts.append(self._attack(target, x[start:stop], y[start:stop], budget, generator))
+            except torch.OutOfMemoryError:
+                if rows == 1:
+                    raise
+                # Retry the same rows, halved, from the same random state: the result is
+                # what a run with the smaller chunk from here on would give.
+                rows = max(1, rows // 2)
+                generator.set_state(state)
+                if target.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                log.warning("out of memory: %s retries with chunks of %d samples", self, rows)
+                continue
+            start = stop
+        return parts[0] if len(parts) == 1 else _concat(parts)
+
+    def _attack(
+        self, target: Target, x: Tensor, y: Tensor, budget: float, generator: torch.Generator
+    ) -> AttackResult:
+        """One chunk: attack the correctly classified rows, then enforce and score."""
+        lo, hi = target.input_spec.bounds
+        queries_before = target.queries
         with torch.no_grad():
             clean_correct = target.logits(x).argmax(dim=1) == y
         x_adv = x.clone()
@@ -143,3 +179,27 @@ def uniform_like(x: Tensor, generator: torch.Generator) -> Tensor:
     """U[0, 1) noise shaped like `x`, drawn on the generator's device (seeded)."""
     noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
     return noise.to(x.device)
+
+
+def _concat(parts: list[AttackResult]) -> AttackResult:
+    """One result from the results of consecutive chunks of a batch."""
+    smallest = None
+    if any(p.min_perturbation is not None for p in parts):
+        # A chunk with nothing to attack measured nothing: NaN where it was correct.
+        smallest = torch.cat(
+            [
+                p.min_perturbation
+                if p.min_perturbation is not None
+                else torch.where(p.clean_correct, torch.nan, 0.0)
+                for p in parts
+            ]
+        )
+    return AttackResult(
+        x_adv=torch.cat([p.x_adv for p in parts]),
+        success=torch.cat([p.success for p in parts]),
+        clean_correct=torch.cat([p.clean_correct for p in parts]),
+        queries=sum(p.queries for p in parts),
+        budget=parts[0].budget,
+        norm=parts[0].norm,
+        min_perturbation=smallest,
+    )

@@ -138,6 +138,7 @@ def test_verdict_passes_a_real_gain_and_fails_a_clean_loss() -> None:
         "robust_accuracy[pgd-linf@0.1] improvement",
         "calibration (ECE) not worse",
         "no finding reopened",
+        "behavioural suites pass",
     ]
     assert all(c.reason for c in good.checks)
 

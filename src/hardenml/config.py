@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 CONFIG_FILENAME = "hardenml.toml"
 
@@ -211,6 +212,199 @@ class SliceSpec(_Strict):
         return self
 
 
+# Transforms an invariance suite may apply: hardenml's common corruptions (the names they
+# are registered under in the `hardenml.threats` entry points; budget = severity 1..5) and
+# bounded uniform noise on named features for tabular data. Kept here, not looked up in the
+# registry, because the config is read before any threat is imported.
+CORRUPTION_TRANSFORMS = (
+    "gaussian-noise",
+    "shot-noise",
+    "blur",
+    "brightness",
+    "contrast",
+    "jpeg",
+    "rotate",
+    "shift",
+)
+FEATURE_NOISE = "feature-noise"
+BEHAVIOUR_TRANSFORMS = (*CORRUPTION_TRANSFORMS, FEATURE_NOISE)
+_TRANSFORM_ALIASES = {
+    "rotation": "rotate",
+    "gaussian-blur": "blur",
+    "jpeg-compression": "jpeg",
+    "translation": "shift",
+}
+DirectionalExpectation = Literal["increase", "decrease", "not_decrease", "not_increase"]
+
+
+def _key_error(key: str, value: Any, message: str, *, missing: bool = False) -> ValidationError:
+    """A validation error located at `key` of the model being validated, so the
+    `ConfigProblem` names `behaviour[i].key` rather than the whole table."""
+    kind = "missing_key" if missing else "value_error"
+    return ValidationError.from_exception_data(
+        "BehaviourSuite",
+        [InitErrorDetails(type=PydanticCustomError(kind, message), loc=(key,), input=value)],
+    )
+
+
+class BehaviourSuite(_Strict):
+    """One behavioural test suite (CheckList, Ribeiro et al. 2020), as declared in
+    `[[behaviour]]`. See `hardenml.scan.behaviour` for how each kind is run.
+
+    kind = "invariance": `transform` (a corruption at `severity` 1..5, or "feature-noise"
+    with `features` and `noise`) must not change the predicted class.
+    kind = "directional": adding `change` (raw input units, clipped to the input bounds) to
+    `feature` must move the probability of `class` as `expect` says.
+    kind = "minimum": accuracy on the samples of `class` (or all samples) is at least
+    `min_accuracy`.
+    Invariance and directional suites pass when at most `max_failure_rate` of the tested
+    samples fail.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    kind: Literal["invariance", "directional", "minimum"]
+    # invariance
+    transform: str | None = None
+    severity: int = Field(default=1, ge=1, le=5)
+    features: list[int | str] | None = Field(default=None, min_length=1)
+    noise: float | None = Field(default=None, gt=0.0)
+    # directional
+    feature: int | str | None = None
+    change: float | None = None
+    expect: DirectionalExpectation | None = None
+    tolerance: float = Field(default=0.01, ge=0.0, lt=1.0)
+    # directional and minimum (`class` is a Python keyword, hence the alias)
+    class_: str | None = Field(default=None, alias="class")
+    # minimum
+    min_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    # invariance and directional
+    max_failure_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+
+    @field_validator("transform", mode="before")
+    @classmethod
+    def _canonical_transform(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        name = v.strip().lower().replace("_", "-")
+        name = _TRANSFORM_ALIASES.get(name, name)
+        if name not in BEHAVIOUR_TRANSFORMS:
+            raise ValueError(
+                f"one of the transforms {list(BEHAVIOUR_TRANSFORMS)} (corruptions take a "
+                "severity 1..5; feature-noise takes features and noise)"
+            )
+        return name
+
+    @property
+    def check_name(self) -> str:
+        """The policy check (and finding metric) this suite becomes: `behaviour[NAME]`."""
+        return f"behaviour[{self.name}]"
+
+    @property
+    def threshold(self) -> float:
+        """The share of tested samples that must pass: `1 - max_failure_rate`, or
+        `min_accuracy` for a minimum-functionality suite."""
+        if self.kind == "minimum":
+            assert self.min_accuracy is not None
+            return self.min_accuracy
+        # Rounded so that 1 - 0.05 compares equal to 95 passes out of 100.
+        return round(1.0 - self.max_failure_rate, 12)
+
+    @model_validator(mode="after")
+    def _check(self) -> BehaviourSuite:
+        given = self.model_fields_set
+        allowed = {
+            "invariance": {"transform", "severity", "features", "noise", "max_failure_rate"},
+            "directional": {
+                "feature",
+                "change",
+                "class_",
+                "expect",
+                "tolerance",
+                "max_failure_rate",
+            },
+            "minimum": {"class_", "min_accuracy"},
+        }[self.kind] | {"name", "kind"}
+        for key in sorted(given - allowed):
+            shown = "class" if key == "class_" else key
+            raise _key_error(
+                shown,
+                getattr(self, key),
+                f"no {shown!r} in a {self.kind!r} suite: remove it (it takes "
+                f"{sorted('class' if k == 'class_' else k for k in allowed - {'name', 'kind'})})",
+            )
+        if self.kind == "invariance":
+            self._check_invariance(given)
+        elif self.kind == "directional":
+            self._check_directional(given)
+        elif self.min_accuracy is None:
+            raise _key_error(
+                "min_accuracy",
+                None,
+                "a 'minimum' suite needs min_accuracy (the accuracy floor, 0..1)",
+                missing=True,
+            )
+        return self
+
+    def _check_invariance(self, given: set[str]) -> None:
+        if self.transform is None:
+            raise _key_error(
+                "transform",
+                None,
+                f"an 'invariance' suite needs a transform: one of {list(BEHAVIOUR_TRANSFORMS)}",
+                missing=True,
+            )
+        if self.transform == FEATURE_NOISE:
+            if "severity" in given:
+                raise _key_error(
+                    "severity",
+                    self.severity,
+                    "feature-noise takes noise (absolute, raw input units), not a severity",
+                )
+            for key in ("features", "noise"):
+                if getattr(self, key) is None:
+                    raise _key_error(
+                        key,
+                        None,
+                        "feature-noise needs features (names or column indices) and noise "
+                        "(the largest change per feature, raw input units)",
+                        missing=True,
+                    )
+        else:
+            for key in ("features", "noise"):
+                if key in given:
+                    raise _key_error(
+                        key,
+                        getattr(self, key),
+                        f"only transform = 'feature-noise' takes {key}; {self.transform!r} "
+                        "takes a severity 1..5",
+                    )
+
+    def _check_directional(self, given: set[str]) -> None:
+        needs = {
+            "feature": "the feature to change (a feature name or a column index)",
+            "change": "how much to add to the feature (raw input units, non-zero)",
+            "class_": "the class whose probability must move (a name from model.classes)",
+            "expect": "the direction: 'increase', 'decrease', 'not_decrease' or 'not_increase'",
+        }
+        for key, what in needs.items():
+            if getattr(self, key) is None:
+                shown = "class" if key == "class_" else key
+                raise _key_error(
+                    shown, None, f"a 'directional' suite needs {shown}: {what}", missing=True
+                )
+        if self.change == 0:
+            raise _key_error("change", self.change, "a non-zero change")
+        if "tolerance" in given and self.expect in ("increase", "decrease"):
+            raise _key_error(
+                "tolerance",
+                self.tolerance,
+                f"no tolerance with expect = {self.expect!r} (it must move strictly); the "
+                "tolerance applies to 'not_decrease' and 'not_increase'",
+            )
+
+
 class ScanConfig(_Strict):
     """How the scan spends its budget. With `sequential`, it stops as soon as every gated
     metric's anytime-valid interval lies wholly above or below its threshold."""
@@ -243,6 +437,13 @@ class IntegrityConfig(_Strict):
     severity: Severity = "high"
 
 
+def _at(loc: tuple[str | int, ...], value: Any, message: str) -> ValidationError:
+    return ValidationError.from_exception_data(
+        "HardenConfig",
+        [InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)],
+    )
+
+
 class LedgerConfig(_Strict):
     path: Path = Path("hardenml.db")
     artifacts: Path = Path("artifacts")
@@ -263,6 +464,8 @@ class HardenConfig(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
     slices: list[SliceSpec] = Field(default_factory=list)
+    # Behavioural test suites (`[[behaviour]]`), run by the scan and required by the validator.
+    behaviour: list[BehaviourSuite] = Field(default_factory=list)
     integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
     # Owner by threat name (or "*" for the rest), like CODEOWNERS.
     owners: dict[str, str] = Field(default_factory=dict)
@@ -291,7 +494,29 @@ class HardenConfig(_Strict):
                     f"policy.robust[{i}].budget = {req.budget} is not among the budgets of "
                     f"threat {req.threat!r}: {threat.budgets}"
                 )
+        self._check_behaviour()
         return self
+
+    def _check_behaviour(self) -> None:
+        seen: set[str] = set()
+        for i, suite in enumerate(self.behaviour):
+            if suite.name in seen:
+                raise _at(
+                    ("behaviour", i, "name"),
+                    suite.name,
+                    "a name no other [[behaviour]] suite uses (suite names must be unique)",
+                )
+            seen.add(suite.name)
+            if suite.class_ is not None and suite.class_ not in self.model.classes:
+                raise _at(
+                    ("behaviour", i, "class"),
+                    suite.class_,
+                    f"a class name from model.classes: one of {self.model.classes}",
+                )
+
+    def behaviour_suite(self, check_name: str) -> BehaviourSuite | None:
+        """The suite behind a `behaviour[NAME]` check, if the config declares it."""
+        return next((s for s in self.behaviour if s.check_name == check_name), None)
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.root / path)
@@ -377,7 +602,8 @@ def parse_config(text: str, *, root: Path, path: Path | None = None) -> HardenCo
 def _problem(err: Any, raw: dict[str, Any], lines: dict[str, int]) -> ConfigProblem:
     loc = [p for p in err["loc"] if p != "root"]
     key = _dotted(loc) or "<top level>"
-    value: Any = _MISSING if err["type"] == "missing" else err.get("input", _MISSING)
+    missing = err["type"] in ("missing", "missing_key")
+    value: Any = _MISSING if missing else err.get("input", _MISSING)
     if err["type"] == "extra_forbidden":
         expected = "no such key: remove it or check its spelling against `hardenml init`"
     elif err["type"] == "missing":

@@ -103,6 +103,12 @@ class Workspace:
                 "policy": self.config.policy.model_dump(mode="json")
                 if self.config.scan.sequential
                 else None,
+                # Only when declared, so configs without suites keep their fingerprints.
+                **(
+                    {"behaviour": [s.model_dump(mode="json") for s in self.config.behaviour]}
+                    if self.config.behaviour
+                    else {}
+                ),
             }
         )
         return hashlib.sha256(body.encode()).hexdigest()
@@ -354,10 +360,14 @@ def validate(
     cand = evaluate(
         ws.config, cand_target, data, threats, seed=seed, progress=progress, label="candidate: "
     )
+    # Only the accuracy checks the validator re-measures (slice, integrity and behaviour
+    # findings carry other metrics and must not read as a fixed clean-accuracy finding).
     fixed = {
         "clean_accuracy" if f.threat is None else f"robust_accuracy[{f.threat}@{f.budget:g}]"
         for f in findings_state(events).values()
-        if f.status == "fixed" and f.model == ws.config.model.name
+        if f.status == "fixed"
+        and f.model == ws.config.model.name
+        and f.metric in ("clean_accuracy", "robust_accuracy")
     }
     verdict = compare(ws.config, base, cand, data.y, seed=seed, fixed_checks=fixed)
     verdict.baseline_sha256, verdict.candidate_sha256 = base_sha, cand_sha
@@ -366,6 +376,10 @@ def validate(
         "model": ws.config.model.name,
         "baseline": _shown_path(ws, base_path),
         "candidate": _shown_path(ws, cand_path),
+        "behaviour": {
+            "baseline": [r.as_dict() for r in base.behaviour],
+            "candidate": [r.as_dict() for r in cand.behaviour],
+        },
     }
     ws.ledger.append(VALIDATION_EVENT, verdict.as_dict())
     if promote and verdict.passed:

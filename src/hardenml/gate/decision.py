@@ -16,6 +16,7 @@ from typing import Any
 from hardenml.config import HardenConfig
 from hardenml.ledger import Event, FindingState, RunRecord
 from hardenml.scan import Measurement, PolicyCheck, checks_for
+from hardenml.scan.policy import behaviour_reason
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -111,6 +112,8 @@ def decide(
                 f"{seq.ci_low:.3f}-{seq.ci_high:.3f} straddles {check.threshold:.3f}); "
                 f"scan.undecided = {config.scan.undecided!r}"
             )
+        elif not check.passed and (suite := config.behaviour_suite(check.name)) is not None:
+            reasons.append(behaviour_reason(suite, check.measurement))
         elif not check.passed:
             m = check.measurement
             reasons.append(

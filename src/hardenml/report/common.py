@@ -140,7 +140,11 @@ def curves(config: HardenConfig, payload: Mapping[str, Any] | None) -> dict[str,
 
 
 def policy_key(config: HardenConfig, metric: str, threat: str | None, budget: float | None) -> str:
-    """The dotted config key of the policy line that governs a metric (`policy.robust[0]`)."""
+    """The dotted config key of the policy line that governs a metric (`policy.robust[0]`,
+    `behaviour[1]` for a behavioural suite)."""
+    for i, suite in enumerate(config.behaviour):
+        if suite.check_name == metric:
+            return f"behaviour[{i}]"
     if threat is None:
         return f"policy.min_{metric}"
     for i, req in enumerate(config.policy.robust):

@@ -110,6 +110,7 @@ def html_report(
     body = [
         _header(config, decision, baseline),
         _checks(decision),
+        _behaviour_section(decision),
         _curves_section(config, decision, baseline),
         _reliability_section(rel),
         _examples_section(config, own),
@@ -196,6 +197,52 @@ def _checks(decision: GateDecision) -> str:
             f"<th>Result</th></tr></thead><tbody>{gate_rows}</tbody></table>"
         )
     return "<h2>Policy checks</h2>" + table
+
+
+def _suite_tested(suite: Mapping[str, Any]) -> str:
+    """What a behavioural suite did to the inputs, from its result record."""
+    kind = suite.get("kind")
+    if kind == "invariance" and "severity" in suite:
+        return f"{suite.get('transform')} at severity {suite.get('severity')}"
+    if kind == "invariance":
+        return f"noise up to {suite.get('noise')} on {suite.get('features')}"
+    if kind == "directional":
+        change = suite.get("change")
+        shown = f"{change:+g}" if isinstance(change, int | float) else str(change)
+        expect = str(suite.get("expect")).replace("_", " ")
+        return f"{suite.get('feature')} {shown}: P({suite.get('class')}) must {expect}"
+    return "all samples" if suite.get("class") is None else f"class {suite.get('class')}"
+
+
+def _behaviour_section(decision: GateDecision) -> str:
+    suites = decision.run.payload.get("behaviour") or []
+    if not suites:
+        return (
+            '<h2>Behavioural suites</h2><p class="na" id="behaviour">None declared '
+            "(<code>[[behaviour]]</code> in hardenml.toml).</p>"
+        )
+    rows = []
+    for suite in suites:
+        if suite.get("kind") == "minimum":
+            measured, ci = suite.get("accuracy"), suite.get("accuracy_ci") or [None, None]
+            limit = f"accuracy &ge; {fmt(suite.get('min_accuracy'))}"
+        else:
+            measured, ci = suite.get("failure_rate"), suite.get("failure_rate_ci") or [None, None]
+            limit = f"failure rate &le; {fmt(suite.get('max_failure_rate'))}"
+        result = '<td class="ok">pass</td>' if suite.get("passed") else '<td class="bad">FAIL</td>'
+        rows.append(
+            f"<tr><td>{e(suite.get('name'))}</td><td>{e(suite.get('kind'))}</td>"
+            f'<td>{e(_suite_tested(suite))}</td><td class="num">{e(suite.get("n"))}</td>'
+            f'<td class="num">{e(suite.get("failures"))}</td>'
+            f'<td class="num">{fmt(measured)}</td>'
+            f'<td class="num">{fmt(ci[0])} to {fmt(ci[1])}</td><td>{limit}</td>{result}</tr>'
+        )
+    return (
+        '<h2>Behavioural suites</h2><table id="behaviour"><thead><tr><th>Suite</th>'
+        "<th>Kind</th><th>Tested</th><th>n</th><th>Failures</th>"
+        "<th>Failure rate (accuracy for minimum)</th><th>Confidence interval</th>"
+        "<th>Required</th><th>Result</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
 
 
 def _points(curve: Curve) -> list[Point]:

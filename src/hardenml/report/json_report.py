@@ -12,7 +12,7 @@ from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.report.common import json_safe
 
-GATE_REPORT_SCHEMA_VERSION = "1.0"
+GATE_REPORT_SCHEMA_VERSION = "1.1"
 
 
 def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
@@ -39,6 +39,7 @@ def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
         },
         "checks": [c.as_dict() for c in decision.checks],
         "measurements": run["measurements"],
+        "behaviour": run.get("behaviour", []),
         "blocking_findings": [
             {
                 "finding_id": f.finding_id,

@@ -209,7 +209,15 @@ def _rule(
             rules[rid]["help"] = {"text": remediation}
         return rules[rid]
     attack = next((t.attack for t in config.threats if t.name == threat), None)
-    if threat is None:
+    suite = config.behaviour_suite(metric)
+    if suite is not None:
+        short = f"Behavioural suite {suite.name} ({suite.kind}) fails"
+        full = f"The model fails the {suite.kind} behavioural suite {suite.name!r}: " + (
+            f"its accuracy is below {suite.threshold:g}."
+            if suite.kind == "minimum"
+            else f"more than {suite.max_failure_rate:g} of the tested inputs fail it."
+        )
+    elif threat is None:
         short = f"{metric.replace('_', ' ').capitalize()} below the release policy"
         full = (
             f"The model's {metric.replace('_', ' ')} on ordinary inputs is below the "

@@ -1,6 +1,7 @@
 """Metrics with confidence intervals, policy checks and findings."""
 
-from hardenml.scan.metrics import Measurement, proportion, wilson_interval
+from hardenml.scan.behaviour import SuiteResult, run_suites
+from hardenml.scan.metrics import Measurement, derive_seed, proportion, wilson_interval
 from hardenml.scan.policy import (
     Finding,
     PolicyCheck,
@@ -9,7 +10,7 @@ from hardenml.scan.policy import (
     finding_id_for,
     fingerprint,
 )
-from hardenml.scan.scanner import Progress, ScanResult, SilentProgress, derive_seed, run_scan
+from hardenml.scan.scanner import Progress, ScanResult, SilentProgress, run_scan
 
 __all__ = [
     "Finding",
@@ -18,6 +19,7 @@ __all__ = [
     "Progress",
     "ScanResult",
     "SilentProgress",
+    "SuiteResult",
     "checks_for",
     "derive_seed",
     "finding_for",
@@ -25,5 +27,6 @@ __all__ = [
     "fingerprint",
     "proportion",
     "run_scan",
+    "run_suites",
     "wilson_interval",
 ]

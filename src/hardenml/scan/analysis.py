@@ -26,6 +26,8 @@ class Analysis:
     corruptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_checks: dict[str, Any] = field(default_factory=dict)
     integrity: list[dict[str, Any]] = field(default_factory=list)
+    # One dict per behavioural suite (`hardenml.scan.behaviour.SuiteResult.as_dict`).
+    behaviour: list[dict[str, Any]] = field(default_factory=list)
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,7 @@ class Analysis:
             "corruptions": self.corruptions,
             "data_checks": self.data_checks,
             "integrity": self.integrity,
+            "behaviour": self.behaviour,
         }
 
 

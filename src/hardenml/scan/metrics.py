@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from scipy.stats import norm
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """An independent, reproducible seed for one unit of work (threat, budget, batch)."""
+    text = "|".join([str(seed), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from hardenml.config import HardenConfig, Severity
+from hardenml.config import FEATURE_NOISE, BehaviourSuite, HardenConfig, Severity
 from hardenml.scan.metrics import Measurement
 from hardenml.scan.sequential import Decision, SequentialCheck, sequential_check
 
@@ -175,7 +175,38 @@ def checks_for(
                 passes,
             )
         )
+    # Behavioural suites run once over the evaluated samples, after the threats: a point
+    # check even in a sequential scan, which never waits for them to settle.
+    for suite in config.behaviour:
+        checks.append(
+            PolicyCheck(
+                suite.check_name,
+                suite.check_name,
+                None,
+                None,
+                suite.threshold,
+                by_key.get(suite.check_name),
+                "point",
+                n_max,
+                passes,
+            )
+        )
     return checks
+
+
+def behaviour_reason(suite: BehaviourSuite, m: Measurement) -> str:
+    """A failed behavioural check in its own units: failure rate (or accuracy) vs limit."""
+    lo, hi = m.ci_low, m.ci_high
+    level = f"{m.confidence:.0%} CI"
+    if suite.kind == "minimum":
+        return (
+            f"{suite.check_name}: accuracy {m.value:.3f} ({level} {lo:.3f}-{hi:.3f}, n={m.n}) "
+            f"< required {suite.threshold:.3f}"
+        )
+    return (
+        f"{suite.check_name}: failure rate {1 - m.value:.3f} ({level} {1 - hi:.3f}-{1 - lo:.3f}, "
+        f"n={m.n}) > allowed {suite.max_failure_rate:.3f}"
+    )
 
 
 def finding_for(
@@ -184,6 +215,9 @@ def finding_for(
     m = check.measurement
     assert m is not None and not check.passed
     model = config.model.name
+    suite = config.behaviour_suite(check.name)
+    if suite is not None:
+        return behaviour_finding(config, suite, check, evidence)
     if check.threat is None:
         title = f"Clean accuracy {m.value:.1%} is below the policy's {check.threshold:.1%}"
         exploitation = "No attacker needed: the model misclassifies ordinary inputs too often."
@@ -285,4 +319,83 @@ def integrity_finding(config: HardenConfig, result: Any) -> Finding:
             "non-differentiable preprocessing, attack through it with BPDA/EOT; raise steps "
             "and restarts until robust accuracy stops falling."
         ),
+    )
+
+
+def _tested(suite: BehaviourSuite) -> str:
+    """What a suite does to the inputs, in words."""
+    if suite.kind == "invariance" and suite.transform == FEATURE_NOISE:
+        return f"uniform noise of at most {suite.noise:g} on features {suite.features}"
+    if suite.kind == "invariance":
+        return f"{suite.transform} at severity {suite.severity}"
+    if suite.kind == "directional":
+        return f"adding {suite.change:+g} to feature {suite.feature!r}"
+    return "no change" if suite.class_ is None else f"class {suite.class_!r}"
+
+
+def behaviour_finding(
+    config: HardenConfig,
+    suite: BehaviourSuite,
+    check: PolicyCheck,
+    evidence: list[dict[str, Any]] | None = None,
+) -> Finding:
+    """A behavioural suite that failed: its severity comes from how far the pass rate (or
+    accuracy) falls below the suite's threshold, like every other check."""
+    m = check.measurement
+    assert m is not None
+    model = config.model.name
+    rate, allowed = 1 - m.value, suite.max_failure_rate
+    what = _tested(suite)
+    if suite.kind == "invariance":
+        title = (
+            f"Behavioural suite {suite.name!r}: {rate:.1%} of predictions change under "
+            f"{what} (allowed {allowed:.1%})"
+        )
+        exploitation = (
+            "No attacker needed: ordinary variation of this kind changes the model's decision, "
+            "so anyone presenting such inputs (or the world, by chance) flips it."
+        )
+        remediation = (
+            f"Train with the transform as augmentation ({what}) or fine-tune on transformed "
+            "copies; `hardenml patch` with a sanitizer if the variation can be removed first."
+        )
+    elif suite.kind == "directional":
+        title = (
+            f"Behavioural suite {suite.name!r}: {what} moves P({suite.class_}) against the "
+            f"expected '{suite.expect}' for {rate:.1%} of inputs (allowed {allowed:.1%})"
+        )
+        exploitation = (
+            f"The model's response to feature {suite.feature!r} contradicts the domain's "
+            "known relation: a user who controls the feature can move the decision the wrong "
+            "way, and the model's reasoning on it cannot be trusted."
+        )
+        remediation = (
+            "Check the feature's encoding and sign; constrain the model to be monotonic in it "
+            "(e.g. monotonic_cst in scikit-learn's gradient boosting) or retrain with "
+            "counterfactual pairs."
+        )
+    else:
+        where = "all inputs" if suite.class_ is None else f"class {suite.class_!r}"
+        title = (
+            f"Behavioural suite {suite.name!r}: accuracy on {where} is {m.value:.1%}, below "
+            f"the suite's {suite.threshold:.1%}"
+        )
+        exploitation = f"No attacker needed: the model fails the minimum functionality on {where}."
+        remediation = "Collect or re-weight data for these inputs, check their labels, retrain."
+    return Finding(
+        fingerprint=fingerprint(model, None, suite.check_name, None),
+        title=title,
+        model=model,
+        threat=None,
+        metric=suite.check_name,
+        budget=None,
+        severity=config.policy.severity.classify(check.shortfall),
+        value=m.value,
+        threshold=check.threshold,
+        ci=(m.ci_low, m.ci_high),
+        n=m.n,
+        owner=config.owner_for(f"behaviour:{suite.name}"),
+        exploitation=exploitation,
+        remediation=remediation,
+        evidence=evidence or [],
     )

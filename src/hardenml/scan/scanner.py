@@ -28,8 +28,9 @@ from hardenml.config import HardenConfig
 from hardenml.data import Dataset
 from hardenml.imaging import delta_pixels, png_bytes, to_pixels, upscale
 from hardenml.scan.analysis import analyse
+from hardenml.scan.behaviour import SuiteResult, preflight, run_suites
 from hardenml.scan.integrity import IntegrityResult, check_threat
-from hardenml.scan.metrics import Measurement, proportion
+from hardenml.scan.metrics import Measurement, derive_seed, proportion
 from hardenml.scan.policy import (
     Finding,
     PolicyCheck,
@@ -101,12 +102,6 @@ class ScanResult:
             "batches_resumed": self.batches_resumed,
             "stop_reason": self.stop_reason,
         }
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """An independent, reproducible seed for one unit of work (threat, budget, batch)."""
-    text = "|".join([str(seed), *map(str, parts)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
 def unit_key(threat: str, budget: float) -> str:
@@ -181,6 +176,8 @@ def run_scan(
 
     x_all, y_all = torch.from_numpy(data.x), torch.from_numpy(data.y)
     target.check(x_all, need_gradients=any(t.needs_gradients for t in threats.values()))
+    feature_names = data.provenance.get("feature_names")
+    preflight(config, tuple(data.x.shape[1:]), feature_names)
     n_cap = min(len(data), max_samples or len(data))
     order = np.random.default_rng(derive_seed(seed, "order")).permutation(len(data))[:n_cap]
     size = config.scan.batch_size
@@ -198,7 +195,7 @@ def run_scan(
     parts: list[dict[str, np.ndarray]] = []
     advance = progress.task(f"scanning {len(units)} threat/budget pairs", n_cap)
     stop_reason = "complete"
-    gated = checks_for(config, [], sequential=True, n_max=n_cap)
+    gated = [c for c in checks_for(config, [], sequential=True, n_max=n_cap) if _gates_early(c)]
     for b, index in enumerate(batches):
         if b in done:
             arrays = done[b]
@@ -227,6 +224,7 @@ def run_scan(
                 for c in checks_for(
                     config, _measure(parts, units, confidence, seed), sequential=True, n_max=n_cap
                 )
+                if _gates_early(c)
             )
         ):
             stop_reason = "settled"
@@ -242,8 +240,12 @@ def run_scan(
         stop_reason = "sample budget"
 
     measurements = _measure(parts, units, confidence, seed)
-    checks = checks_for(config, measurements, sequential=sequential, n_max=n_cap)
     outcomes = _stack(parts)
+    behaviour = _behaviour(config, target, data, outcomes, seed, progress)
+    behaviour_measurements = [r.measurement() for r in behaviour]
+    checks = checks_for(
+        config, measurements + behaviour_measurements, sequential=sequential, n_max=n_cap
+    )
     evidence = {
         unit_key(name, budget): _save_evidence(
             config.artifacts_dir / run_id,
@@ -255,6 +257,11 @@ def run_scan(
         for name, budget in units
         if len(outcomes.get(f"evidence/{unit_key(name, budget)}/y", ()))
     }
+    evidence |= {
+        r.check_name: _save_behaviour_evidence(config.artifacts_dir / run_id, r, config.root)
+        for r in behaviour
+        if not r.passed and len(r.examples.get("y", ()))
+    }
     findings = []
     passed_ids: dict[str, float] = {}
     for c in checks:
@@ -265,7 +272,11 @@ def run_scan(
                 c.measurement.value
             )
             continue
-        key = unit_key(c.threat, c.budget) if c.threat is not None and c.budget is not None else ""
+        key = (
+            unit_key(c.threat, c.budget)
+            if c.threat is not None and c.budget is not None
+            else c.name
+        )
         findings.append(finding_for(config, c, evidence.get(key, [])))
     corruption_threats = {name for name, t in threats.items() if t.norm == "none"}
     analysis = analyse(
@@ -277,7 +288,8 @@ def run_scan(
         seed=seed,
         reference=reference,
     )
-    measurements += analysis.measurements
+    measurements += analysis.measurements + behaviour_measurements
+    analysis.behaviour = [r.as_dict() for r in behaviour]
     for gap in analysis.slices:
         outcome = None if gap["outcome"] == "clean" else gap["outcome"]
         threat, budget = (None, None) if outcome is None else _split_unit(outcome)
@@ -322,6 +334,56 @@ def run_scan(
         passed_ids=passed_ids,
     )
     return result
+
+
+def _gates_early(check: PolicyCheck) -> bool:
+    """Checks a sequential scan waits for: those decided batch by batch (not the
+    behavioural suites, which run once after the last batch)."""
+    return check.mode == "sequential"
+
+
+def _behaviour(
+    config: HardenConfig,
+    target: Target,
+    data: Dataset,
+    outcomes: dict[str, np.ndarray],
+    seed: int,
+    progress: Progress,
+) -> list[SuiteResult]:
+    """The behavioural suites on the samples the scan evaluated, in the data's order (so a
+    full scan and the validator test the same samples with the same draws)."""
+    index = np.sort(outcomes.get("index", np.zeros(0, dtype=np.int64)))
+    if not config.behaviour or not len(index):
+        return []
+    advance = progress.task("behavioural suites", len(config.behaviour))
+    results = run_suites(
+        config,
+        target,
+        data.x[index],
+        data.y[index],
+        feature_names=data.provenance.get("feature_names"),
+        seed=seed,
+    )
+    advance(len(config.behaviour))
+    return results
+
+
+def _save_behaviour_evidence(folder: Path, result: SuiteResult, root: Path) -> list[dict[str, Any]]:
+    """Failing samples of a suite, before and after its change, as an .npz with sha256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **result.examples)  # type: ignore[arg-type]
+    blob = buffer.getvalue()
+    path = folder / f"behaviour-{result.name}.npz"
+    path.write_bytes(blob)
+    return [
+        {
+            "kind": "behaviour_failures",
+            "path": _shown(path, root),
+            "count": len(result.examples["y"]),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+        }
+    ]
 
 
 def _integrity(

@@ -7,7 +7,7 @@ candidate face the same random starts: the outcomes are paired sample by sample.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ import torch
 from hardenml.config import HardenConfig
 from hardenml.data import Dataset
 from hardenml.scan import Progress, SilentProgress, derive_seed
+from hardenml.scan.behaviour import SuiteResult, run_suites
 from hardenml.targets import Target
 from hardenml.threats import Threat
 
@@ -22,11 +23,13 @@ from hardenml.threats import Threat
 @dataclass
 class Outcomes:
     """`clean[i]`/`robust[key][i]`: sample i classified right (under attack); `probs`:
-    (n, classes) clean probabilities. Robust keys are `threat@budget`."""
+    (n, classes) clean probabilities. Robust keys are `threat@budget`. `behaviour`: one
+    result per declared behavioural suite, in config order."""
 
     clean: np.ndarray
     probs: np.ndarray
     robust: dict[str, np.ndarray]
+    behaviour: list[SuiteResult] = field(default_factory=list)
 
 
 def robust_key(threat: str, budget: float) -> str:
@@ -43,8 +46,9 @@ def evaluate(
     progress: Progress | None = None,
     label: str = "",
 ) -> Outcomes:
-    """Clean correctness and probabilities, and robust correctness for every threat and
-    budget that `policy.robust` names."""
+    """Clean correctness and probabilities, robust correctness for every threat and
+    budget that `policy.robust` names, and every behavioural suite (same seed, same draws
+    for both models)."""
     progress = progress or SilentProgress()
     x = torch.from_numpy(data.x)
     y = torch.from_numpy(data.y)
@@ -71,4 +75,14 @@ def evaluate(
             parts.append(result.robust_correct.numpy())
             advance(part.stop - part.start)
         robust[key] = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
-    return Outcomes(clean=prob.argmax(axis=1) == data.y, probs=prob, robust=robust)
+    behaviour = run_suites(
+        config,
+        target,
+        data.x,
+        data.y,
+        feature_names=data.provenance.get("feature_names"),
+        seed=seed,
+    )
+    return Outcomes(
+        clean=prob.argmax(axis=1) == data.y, probs=prob, robust=robust, behaviour=behaviour
+    )

@@ -1,7 +1,7 @@
 """The validator's verdict: is the candidate at least as good as the baseline, where it
 should be better is it, and by how much, with what certainty.
 
-Four kinds of check, each with a reason:
+Five kinds of check, each with a reason:
 - clean accuracy is non-inferior: the lower end of the paired bootstrap interval of
   (candidate - baseline) is above `-policy.clean_margin`; the exact McNemar test is
   reported beside it.
@@ -13,6 +13,9 @@ Four kinds of check, each with a reason:
   ECE(baseline) is at most `policy.ece_margin`.
 - no finding is reopened: every policy check the baseline passed, or whose finding the
   ledger records as fixed, still passes for the candidate.
+- behavioural suites pass: every `[[behaviour]]` suite passes on the candidate (failure
+  rate at most its `max_failure_rate`, or accuracy at least its `min_accuracy`); the
+  reason gives each suite's baseline -> candidate numbers. No suites: it passes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from hardenml.config import HardenConfig
+from hardenml.scan.behaviour import SuiteResult
 from hardenml.validate.evaluate import Outcomes, robust_key
 from hardenml.validate.stats import (
     ece_difference_interval,
@@ -180,6 +184,7 @@ def compare(
     )
 
     checks.append(_reopened(config, baseline, candidate, fixed_checks or set()))
+    checks.append(_behaviour(config, baseline, candidate))
     return Verdict(
         passed=all(c.passed for c in checks), checks=checks, n=n, seed=seed, confidence=conf
     )
@@ -222,5 +227,54 @@ def _reopened(
         float(failing_base),
         float(failing_cand),
         float(len(reopened)),
+        (0.0, 0.0),
+    )
+
+
+def _suite_number(result: SuiteResult | None) -> str:
+    if result is None:
+        return "-"
+    value = result.pass_rate if result.kind == "minimum" else result.failure_rate
+    return f"{value:.3f}"
+
+
+def _behaviour(config: HardenConfig, baseline: Outcomes, candidate: Outcomes) -> ValidationCheck:
+    """Every behavioural suite must pass on the candidate. baseline/candidate: how many
+    suites each fails; difference: candidate - baseline."""
+    name = "behavioural suites pass"
+    if not config.behaviour:
+        return ValidationCheck(
+            name, True, "no behavioural suites declared", 0.0, 0.0, 0.0, (0.0, 0.0)
+        )
+    base = {r.name: r for r in baseline.behaviour}
+    cand = {r.name: r for r in candidate.behaviour}
+    parts, failing = [], []
+    for suite in config.behaviour:
+        b, c = base.get(suite.name), cand.get(suite.name)
+        ok = c is not None and c.passed
+        if not ok:
+            failing.append(suite.name)
+        if suite.kind == "minimum":
+            what, limit = "accuracy", f"min {suite.threshold:.3f}"
+        else:
+            what, limit = "failure rate", f"max {suite.max_failure_rate:.3f}"
+        parts.append(
+            f"{suite.name} ({suite.kind}): {what} {_suite_number(b)} -> {_suite_number(c)} "
+            f"({limit}) {'passes' if ok else 'FAILS'}"
+        )
+    head = (
+        f"{len(failing)} of {len(config.behaviour)} suites fail on the candidate "
+        f"({', '.join(failing)})"
+        if failing
+        else f"all {len(config.behaviour)} suites pass on the candidate"
+    )
+    failing_base = sum(not r.passed for r in baseline.behaviour)
+    return ValidationCheck(
+        name,
+        not failing,
+        f"{head}: " + "; ".join(parts),
+        float(failing_base),
+        float(len(failing)),
+        float(len(failing) - failing_base),
         (0.0, 0.0),
     )

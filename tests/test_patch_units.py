@@ -63,6 +63,8 @@ def test_catastrophic_overfitting_rule() -> None:
     # FGSM accuracy far above PGD accuracy: overfit to the single-step attack from the start.
     assert catastrophic_overfitting(low, {"clean": 0.9, "fgsm": 0.45, "pgd": 0.05})
     assert not catastrophic_overfitting(low, {"clean": 0.9, "fgsm": 0.45, "pgd": 0.05}, gap=0.5)
+    # ...unless PGD accuracy is climbing: one step is still weaker than many early on.
+    assert not catastrophic_overfitting(low, {"clean": 0.9, "fgsm": 0.54, "pgd": 0.095})
 
 
 TEMPLATE = """\

@@ -136,13 +136,15 @@ def catastrophic_overfitting(
 
     Either PGD accuracy lost at least a share `drop` of its value at the best checkpoint
     (and at least `MIN_COLLAPSE` in absolute terms) while FGSM accuracy did not fall, or
-    FGSM accuracy stands at least `gap` above PGD accuracy: the model has learned to defeat
-    the single-step attack it trains on without becoming robust (a run can overfit this
-    way from its first epochs, before PGD accuracy ever rose).
+    FGSM accuracy stands at least `gap` above a PGD accuracy that is not improving: the
+    model has learned to defeat the single-step attack it trains on without becoming
+    robust (a run can overfit this way from its first epochs, before PGD accuracy ever
+    rose). A wide gap while PGD accuracy climbs is ordinary early adversarial training,
+    where one step is still much weaker than many; an epoch later tells them apart.
     """
     lost = best["pgd"] - now["pgd"]
     collapsed = lost >= max(drop * best["pgd"], MIN_COLLAPSE) and now["fgsm"] >= best["fgsm"]
-    return collapsed or now["fgsm"] - now["pgd"] >= gap
+    return collapsed or (now["fgsm"] - now["pgd"] >= gap and now["pgd"] <= best["pgd"])
 
 
 class AdversarialTraining(Patch):

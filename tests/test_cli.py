@@ -181,3 +181,22 @@ def test_same_seed_same_numbers(failing_ws: Path):
     assert [m.as_dict() for m in first.measurements] == [m.as_dict() for m in second.measurements]
     assert first.data_sha256 == second.data_sha256 and first.run_id != second.run_id
     assert first.findings[0].fingerprint == second.findings[0].fingerprint
+
+
+def test_memory_budget_splits_attacks_without_changing_a_deterministic_scan(
+    tmp_path: Path, digits_weights: Path
+):
+    from hardenml import workflow
+
+    def scan(folder: Path, extra: str):
+        config = write_workspace(folder, digits_weights)
+        text = config.read_text().replace("steps = 10\n", "steps = 10\nrandom_start = false\n")
+        config.write_text(text + extra)
+        ws = workflow.Workspace.open(config)
+        return ws, workflow.scan(ws)
+
+    _, whole = scan(tmp_path / "a", "")
+    # About 1 KB: one sample per chunk for this 64-feature MLP.
+    ws, split = scan(tmp_path / "b", "\n[scan]\nmemory_mb = 0.001\n")
+    assert ws.load_target().memory_budget == int(0.001 * 2**20)
+    assert [m.as_dict() for m in split.measurements] == [m.as_dict() for m in whole.measurements]

@@ -413,6 +413,9 @@ class ScanConfig(_Strict):
     sequential: bool = False
     max_samples: int | None = Field(default=None, gt=0)
     max_seconds: float | None = Field(default=None, gt=0)
+    # Working memory one attack call may hold (see `hardenml.threats.batching`); None: the
+    # default, 1 GiB on the CPU and half the card on a GPU.
+    memory_mb: float | None = Field(default=None, gt=0)
     # What the gate makes of a check that ran out of budget before it was settled.
     undecided: Literal["pass", "fail"] = "fail"
 

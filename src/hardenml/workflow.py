@@ -70,7 +70,13 @@ class Workspace:
         return self.config.resolve(self.config.model.path)
 
     def load_target(self, *, trust: bool = False) -> Target:
-        return load_target(self.config.model, self.model_path, trust=trust)
+        return self.bounded(load_target(self.config.model, self.model_path, trust=trust))
+
+    def bounded(self, target: Target) -> Target:
+        """`target` with the attack memory budget of `scan.memory_mb`, when it is set."""
+        if self.config.scan.memory_mb is not None:
+            target.memory_budget = int(self.config.scan.memory_mb * 2**20)
+        return target
 
     def evaluation_data(self) -> Dataset:
         return self.datasets()[1]
@@ -257,7 +263,7 @@ def load_model_file(
     sha = file_sha256(path)
     events = ws.ledger.events() if events is None else events
     section = model_section_for(events, ws.config.model, path, sha)
-    return load_target(section, path, trust=trust), sha, section
+    return ws.bounded(load_target(section, path, trust=trust)), sha, section
 
 
 def _training_budget(config: HardenConfig) -> float | None:

@@ -158,3 +158,30 @@ def test_pytorch_weights_must_fit_and_be_safetensors(tmp_path: Path, digits_weig
         load_target(cfg, pt)
     with pytest.raises(TargetError, match="does not exist"):
         load_target(cfg, tmp_path / "missing.safetensors")
+
+
+def test_cnn_runs_channels_last_on_the_cpu_with_the_same_outputs() -> None:
+    from hardenml.zoo import mnist_cnn
+
+    torch.manual_seed(0)
+    reference = mnist_cnn().eval()
+    module = mnist_cnn()
+    module.load_state_dict(reference.state_dict())
+    spec = InputSpec(shape=(1, 28, 28))
+    target = TorchTarget(module, input_spec=spec, classes=[str(i) for i in range(10)], device="cpu")
+    assert target.memory_format is torch.channels_last
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(target.logits(x), reference(x), atol=1e-5)
+    xg = x.clone().requires_grad_(True)
+    grad = torch.autograd.grad(target.logits(xg).sum(), xg)[0]
+    xr = x.clone().requires_grad_(True)
+    expected = torch.autograd.grad(reference(xr).sum(), xr)[0]
+    assert torch.allclose(grad, expected, atol=1e-5)
+    # Flat inputs and explicit opt-outs keep the default layout.
+    flat = TorchTarget(nn.Linear(4, 2), input_spec=InputSpec(shape=(4,)), classes=["a", "b"])
+    assert flat.memory_format is torch.contiguous_format
+    off = TorchTarget(
+        mnist_cnn(), input_spec=spec, classes=[str(i) for i in range(10)], channels_last=False
+    )
+    assert off.memory_format is torch.contiguous_format

@@ -23,7 +23,7 @@ from hardenml.config import load_config
 from hardenml.data import fit_to_shape, prepare
 from hardenml.gate import GateDecision
 from hardenml.targets.torch_target import Normalize
-from hardenml.train import train_classifier
+from hardenml.train import set_seed, train_classifier
 from hardenml.zoo import mnist_cnn
 
 CNN_CONFIG = """\
@@ -144,6 +144,7 @@ def run_demo(out: Path, *, console: Console) -> int:
         cfg = load_config(out / "hardenml.toml")
         train, _ = prepare(cfg.data, root=cfg.root)
         train = fit_to_shape(train, (1, 28, 28))
+        set_seed(0)  # the initial weights come from the global generator
         cnn = mnist_cnn()
         # Train through the normalisation the target applies; save the CNN's own weights.
         train_classifier(_normalised(cnn), train.x, train.y, epochs=4, seed=0, progress=progress)

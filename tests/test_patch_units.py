@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hardenml.commands.patching import parse_settings
 from hardenml.config import parse_config
@@ -127,3 +128,40 @@ def test_settings_and_registry_errors() -> None:
     assert repr(make_patch("trades", {"eps": 0.1, "beta": 1.0})).startswith(
         "TRADES(eps=0.1, beta=1.0"
     )
+
+
+def test_cyclic_learning_rate_is_one_cycle() -> None:
+    from hardenml.patch.pgd_at import PGDAT
+
+    assert PGDAT(eps=0.1, lr_schedule="flat").lr_at() is None
+    lr_at = PGDAT(eps=0.1, epochs=10, lr=1e-3, lr_schedule="cyclic").lr_at()
+    assert lr_at is not None
+    assert [round(lr_at(t), 9) for t in (0.0, 2.0, 4.0, 7.0, 10.0)] == [
+        0.0,
+        0.0005,
+        0.001,
+        0.0005,
+        0.0,
+    ]
+    with pytest.raises(PatchError, match="lr_schedule"):
+        PGDAT(eps=0.1, lr_schedule="steps")._check()  # type: ignore[arg-type]
+
+
+def test_train_classifier_follows_the_learning_rate_schedule(digits) -> None:
+    from hardenml.train import train_classifier
+    from hardenml.zoo import mlp
+
+    x, y, _, _ = digits
+    torch.manual_seed(0)
+    module = mlp(64, 10, hidden=8)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    seen: list[float] = []
+
+    def frozen(t: float) -> float:
+        seen.append(t)
+        return 0.0
+
+    train_classifier(module, x[:200], y[:200], epochs=2, batch_size=64, lr_at=frozen)
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    # Four steps per epoch (200 / 64), each told how far training has come.
+    assert seen == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]

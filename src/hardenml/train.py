@@ -12,6 +12,8 @@ from torch import nn
 from hardenml.scan import Progress, SilentProgress
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+# Learning rate at a point of training measured in epochs (0.5: half way through the first).
+LrSchedule = Callable[[float], float]
 # Called after each epoch with (epoch index, module, optimizer); True stops training. It may
 # load an earlier state into the module and the optimizer (a rollback) before returning.
 EpochHook = Callable[[int, nn.Module, torch.optim.Optimizer], bool]
@@ -36,12 +38,14 @@ def train_classifier(
     loss_fn: LossFn | None = None,
     after_epoch: EpochHook | None = None,
     label: str = "training",
+    lr_at: LrSchedule | None = None,
 ) -> nn.Module:
     """Adam on cross-entropy (or `loss_fn(module, xb, yb)`); same seed, same weights.
 
     `loss_fn` is called with the module in train mode; one that switches to eval mode to
     craft inputs (adversarial training does) switches back before its loss's forward pass.
-    `after_epoch` sees the module in eval mode.
+    `after_epoch` sees the module in eval mode. `lr_at`, when given, sets the learning rate
+    before each step from the epochs done so far (with `lr` the optimiser's initial value).
     """
     progress = progress or SilentProgress()
     gen = set_seed(seed)
@@ -50,9 +54,13 @@ def train_classifier(
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     advance = progress.task(f"{label} ({epochs} epochs)", epochs * len(xt))
+    steps_per_epoch = max(1, -(-len(xt) // batch_size))
     for epoch in range(epochs):
         order = torch.randperm(len(xt), generator=gen)
-        for start in range(0, len(xt), batch_size):
+        for step, start in enumerate(range(0, len(xt), batch_size)):
+            if lr_at is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(epoch + (step + 1) / steps_per_epoch)
             idx = order[start : start + batch_size]
             xb, yb = xt[idx].to(device), yt[idx].to(device)
             module.train()

@@ -37,9 +37,10 @@ from hardenml.patch.base import (
     trainable_copy,
     weights_of,
 )
-from hardenml.train import train_classifier
+from hardenml.train import LrSchedule, train_classifier
 
 Init = Literal["finetune", "scratch"]
+LrScheduleName = Literal["flat", "cyclic"]
 
 
 @dataclass
@@ -155,6 +156,7 @@ class AdversarialTraining(Patch):
     eps: float | None
     epochs: int
     lr: float
+    lr_schedule: LrScheduleName
     batch_size: int
     init: Init
     patience: int
@@ -183,6 +185,14 @@ class AdversarialTraining(Patch):
         schedule.stop = True
         return "rolled back to the best checkpoint and stopped"
 
+    def lr_at(self) -> LrSchedule | None:
+        """None for a flat rate; for "cyclic", Wong et al.'s one cycle: linear from 0 up to
+        `lr` at 2/5 of the epochs, then down to 0 at the end."""
+        if self.lr_schedule == "flat":
+            return None
+        peak, top, end = self.lr, 0.4 * self.epochs, float(self.epochs)
+        return lambda t: peak * (t / top if t <= top else max(0.0, (end - t) / (end - top)))
+
     def _check(self) -> float:
         if self.eps is None or self.eps <= 0:
             raise PatchError(
@@ -193,6 +203,8 @@ class AdversarialTraining(Patch):
             raise PatchError(
                 "epochs, batch_size and eval_steps must be at least 1, warmup at least 0"
             )
+        if self.lr_schedule not in ("flat", "cyclic"):
+            raise PatchError(f"lr_schedule must be 'flat' or 'cyclic', got {self.lr_schedule!r}")
         if self.init not in ("finetune", "scratch"):
             raise PatchError(f"init must be 'finetune' or 'scratch', got {self.init!r}")
         return float(self.eps)
@@ -286,6 +298,7 @@ class AdversarialTraining(Patch):
             ctx.fit.y,
             epochs=self.epochs,
             lr=self.lr,
+            lr_at=self.lr_at(),
             batch_size=self.batch_size,
             seed=ctx.seed,
             device=device,

@@ -22,7 +22,8 @@ Arguments (keyword-only):
         `hardenml.patch.adversarial.catastrophic_overfitting`): PGD accuracy losing this
         share of its best value while FGSM accuracy holds (0.5), or FGSM accuracy this far
         above PGD accuracy (0.3).
-    epochs, lr, batch_size, init, patience, eval_steps, warmup: as for PGD-AT.
+    epochs, lr, lr_schedule, batch_size, init, patience, eval_steps, warmup: as for PGD-AT
+        (Wong et al. pair FGSM-RS with lr_schedule "cyclic").
 Inputs have shape `(n, *input_spec.shape)` in the raw input space.
 """
 
@@ -34,7 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hardenml.patch.adversarial import AdversarialTraining, Init, Schedule, linf_pgd
+from hardenml.patch.adversarial import (
+    AdversarialTraining,
+    Init,
+    LrScheduleName,
+    Schedule,
+    linf_pgd,
+)
 
 Recovery = Literal["lower_step", "pgd", "stop"]
 
@@ -50,6 +57,7 @@ class FGSMRS(AdversarialTraining):
         pgd_steps: int = 7,
         epochs: int = 5,
         lr: float = 1e-3,
+        lr_schedule: LrScheduleName = "flat",
         batch_size: int = 64,
         init: Init = "finetune",
         patience: int = 3,
@@ -65,6 +73,7 @@ class FGSMRS(AdversarialTraining):
         self.pgd_steps = pgd_steps
         self.epochs = epochs
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.batch_size = batch_size
         self.init = init
         self.patience = patience

@@ -11,6 +11,8 @@ Arguments (keyword-only):
     steps: PGD steps per batch (default 7; Madry et al. use 40 on MNIST, fewer suffice when
         fine-tuning). step_size: default `2.5 * eps / steps`.
     epochs (5), lr (1e-3, Adam), batch_size (64).
+    lr_schedule: "flat" (default) keeps `lr`; "cyclic" is Wong et al.'s one cycle, rising
+        linearly from 0 to `lr` over the first 2/5 of the epochs and back to 0 at the end.
     init: "finetune" starts from the parent (released) weights, "scratch" from a fresh,
         seeded initialisation of `model.factory`.
     patience: stop after this many epochs without better holdout PGD accuracy (3); the
@@ -27,7 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hardenml.patch.adversarial import AdversarialTraining, Init, Schedule, linf_pgd
+from hardenml.patch.adversarial import (
+    AdversarialTraining,
+    Init,
+    LrScheduleName,
+    Schedule,
+    linf_pgd,
+)
 
 
 class PGDAT(AdversarialTraining):
@@ -39,6 +47,7 @@ class PGDAT(AdversarialTraining):
         step_size: float | None = None,
         epochs: int = 5,
         lr: float = 1e-3,
+        lr_schedule: LrScheduleName = "flat",
         batch_size: int = 64,
         init: Init = "finetune",
         patience: int = 3,
@@ -50,6 +59,7 @@ class PGDAT(AdversarialTraining):
         self.step_size = step_size
         self.epochs = epochs
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.batch_size = batch_size
         self.init = init
         self.patience = patience

@@ -10,7 +10,7 @@ Arguments (keyword-only):
     eps: L-inf training budget in raw input units.
     beta: weight of the robustness term (default 6.0, the paper's choice for MNIST/CIFAR).
     steps: inner maximisation steps (default 7); step_size: default `2.5 * eps / steps`.
-    epochs, lr, batch_size, init, patience, eval_steps, warmup: as for PGD-AT.
+    epochs, lr, lr_schedule, batch_size, init, patience, eval_steps, warmup: as for PGD-AT.
 Inputs have shape `(n, *input_spec.shape)` in the raw input space.
 """
 
@@ -20,7 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hardenml.patch.adversarial import AdversarialTraining, Init, Schedule
+from hardenml.patch.adversarial import (
+    AdversarialTraining,
+    Init,
+    LrScheduleName,
+    Schedule,
+)
 
 
 class TRADES(AdversarialTraining):
@@ -33,6 +38,7 @@ class TRADES(AdversarialTraining):
         step_size: float | None = None,
         epochs: int = 5,
         lr: float = 1e-3,
+        lr_schedule: LrScheduleName = "flat",
         batch_size: int = 64,
         init: Init = "finetune",
         patience: int = 3,
@@ -45,6 +51,7 @@ class TRADES(AdversarialTraining):
         self.step_size = step_size
         self.epochs = epochs
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.batch_size = batch_size
         self.init = init
         self.patience = patience

@@ -26,6 +26,7 @@ Inputs `x` have shape `(n, *input_spec.shape)` in the raw input space.
 from __future__ import annotations
 
 import logging
+import time
 from typing import ClassVar
 
 import torch
@@ -84,10 +85,24 @@ class AutoAttackEnsemble(Threat):
             idx = standing.nonzero().flatten()
             if idx.numel() == 0:
                 break
+            started = time.perf_counter()
             # Through the checked entry point, so each component's budget and bounds hold.
             result = attack(target, x[idx], y[idx], budget=budget, generator=generator)
             broken = result.success.to(x.device)
             adv[idx[broken]] = result.x_adv.to(x.device, x.dtype)[broken]
             standing[idx[broken]] = False
-            log.info("%s broke %d of %d samples", attack, int(broken.sum()), idx.numel())
+            seconds = time.perf_counter() - started
+            log.info(
+                "%s broke %d of %d samples in %.2fs",
+                attack,
+                int(broken.sum()),
+                idx.numel(),
+                seconds,
+                extra={
+                    "component": type(attack).__name__,
+                    "attacked": idx.numel(),
+                    "broken": int(broken.sum()),
+                    "seconds": seconds,
+                },
+            )
         return adv

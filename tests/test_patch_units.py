@@ -165,3 +165,45 @@ def test_train_classifier_follows_the_learning_rate_schedule(digits) -> None:
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
     # Four steps per epoch (200 / 64), each told how far training has come.
     assert seen == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
+
+
+def test_fgsm_from_noise_known_answers() -> None:
+    from torch import nn
+
+    from hardenml.patch.fgsm_rs import fgsm_from_noise
+
+    # Two classes, logit of class 1 = w.x: the loss for label 0 rises along +sign(w).
+    net = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[0.0] * 4, [1.0, -2.0, 0.5, -0.1]]))
+    x = torch.full((3, 4), 0.5)
+    y = torch.zeros(3, dtype=torch.long)
+    gen = torch.Generator().manual_seed(0)
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    plain = fgsm_from_noise(
+        net, x, y, eps=0.1, step_size=0.3, noise=0.0, project=True, bounds=(0, 1), generator=gen
+    )
+    assert torch.allclose(plain, x + 0.1 * sign)  # the step, clipped to the ball
+    wide = fgsm_from_noise(
+        net, x, y, eps=0.1, step_size=0.1, noise=0.2, project=False, bounds=(0, 1), generator=gen
+    )
+    # N-FGSM: noise up to 2 eps plus a step of eps, unclipped: up to 3 eps from x.
+    size = (wide - x).abs()
+    assert float(size.max()) <= 0.3 + 1e-6 and float(size.max()) > 0.1
+    noisy = fgsm_from_noise(
+        net, x, y, eps=0.1, step_size=0.1, noise=0.1, project=True, bounds=(0, 1), generator=gen
+    )
+    assert float((noisy - x).abs().max()) <= 0.1 + 1e-6
+    # In bounds even when x sits on them and the noise points outside.
+    edge = fgsm_from_noise(
+        net,
+        torch.zeros(3, 4),
+        y,
+        eps=0.1,
+        step_size=0.1,
+        noise=0.2,
+        project=False,
+        bounds=(0, 1),
+        generator=gen,
+    )
+    assert float(edge.min()) >= 0.0

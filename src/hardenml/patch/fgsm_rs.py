@@ -14,6 +14,11 @@ Arguments (keyword-only):
     step_size: default `1.25 * eps` (the paper's alpha).
     random_start: start uniformly inside the ball (default True; False is plain FGSM
         training, which overfits catastrophically).
+    noise: the random start's range as a multiple of eps (default 1: the ball).
+    project: clip the perturbation back to the eps ball after the step (default True).
+        `noise=2, project=False, step_size=eps` is N-FGSM (de Jorge et al. 2022, "Make
+        Some Noise", https://arxiv.org/abs/2202.01181): larger noise and no clipping
+        avoid catastrophic overfitting at large budgets at the same cost.
     recovery: after a rollback, "lower_step" halves the step (and switches to PGD if it
         happens again), "pgd" trains the remaining epochs with `pgd_steps`-step PGD,
         "stop" ends training at the best checkpoint. Default "lower_step".
@@ -46,6 +51,39 @@ from hardenml.patch.adversarial import (
 Recovery = Literal["lower_step", "pgd", "stop"]
 
 
+def fgsm_from_noise(
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    noise: float,
+    project: bool,
+    bounds: tuple[float, float],
+    generator: torch.Generator,
+) -> Tensor:
+    """One signed-gradient step from `x + U[-noise, noise]`, detached and in bounds.
+
+    The gradient is taken at the noisy point as drawn, even where it leaves the input
+    bounds, as in Wong et al.'s code: on images with many pixels at a bound (MNIST's black
+    background) clamping first would cancel half the noise there. `project` clips the
+    perturbation to the eps ball (FGSM-RS); N-FGSM leaves it unclipped.
+    """
+    delta = torch.zeros_like(x)
+    if noise > 0:
+        draw = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        delta = (2 * draw - 1) * noise
+    start = (x + delta).requires_grad_(True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(net(start), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, start)
+    delta = delta + step_size * grad.sign()
+    if project:
+        delta = delta.clamp(-eps, eps)
+    return (x + delta).clamp(*bounds).detach()
+
+
 class FGSMRS(AdversarialTraining):
     def __init__(
         self,
@@ -53,6 +91,8 @@ class FGSMRS(AdversarialTraining):
         eps: float | None = None,
         step_size: float | None = None,
         random_start: bool = True,
+        noise: float = 1.0,
+        project: bool = True,
         recovery: Recovery = "lower_step",
         pgd_steps: int = 7,
         epochs: int = 5,
@@ -69,6 +109,8 @@ class FGSMRS(AdversarialTraining):
         self.eps = eps
         self.step_size = step_size
         self.random_start = random_start
+        self.noise = noise
+        self.project = project
         self.recovery = recovery
         self.pgd_steps = pgd_steps
         self.epochs = epochs
@@ -118,15 +160,16 @@ class FGSMRS(AdversarialTraining):
                 generator=generator,
             )
         else:
-            adv = linf_pgd(
+            adv = fgsm_from_noise(
                 net,
                 x,
                 y,
                 eps=eps,
                 step_size=step,
-                steps=1,
+                noise=self.noise * eps if self.random_start else 0.0,
+                project=self.project,
                 bounds=schedule.bounds,
-                generator=generator if self.random_start else None,
+                generator=generator,
             )
         net.train()
         return F.cross_entropy(net(adv), y)

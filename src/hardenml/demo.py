@@ -69,6 +69,21 @@ threat = "pgd-linf"
 budget = 0.1
 min_accuracy = 0.80
 
+# Behavioural suites (CheckList-style), gated like any policy check and required by
+# `hardenml validate` of a patched model.
+[[behaviour]]
+name = "small-shift"
+kind = "invariance"
+transform = "shift"
+severity = 1
+max_failure_rate = 0.05
+
+[[behaviour]]
+name = "sevens-recognised"
+kind = "minimum"
+class = "7"
+min_accuracy = 0.90
+
 [owners]
 "pgd-linf" = "robustness-team"
 "*" = "ml-platform"
@@ -115,6 +130,15 @@ min_clean_accuracy = 0.90
 threat = "pgd-linf"
 budget = 0.02
 min_accuracy = 0.80
+
+# A larger tumour must not make the model less sure it is malignant.
+[[behaviour]]
+name = "radius-not-reassuring"
+kind = "directional"
+feature = "worst radius"
+change = 0.1
+class = "malignant"
+expect = "not_decrease"
 
 [owners]
 "*" = "tabular-team"

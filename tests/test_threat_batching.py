@@ -122,3 +122,37 @@ def test_chunks_merge_smallest_perturbations() -> None:
     # Rows the model already got wrong are 0; attacked rows have a size or NaN.
     wrong = ~split.clean_correct
     assert torch.all(split.min_perturbation[wrong] == 0)
+
+
+class NeedsSmallChunks(FGSM):
+    """FGSM that runs out of memory on more than 4 samples at a time, as a GPU would."""
+
+    def __init__(self) -> None:
+        self.sizes_: list[int] = []
+
+    def run(self, target, x, y, budget, generator):  # type: ignore[no-untyped-def]
+        torch.rand(1, generator=generator)  # a draw, to check the retry restores the state
+        if x.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        self.sizes_.append(x.shape[0])
+        return super().run(target, x, y, budget, generator)
+
+
+def test_out_of_memory_halves_the_chunk_and_retries(caplog) -> None:
+    target = _target(_mlp(32))
+    x, y = _data(40)
+    y = target.predict(x)  # every sample clean-correct, so every chunk reaches `run`
+    gen = torch.Generator().manual_seed(0)
+    attack = NeedsSmallChunks()
+    with caplog.at_level("WARNING"):
+        result = attack(target, x, y, budget=0.1, generator=gen)
+    # 40 -> 20 -> 10 -> 5 -> 2: halved from what the chunk held, not from the budget.
+    assert "retries with chunks of 20 samples" in caplog.text
+    assert sum(attack.sizes_) == 40 and max(attack.sizes_) <= 4
+    expected = FGSM()(target, x, y, budget=0.1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(result.x_adv, expected.x_adv)
+    # Each chunk that ran drew once; the failed attempts' draws were rolled back.
+    reference = torch.Generator().manual_seed(0)
+    for _ in attack.sizes_:
+        torch.rand(1, generator=reference)
+    assert torch.equal(gen.get_state(), reference.get_state())

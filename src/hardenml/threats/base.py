@@ -115,11 +115,11 @@ class Threat(ABC):
             try:
                 parts.append(self._attack(target, x[start:stop], y[start:stop], budget, generator))
             except torch.OutOfMemoryError:
-                if rows == 1:
+                if stop - start == 1:
                     raise
                 # Retry the same rows, halved, from the same random state: the result is
                 # what a run with the smaller chunk from here on would give.
-                rows = max(1, rows // 2)
+                rows = max(1, (stop - start) // 2)
                 generator.set_state(state)
                 if target.device.type == "cuda":
                     torch.cuda.empty_cache()

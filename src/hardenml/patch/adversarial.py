@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from abc import abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import torch
@@ -148,20 +148,29 @@ def catastrophic_overfitting(
     return collapsed or (now["fgsm"] - now["pgd"] >= gap and now["pgd"] <= best["pgd"])
 
 
+@dataclass(kw_only=True, repr=False, eq=False)
 class AdversarialTraining(Patch):
-    """Shared state every subclass stores: eps, epochs, lr, batch_size, init, patience,
-    eval_steps. Subclasses write `loss` and `schedule`; single-step methods also
-    `overfitting_watch` and `recover`."""
+    """The settings every adversarial trainer shares, as keyword-only dataclass fields;
+    subclasses add their own fields and write `loss` and `schedule`; single-step methods
+    also `overfitting_watch` and `recover`. See `hardenml.patch.pgd_at` for each field."""
 
-    eps: float | None
-    epochs: int
-    lr: float
-    lr_schedule: LrScheduleName
-    batch_size: int
-    init: Init
-    patience: int
-    eval_steps: int
-    warmup: int
+    eps: float | None = None
+    epochs: int = 5
+    lr: float = 1e-3
+    lr_schedule: LrScheduleName = "flat"
+    batch_size: int = 64
+    init: Init = "finetune"
+    patience: int = 3
+    eval_steps: int = 10
+    warmup: int = 0
+
+    def params(self) -> dict[str, Any]:
+        """eps, then the method's own settings, then the shared training ones (the order
+        of the repr and the lineage record, and the order a reader looks for them)."""
+        values = super().params()
+        shared = [f.name for f in fields(AdversarialTraining)]
+        own = {k: v for k, v in values.items() if k not in shared}
+        return {"eps": self.eps, **own, **{k: values[k] for k in shared if k != "eps"}}
 
     @abstractmethod
     def schedule(self) -> Schedule:

@@ -34,6 +34,7 @@ Inputs have shape `(n, *input_spec.shape)` in the raw input space.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -42,8 +43,6 @@ from torch import Tensor, nn
 
 from hardenml.patch.adversarial import (
     AdversarialTraining,
-    Init,
-    LrScheduleName,
     Schedule,
     linf_pgd,
 )
@@ -84,45 +83,16 @@ def fgsm_from_noise(
     return (x + delta).clamp(*bounds).detach()
 
 
+@dataclass(kw_only=True, repr=False, eq=False)
 class FGSMRS(AdversarialTraining):
-    def __init__(
-        self,
-        *,
-        eps: float | None = None,
-        step_size: float | None = None,
-        random_start: bool = True,
-        noise: float = 1.0,
-        project: bool = True,
-        recovery: Recovery = "lower_step",
-        pgd_steps: int = 7,
-        epochs: int = 5,
-        lr: float = 1e-3,
-        lr_schedule: LrScheduleName = "flat",
-        batch_size: int = 64,
-        init: Init = "finetune",
-        patience: int = 3,
-        eval_steps: int = 10,
-        warmup: int = 0,
-        overfit_drop: float = 0.5,
-        overfit_gap: float = 0.3,
-    ) -> None:
-        self.eps = eps
-        self.step_size = step_size
-        self.random_start = random_start
-        self.noise = noise
-        self.project = project
-        self.recovery = recovery
-        self.pgd_steps = pgd_steps
-        self.epochs = epochs
-        self.lr = lr
-        self.lr_schedule = lr_schedule
-        self.batch_size = batch_size
-        self.init = init
-        self.patience = patience
-        self.eval_steps = eval_steps
-        self.warmup = warmup
-        self.overfit_drop = overfit_drop
-        self.overfit_gap = overfit_gap
+    step_size: float | None = None
+    random_start: bool = True
+    noise: float = 1.0
+    project: bool = True
+    recovery: Recovery = "lower_step"
+    pgd_steps: int = 7
+    overfit_drop: float = 0.5
+    overfit_gap: float = 0.3
 
     def schedule(self) -> Schedule:
         return Schedule("fgsm", self.step_size or 1.25 * float(self.eps or 0.0))

@@ -16,47 +16,23 @@ Inputs have shape `(n, *input_spec.shape)` in the raw input space.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hardenml.patch.adversarial import (
     AdversarialTraining,
-    Init,
-    LrScheduleName,
     Schedule,
 )
 
 
+@dataclass(kw_only=True, repr=False, eq=False)
 class TRADES(AdversarialTraining):
-    def __init__(
-        self,
-        *,
-        eps: float | None = None,
-        beta: float = 6.0,
-        steps: int = 7,
-        step_size: float | None = None,
-        epochs: int = 5,
-        lr: float = 1e-3,
-        lr_schedule: LrScheduleName = "flat",
-        batch_size: int = 64,
-        init: Init = "finetune",
-        patience: int = 3,
-        eval_steps: int = 10,
-        warmup: int = 0,
-    ) -> None:
-        self.eps = eps
-        self.beta = beta
-        self.steps = steps
-        self.step_size = step_size
-        self.epochs = epochs
-        self.lr = lr
-        self.lr_schedule = lr_schedule
-        self.batch_size = batch_size
-        self.init = init
-        self.patience = patience
-        self.eval_steps = eval_steps
-        self.warmup = warmup
+    beta: float = 6.0
+    steps: int = 7
+    step_size: float | None = None
 
     def schedule(self) -> Schedule:
         eps = float(self.eps or 0.0)

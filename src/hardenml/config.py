@@ -64,16 +64,39 @@ class InputConfig(_Strict):
         return self
 
 
+TARGET_GROUP = "hardenml.targets"
+
+
+def registered_target_kinds() -> list[str]:
+    """Names in the `hardenml.targets` entry-point group (read without importing them)."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group=TARGET_GROUP)})
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
-    kind: Literal["pytorch", "torchscript", "sklearn"]
-    path: Path
+    # A registered target kind (`hardenml.targets`): pytorch, torchscript, sklearn, onnx,
+    # http, or a third-party one.
+    kind: str
+    # The model file; a kind that reads none (an HTTP endpoint) leaves it out.
+    path: Path | None = None
+    # The kind's own settings (`[model.options]`), validated by the kind's schema.
+    options: dict[str, Any] = Field(default_factory=dict)
     factory: str | None = None
     factory_kwargs: dict[str, Any] = Field(default_factory=dict)
     classes: list[str] = Field(min_length=2)
     input: InputConfig
     trust: bool = False
     device: str = "auto"
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, v: str) -> str:
+        kinds = registered_target_kinds()
+        if v not in kinds:
+            raise ValueError(f"one of the registered target kinds {kinds}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -45,7 +45,14 @@ from hardenml.patch import (
 from hardenml.report import write_all_reports, write_gate_report
 from hardenml.scan import Progress, ScanResult, run_scan
 from hardenml.scan.scanner import Checkpoint
-from hardenml.targets import Target, TargetError, file_sha256, load_target
+from hardenml.targets import (
+    Target,
+    TargetError,
+    file_sha256,
+    load_target,
+    model_identity,
+    validate_target_config,
+)
 from hardenml.threats import threat_class, validate_threats
 from hardenml.validate import Verdict, compare, evaluate
 
@@ -62,15 +69,31 @@ class Workspace:
     @classmethod
     def open(cls, config_path: Path | None = None, *, cwd: Path | None = None) -> Workspace:
         config = load_config(find_config(config_path, cwd))
+        validate_target_config(config)
         validate_threats(config)
         return cls(config, Ledger(config.ledger_path))
 
     @property
     def model_path(self) -> Path:
+        """The configured model file (for kinds that read one)."""
+        if self.config.model.path is None:
+            raise TargetError(
+                f"model.kind {self.config.model.kind!r} reads no file; this command needs one"
+            )
         return self.config.resolve(self.config.model.path)
 
+    @property
+    def model_file(self) -> Path | None:
+        """The configured model file, or None for a kind that reads none (an endpoint)."""
+        path = self.config.model.path
+        return None if path is None else self.config.resolve(path)
+
+    def model_sha256(self) -> str:
+        """What names the configured model in runs and findings (see `model_identity`)."""
+        return model_identity(self.config.model, self.model_file)
+
     def load_target(self, *, trust: bool = False) -> Target:
-        return self.bounded(load_target(self.config.model, self.model_path, trust=trust))
+        return self.bounded(load_target(self.config.model, self.model_file, trust=trust))
 
     def bounded(self, target: Target) -> Target:
         """`target` with the attack memory budget of `scan.memory_mb`, when it is set."""
@@ -139,7 +162,7 @@ def scan(
     threats = validate_threats(ws.config)
     target = ws.load_target(trust=trust)
     reference, data = ws.datasets()
-    model_sha = file_sha256(ws.model_path)
+    model_sha = ws.model_sha256()
     seed = ws.config.data.seed if seed is None else seed
     fingerprint = ws.scan_fingerprint(model_sha, data.sha256, seed)
     if max_samples or max_seconds or sequential is not None:
@@ -176,7 +199,10 @@ def gate(
 ) -> GateDecision:
     """Decide the release: reuse the latest matching scan (or scan now), apply the policy,
     record the decision and write the JSON report next to the ledger."""
-    model_sha = file_sha256(ws.model_path) if ws.model_path.is_file() else ""
+    try:
+        model_sha = ws.model_sha256()
+    except TargetError:
+        model_sha = ""
     run = None
     if not rescan and model_sha:
         data = ws.evaluation_data()

@@ -133,7 +133,7 @@ def sarif_report(
     run = decision.run.payload
     artifacts = [
         {
-            "location": loc.location(config.model.path),
+            "location": loc.location(config.model.path or Path(config.model.name)),
             "roles": ["analysisTarget"],
             "hashes": {"sha-256": decision.run.model_sha256},
             "description": {"text": f"model {decision.run.model}"},

@@ -1,18 +1,34 @@
-"""Adapters that make any model a `Target`."""
+"""Adapters that make any model a `Target`; kinds register in `hardenml.targets`."""
 
 from hardenml.targets.base import InputSpec, Target, TargetError
-from hardenml.targets.loading import file_sha256, input_spec_from_config, load_target
+from hardenml.targets.kinds import NoOptions, TargetKind
+from hardenml.targets.loading import file_sha256, input_spec_from_config
+from hardenml.targets.registry import (
+    available_target_kinds,
+    kind_options,
+    load_target,
+    model_identity,
+    target_kind,
+    validate_target_config,
+)
 from hardenml.targets.sklearn_target import SklearnTarget
 from hardenml.targets.torch_target import TorchTarget, pick_device
 
 __all__ = [
     "InputSpec",
+    "NoOptions",
     "SklearnTarget",
     "Target",
     "TargetError",
+    "TargetKind",
     "TorchTarget",
+    "available_target_kinds",
     "file_sha256",
     "input_spec_from_config",
+    "kind_options",
     "load_target",
+    "model_identity",
     "pick_device",
+    "target_kind",
+    "validate_target_config",
 ]

@@ -1,4 +1,4 @@
-"""Build a `Target` from the `[model]` section: safe formats only, unless trusted."""
+"""What the built-in target kinds share: safe file loading, hashes, the input spec."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import torch
 from torch import nn
 
 from hardenml.config import ModelConfig
-from hardenml.targets.base import InputSpec, Target, TargetError
-from hardenml.targets.sklearn_target import SklearnTarget
-from hardenml.targets.torch_target import TorchTarget, pick_device
+from hardenml.targets.base import InputSpec, TargetError
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}
@@ -52,32 +50,8 @@ def import_factory(ref: str) -> Any:
     return obj
 
 
-def load_target(model: ModelConfig, path: Path, *, trust: bool = False) -> Target:
-    """The model named by `model`, its file at `path` (already resolved)."""
-    if not path.is_file():
-        raise TargetError(f"model file {path} does not exist (model.path = {str(model.path)!r})")
-    spec = input_spec_from_config(model)
-    if model.kind == "pytorch":
-        return TorchTarget(
-            _load_torch_module(model, path),
-            input_spec=spec,
-            classes=model.classes,
-            device=pick_device(model.device),
-        )
-    if model.kind == "torchscript":
-        try:
-            module = torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as exc:
-            raise TargetError(f"{path} is not a TorchScript file: {exc}") from None
-        return TorchTarget(
-            module, input_spec=spec, classes=model.classes, device=pick_device(model.device)
-        )
-    return SklearnTarget(
-        load_sklearn(path, trust=trust or model.trust), input_spec=spec, classes=model.classes
-    )
-
-
-def _load_torch_module(model: ModelConfig, path: Path) -> nn.Module:
+def load_torch_module(model: ModelConfig, path: Path) -> nn.Module:
+    """The module `model.factory` builds, with the safetensors weights at `path` loaded."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

@@ -9,13 +9,17 @@ estimator is a black box queried through `predict_proba`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hardenml.config import ModelConfig
 from hardenml.targets.base import InputSpec, Target, TargetError
+from hardenml.targets.kinds import TargetKind
+from hardenml.targets.loading import input_spec_from_config, load_sklearn
 
 
 class _Affine(nn.Module):
@@ -95,3 +99,18 @@ class SklearnTarget(Target):
             if out.ndim == 1:
                 out = np.stack([np.zeros_like(out), out], axis=1)
         return torch.as_tensor(out, dtype=self.input_spec.dtype)
+
+
+class SklearnKind(TargetKind):
+    """`model.kind = "sklearn"`: an estimator saved with skops (pickle only when trusted)."""
+
+    suffixes = (".skops", ".pkl", ".pickle", ".joblib")
+    description = "a scikit-learn estimator saved with skops (pickle/joblib with --trust)"
+
+    def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:
+        assert path is not None  # needs_file
+        return SklearnTarget(
+            load_sklearn(path, trust=trust or model.trust),
+            input_spec=input_spec_from_config(model),
+            classes=model.classes,
+        )

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from hardenml.targets.base import InputSpec, Target
+from hardenml.config import ModelConfig
+from hardenml.targets.base import InputSpec, Target, TargetError
+from hardenml.targets.kinds import TargetKind
+from hardenml.targets.loading import input_spec_from_config, load_torch_module
 
 
 class Normalize(nn.Module):
@@ -87,3 +92,38 @@ class TorchTarget(Target):
         if self.memory_format is torch.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.module(x)
+
+
+class PyTorchKind(TargetKind):
+    """`model.kind = "pytorch"`: `model.factory` builds the module, weights from safetensors."""
+
+    suffixes = (".safetensors",)
+    description = "an nn.Module built by model.factory with .safetensors weights"
+
+    def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:
+        assert path is not None  # needs_file
+        return TorchTarget(
+            load_torch_module(model, path),
+            input_spec=input_spec_from_config(model),
+            classes=model.classes,
+            device=pick_device(model.device),
+        )
+
+
+class TorchScriptKind(TargetKind):
+    """`model.kind = "torchscript"`: a `torch.jit.save` file (no Python code runs on load)."""
+
+    description = "a TorchScript file (torch.jit.save)"
+
+    def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:
+        assert path is not None  # needs_file
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as exc:
+            raise TargetError(f"{path} is not a TorchScript file: {exc}") from None
+        return TorchTarget(
+            module,
+            input_spec=input_spec_from_config(model),
+            classes=model.classes,
+            device=pick_device(model.device),
+        )

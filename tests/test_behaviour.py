@@ -35,8 +35,8 @@ from hardenml.data import Dataset, load_source, split
 from hardenml.ledger import Ledger, findings_state
 from hardenml.report import JUNIT_NAME, SARIF_NAME
 from hardenml.report.html_report import html_report
-from hardenml.scan import wilson_interval
 from hardenml.scan.behaviour import BehaviourError, SuiteResult, preflight, run_suite, run_suites
+from hardenml.stats import wilson_interval
 from hardenml.targets import InputSpec, SklearnTarget, TorchTarget
 from hardenml.threats import available_threats, threat_class
 from hardenml.threats.base import Threat

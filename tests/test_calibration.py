@@ -13,7 +13,7 @@ from hardenml.scan.calibration import (
     expected_calibration_error,
     reliability_diagram,
 )
-from hardenml.scan.metrics import wilson_interval
+from hardenml.stats import wilson_interval
 
 
 def calibrated_predictor(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

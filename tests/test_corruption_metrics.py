@@ -11,7 +11,7 @@ from hardenml.scan.corruption_metrics import (
     corruption_failure_rates,
     normalized_corruption_error,
 )
-from hardenml.scan.metrics import wilson_interval
+from hardenml.stats import wilson_interval
 
 
 def right_first(n_right: int, n: int = 100) -> np.ndarray:

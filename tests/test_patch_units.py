@@ -15,7 +15,8 @@ from hardenml.config import parse_config
 from hardenml.patch import PatchError, make_patch, rewrite_model_section
 from hardenml.patch.abstain import risk_coverage, threshold_for_coverage
 from hardenml.patch.adversarial import catastrophic_overfitting
-from hardenml.patch.temperature import expected_calibration_error, fit_temperature, nll
+from hardenml.patch.temperature import fit_temperature, nll
+from hardenml.stats import expected_calibration_error
 
 
 def test_temperature_scaling_recovers_a_known_temperature() -> None:

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 
 from hardenml.config import parse_config
-from hardenml.validate import (
-    Outcomes,
-    compare,
+from hardenml.stats import (
     ece_difference_interval,
     expected_calibration_error,
     mcnemar_exact,
     mean_difference_interval,
     resampling_counts,
 )
+from hardenml.validate import Outcomes, compare
 
 
 def paired(b: int, c: int, both: int, neither: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,12 @@
 """hardenml: find a model's vulnerabilities, patch them, prove it, gate the release."""
 
-__version__ = "0.1.0"
-
+from hardenml._version import __version__
 from hardenml.config import ConfigError, HardenConfig, load_config
 from hardenml.data import DataError, Dataset
 from hardenml.gate import GateDecision
 from hardenml.ledger import Ledger
-from hardenml.scan import Finding, Measurement, ScanResult
+from hardenml.records import Finding, Measurement
+from hardenml.scan import ScanResult
 from hardenml.targets import InputSpec, SklearnTarget, Target, TargetError, TorchTarget
 from hardenml.threats import AttackResult, Threat
 from hardenml.workflow import Workspace, gate, scan

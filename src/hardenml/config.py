@@ -18,10 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-CONFIG_FILENAME = "hardenml.toml"
+from hardenml.records import SEVERITIES, Severity
 
-Severity = Literal["critical", "high", "medium", "low"]
-SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
+CONFIG_FILENAME = "hardenml.toml"
 
 
 class _Strict(BaseModel):

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
-from hardenml.scan.metrics import wilson_interval
+from hardenml.stats import wilson_interval
 
 
 def _rows(name: str, x: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hardenml.scan import Progress, SilentProgress
+from hardenml._progress import Progress, SilentProgress
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 # Learning rate at a point of training measured in epochs (0.5: half way through the first).

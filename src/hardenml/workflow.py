@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hardenml._progress import Progress
 from hardenml.config import HardenConfig, ModelConfig, find_config, load_config
 from hardenml.data import DataError, Dataset, fit_to_shape, prepare
 from hardenml.gate import GateDecision, decide
@@ -43,7 +44,7 @@ from hardenml.patch import (
     write_artifact,
 )
 from hardenml.report import write_all_reports, write_gate_report
-from hardenml.scan import Progress, ScanResult, run_scan
+from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.scanner import Checkpoint
 from hardenml.targets import (
     Target,

@@ -15,7 +15,8 @@ from typing import Any
 
 from hardenml.config import HardenConfig
 from hardenml.ledger import Event, FindingState, RunRecord
-from hardenml.scan import Measurement, PolicyCheck, checks_for
+from hardenml.records import Measurement
+from hardenml.scan import PolicyCheck, checks_for
 from hardenml.scan.policy import behaviour_reason
 
 EXIT_PASS = 0

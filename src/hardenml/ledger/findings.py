@@ -14,7 +14,8 @@ from typing import Any
 
 from hardenml.config import HardenConfig
 from hardenml.ledger.store import Event, Ledger
-from hardenml.scan import Finding, ScanResult
+from hardenml.records import Finding
+from hardenml.scan import ScanResult
 
 OPEN_STATES = ("open", "reopened")
 REVIEW_ACTIONS = ("assign", "accept-risk", "resolve", "reopen")

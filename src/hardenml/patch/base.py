@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hardenml._progress import Progress, SilentProgress
 from hardenml.config import ModelConfig
 from hardenml.data import Dataset, split
-from hardenml.scan import Progress, SilentProgress, derive_seed
+from hardenml.stats import derive_seed
 from hardenml.targets import InputSpec, SklearnTarget, Target, TorchTarget
 from hardenml.targets.loading import import_factory
 from hardenml.targets.torch_target import Normalize

@@ -38,6 +38,7 @@ from hardenml.patch.base import (
     torch_parts,
     weights_of,
 )
+from hardenml.stats import expected_calibration_error
 from hardenml.targets import SklearnTarget
 from hardenml.targets.loading import import_factory
 from hardenml.targets.sklearn_target import linear_surrogate
@@ -58,19 +59,6 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         options={"xatol": 1e-5},
     )
     return float(math.exp(found.x))
-
-
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    """Count-weighted |accuracy - confidence| over equal-width confidence bins."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
-    index = np.minimum((conf * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        members = index == b
-        if members.any():
-            total += members.sum() * abs(correct[members].mean() - conf[members].mean())
-    return float(total / max(len(y), 1))
 
 
 class TemperatureScaled(nn.Module):

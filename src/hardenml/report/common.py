@@ -13,7 +13,8 @@ from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.gate.decision import GateCheck
 from hardenml.ledger import FindingState
-from hardenml.scan import Measurement, PolicyCheck
+from hardenml.records import Measurement
+from hardenml.scan import PolicyCheck
 
 SEVERITY_ORDER = ("critical", "high", "medium", "low")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hardenml import __version__
+from hardenml._version import __version__
 from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.imaging import delta_pixels, png_data_uri, to_pixels, upscale

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hardenml import __version__
+from hardenml._version import __version__
 from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.report.common import json_safe

@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from hardenml import __version__
+from hardenml._version import __version__
 from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.report.calibration import (

@@ -18,11 +18,12 @@ from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote
 
-from hardenml import __version__
+from hardenml._version import __version__
 from hardenml.config import CONFIG_FILENAME, HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.gate.decision import GateCheck
 from hardenml.ledger import FindingState
+from hardenml.records import fingerprint
 from hardenml.report.common import (
     Findings,
     atomic_write,
@@ -37,7 +38,7 @@ from hardenml.report.common import (
     status,
     threat_key,
 )
-from hardenml.scan import PolicyCheck, fingerprint
+from hardenml.scan import PolicyCheck
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = (

@@ -11,9 +11,9 @@ import numpy as np
 from hardenml.config import HardenConfig
 from hardenml.data import Dataset
 from hardenml.datachecks import duplicate_leakage, feature_shift, label_balance
+from hardenml.records import Measurement
 from hardenml.scan.calibration import calibration_summary
 from hardenml.scan.corruption_metrics import corruption_failure_rates
-from hardenml.scan.metrics import Measurement
 from hardenml.scan.slices import slice_gaps, slice_masks
 
 

@@ -40,7 +40,9 @@ from hardenml.config import (
     ConfigProblem,
     HardenConfig,
 )
-from hardenml.scan.metrics import Measurement, derive_seed, proportion, wilson_interval
+from hardenml.records import Measurement
+from hardenml.scan.metrics import proportion
+from hardenml.stats import derive_seed, wilson_interval
 from hardenml.targets import Target
 from hardenml.threats import threat_class
 

@@ -19,9 +19,23 @@ from typing import Any
 
 import numpy as np
 
-# Rows of a probability matrix may miss 1 by float32 rounding of a softmax; anything
-# further off is logits or garbage, and a calibration number computed on it would lie.
-_ROW_SUM_TOLERANCE = 1e-3
+from hardenml.stats import (
+    bin_index,
+    binned_ece,
+    brier_per_sample,
+    brier_score,
+    checked_probabilities,
+    expected_calibration_error,
+)
+
+__all__ = [
+    "CalibrationSummary",
+    "ReliabilityBin",
+    "brier_score",
+    "calibration_summary",
+    "expected_calibration_error",
+    "reliability_diagram",
+]
 
 
 @dataclass(frozen=True)
@@ -72,53 +86,6 @@ class CalibrationSummary:
         return out
 
 
-def _validated(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(y)
-    if p.ndim != 2 or labels.ndim != 1 or p.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"need probs of shape (n, classes) and y of shape (n,), got {p.shape} and "
-            f"{labels.shape}"
-        )
-    if p.shape[0] == 0:
-        raise ValueError("calibration needs at least one sample, got none")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"y must hold integer class indices, got dtype {labels.dtype}")
-    if labels.min() < 0 or labels.max() >= p.shape[1]:
-        raise ValueError(
-            f"y must lie in [0, {p.shape[1]}) to index the {p.shape[1]} probability columns, "
-            f"got values in [{labels.min()}, {labels.max()}]"
-        )
-    if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
-        raise ValueError("probs must be finite probabilities in [0, 1] (were logits passed?)")
-    worst = float(np.abs(p.sum(axis=1) - 1.0).max())
-    if worst > _ROW_SUM_TOLERANCE:
-        raise ValueError(f"each row of probs must sum to 1; one is off by {worst:.3g}")
-    return p, labels.astype(np.int64)
-
-
-def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
-
-
-def _ece(index: np.ndarray, conf: np.ndarray, correct: np.ndarray, n_bins: int) -> float:
-    counts = np.bincount(index, minlength=n_bins)
-    conf_sum = np.bincount(index, weights=conf, minlength=n_bins)
-    acc_sum = np.bincount(index, weights=correct, minlength=n_bins)
-    # sum_b |acc_sum_b - conf_sum_b| / n equals sum_b (count_b / n) |acc_b - conf_b|.
-    return float(np.abs(acc_sum - conf_sum).sum() / counts.sum())
-
-
-def _brier_per_sample(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    sq = np.square(p).sum(axis=1)
-    p_true = p[np.arange(len(labels)), labels]
-    # sum_k (p_k - 1[k=y])^2 = sum_k p_k^2 - 2 p_y + 1, without building the one-hot matrix.
-    return sq - 2.0 * p_true + 1.0
-
-
 def reliability_diagram(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> list[ReliabilityBin]:
     """Equal-width bins over the top-class probability (Guo et al. 2017, Sec. 2,
     https://arxiv.org/abs/1706.04599).
@@ -131,10 +98,10 @@ def reliability_diagram(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> l
     Returns one `ReliabilityBin` per bin, empty bins included (count 0, confidence and
     accuracy 0.0) so every diagram shares the same x axis.
     """
-    p, labels = _validated(probs, y)
+    p, labels = checked_probabilities(probs, y)
     conf = p.max(axis=1)
     correct = (p.argmax(axis=1) == labels).astype(np.float64)
-    index = _bin_index(conf, n_bins)
+    index = bin_index(conf, n_bins)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     counts = np.bincount(index, minlength=n_bins)
     conf_sum = np.bincount(index, weights=conf, minlength=n_bins)
@@ -149,39 +116,6 @@ def reliability_diagram(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> l
         )
         for b in range(n_bins)
     ]
-
-
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
-    """Expected calibration error (Guo et al. 2017, Eq. 3, https://arxiv.org/abs/1706.04599).
-
-    ECE = sum_b (|B_b| / n) |acc(B_b) - conf(B_b)| over `n_bins` equal-width bins of the
-    top-class probability. 0 is perfectly calibrated; a model that is always 100% sure and
-    right 70% of the time has ECE 0.3.
-
-    Args:
-        probs: (n, classes) predicted probabilities, rows summing to 1.
-        y: (n,) integer labels.
-        n_bins: number of bins over [0, 1]; 15 as in the paper.
-    """
-    p, labels = _validated(probs, y)
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == labels).astype(np.float64)
-    return _ece(_bin_index(conf, n_bins), conf, correct, n_bins)
-
-
-def brier_score(probs: np.ndarray, y: np.ndarray) -> float:
-    """Multi-class Brier score (Brier 1950, "Verification of forecasts expressed in terms of
-    probability", https://doi.org/10.1175/1520-0493(1950)078<0001:VOFEIT>2.0.CO;2).
-
-    mean over samples of sum over classes of (p_k - onehot(y)_k)^2; 0 for confident correct
-    predictions, (K - 1) / K for the uniform prediction over K classes, at most 2.
-
-    Args:
-        probs: (n, classes) predicted probabilities, rows summing to 1.
-        y: (n,) integer labels.
-    """
-    p, labels = _validated(probs, y)
-    return float(_brier_per_sample(p, labels).mean())
 
 
 def calibration_summary(
@@ -215,20 +149,20 @@ def calibration_summary(
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
-    p, labels = _validated(probs, y)
+    p, labels = checked_probabilities(probs, y)
     n = len(labels)
     conf = p.max(axis=1)
     correct_mask = p.argmax(axis=1) == labels
     correct = correct_mask.astype(np.float64)
-    index = _bin_index(conf, n_bins)
-    brier_each = _brier_per_sample(p, labels)
+    index = bin_index(conf, n_bins)
+    brier_each = brier_per_sample(p, labels)
 
     rng = np.random.default_rng(seed)
     ece_boot = np.empty(n_boot)
     brier_boot = np.empty(n_boot)
     for i in range(n_boot):
         take = rng.integers(0, n, size=n)
-        ece_boot[i] = _ece(index[take], conf[take], correct[take], n_bins)
+        ece_boot[i] = binned_ece(index[take], conf[take], correct[take], n_bins)
         brier_boot[i] = brier_each[take].mean()
     alpha = 1.0 - confidence
     quantiles = [alpha / 2, 1.0 - alpha / 2]
@@ -241,7 +175,7 @@ def calibration_summary(
         n_bins=n_bins,
         accuracy=float(correct.mean()),
         mean_confidence=float(conf.mean()),
-        ece=_ece(index, conf, correct, n_bins),
+        ece=binned_ece(index, conf, correct, n_bins),
         ece_ci=(ece_lo, ece_hi),
         brier=float(brier_each.mean()),
         brier_ci=(brier_lo, brier_hi),

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hardenml.scan.metrics import wilson_interval
+from hardenml.stats import wilson_interval
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from hardenml.config import FEATURE_NOISE, BehaviourSuite, HardenConfig, Severity
-from hardenml.scan.metrics import Measurement
+from hardenml.config import FEATURE_NOISE, BehaviourSuite, HardenConfig
+from hardenml.records import Finding, Measurement, fingerprint, metric_key
 from hardenml.scan.sequential import Decision, SequentialCheck, sequential_check
 
 
@@ -87,52 +86,6 @@ class PolicyCheck:
         }
 
 
-def fingerprint(
-    model: str, threat: str | None, metric: str, budget: float | None, slice_: str | None = None
-) -> str:
-    """Stable identity of a vulnerability: the same one seen in two runs is one finding."""
-    key = "|".join(
-        [model, threat or "-", metric, "-" if budget is None else f"{budget:g}", slice_ or "-"]
-    )
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def finding_id_for(
-    model: str, threat: str | None, metric: str, budget: float | None, slice_: str | None = None
-) -> str:
-    return f"HML-{fingerprint(model, threat, metric, budget, slice_)[:8]}"
-
-
-@dataclass(frozen=True)
-class Finding:
-    fingerprint: str
-    title: str
-    model: str
-    threat: str | None
-    metric: str
-    budget: float | None
-    severity: Severity
-    value: float
-    threshold: float
-    ci: tuple[float, float]
-    n: int
-    owner: str
-    exploitation: str
-    remediation: str
-    evidence: list[dict[str, Any]] = field(default_factory=list)
-    slice: str | None = None
-
-    @property
-    def finding_id(self) -> str:
-        return f"HML-{self.fingerprint[:8]}"
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["ci"] = list(self.ci)
-        data["finding_id"] = self.finding_id
-        return data
-
-
 def checks_for(
     config: HardenConfig,
     measurements: list[Measurement],
@@ -161,7 +114,7 @@ def checks_for(
             )
         )
     for req in policy.robust:
-        key = f"robust_accuracy[{req.threat}@{req.budget:g}]"
+        key = metric_key("robust_accuracy", req.threat, req.budget)
         checks.append(
             PolicyCheck(
                 key,

@@ -19,43 +19,33 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
+from hardenml._progress import Progress, SilentProgress
 from hardenml.config import HardenConfig
 from hardenml.data import Dataset
 from hardenml.imaging import delta_pixels, png_bytes, to_pixels, upscale
+from hardenml.records import Finding, Measurement, UnitKey, finding_id_for
 from hardenml.scan.analysis import analyse
 from hardenml.scan.behaviour import SuiteResult, preflight, run_suites
 from hardenml.scan.integrity import IntegrityResult, check_threat
-from hardenml.scan.metrics import Measurement, derive_seed, proportion
+from hardenml.scan.metrics import proportion
 from hardenml.scan.policy import (
-    Finding,
     PolicyCheck,
     checks_for,
     finding_for,
-    finding_id_for,
     integrity_finding,
     slice_finding,
 )
+from hardenml.stats import derive_seed
 from hardenml.targets import Target
 from hardenml.threats import Threat
 
 EVIDENCE_PER_THREAT = 32
 THUMBNAILS = 8
-
-
-class Progress(Protocol):
-    """Where long work reports how far it got (the CLI passes a rich progress bar)."""
-
-    def task(self, label: str, total: int) -> Callable[[int], None]: ...
-
-
-class SilentProgress:
-    def task(self, label: str, total: int) -> Callable[[int], None]:
-        return lambda advance: None
 
 
 @dataclass
@@ -105,7 +95,7 @@ class ScanResult:
 
 
 def unit_key(threat: str, budget: float) -> str:
-    return f"{threat}@{budget:g}"
+    return str(UnitKey(threat, budget))
 
 
 class Checkpoint:
@@ -292,7 +282,7 @@ def run_scan(
     analysis.behaviour = [r.as_dict() for r in behaviour]
     for gap in analysis.slices:
         outcome = None if gap["outcome"] == "clean" else gap["outcome"]
-        threat, budget = (None, None) if outcome is None else _split_unit(outcome)
+        threat, budget = (None, None) if outcome is None else UnitKey.parse(outcome)
         fid = finding_id_for(config.model.name, threat, "slice_gap", budget, gap["name"])
         if gap["flagged"]:
             findings.append(slice_finding(config, gap, threat, budget))
@@ -424,11 +414,6 @@ def _integrity(
         )
         advance(1)
     return results
-
-
-def _split_unit(key: str) -> tuple[str, float]:
-    name, _, budget = key.rpartition("@")
-    return name, float(budget)
 
 
 def _evidence_room(

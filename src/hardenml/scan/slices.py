@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hardenml.config import SliceSpec
-from hardenml.scan.metrics import wilson_interval
+from hardenml.stats import newcombe_interval, wilson_interval
 
 
 def _column(spec: SliceSpec, x: np.ndarray, feature_names: Sequence[str] | None) -> np.ndarray:
@@ -129,30 +129,6 @@ class SliceGap:
             if math.isnan(out[key]):
                 out[key] = None
         return out
-
-
-def newcombe_interval(
-    successes_a: int, n_a: int, successes_b: int, n_b: int, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Interval for p_a - p_b from two independent binomial samples.
-
-    Newcombe 1998, method 10 (hybrid score, no continuity correction),
-    https://doi.org/10.1002/(SICI)1097-0258(19980430)17:8<873::AID-SIM779>3.0.CO;2-I:
-    with Wilson intervals (l_a, u_a) and (l_b, u_b) and d = p_a - p_b,
-    L = d - sqrt((p_a - l_a)^2 + (u_b - p_b)^2), U = d + sqrt((u_a - p_a)^2 + (p_b - l_b)^2).
-    Both samples must be non-empty.
-    """
-    if n_a <= 0 or n_b <= 0:
-        raise ValueError(f"both samples need at least one trial, got n_a={n_a}, n_b={n_b}")
-    if not (0 <= successes_a <= n_a and 0 <= successes_b <= n_b):
-        raise ValueError("successes must lie between 0 and the number of trials")
-    p_a, p_b = successes_a / n_a, successes_b / n_b
-    l_a, u_a = wilson_interval(successes_a, n_a, confidence)
-    l_b, u_b = wilson_interval(successes_b, n_b, confidence)
-    d = p_a - p_b
-    lower = d - math.sqrt((p_a - l_a) ** 2 + (u_b - p_b) ** 2)
-    upper = d + math.sqrt((u_a - p_a) ** 2 + (p_b - l_b) ** 2)
-    return (max(-1.0, lower), min(1.0, upper))
 
 
 def slice_gaps(

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hardenml._progress import Progress, SilentProgress
 from hardenml.config import HardenConfig
 from hardenml.data import Dataset
-from hardenml.scan import Progress, SilentProgress, derive_seed
 from hardenml.scan.behaviour import SuiteResult, run_suites
+from hardenml.stats import derive_seed
 from hardenml.targets import Target
 from hardenml.threats import Threat
 

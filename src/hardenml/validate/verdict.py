@@ -27,13 +27,13 @@ import numpy as np
 
 from hardenml.config import HardenConfig
 from hardenml.scan.behaviour import SuiteResult
-from hardenml.validate.evaluate import Outcomes, robust_key
-from hardenml.validate.stats import (
+from hardenml.stats import (
     ece_difference_interval,
     mcnemar_exact,
     mean_difference_interval,
     resampling_counts,
 )
+from hardenml.validate.evaluate import Outcomes, robust_key
 
 BOOTSTRAP_SAMPLES = 2000
 

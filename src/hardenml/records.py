@@ -1,0 +1,123 @@
+"""The records that cross rooms: the ground floor (imports nothing of hardenml).
+
+A threat at a budget (`UnitKey`), a number the scan measured (`Measurement`) and a
+vulnerability (`Finding`) flow from the scan to the ledger, the gate, the reports and the
+monitor as these types, so that no room formats or parses another room's keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, NamedTuple
+
+Severity = Literal["critical", "high", "medium", "low"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
+
+
+class UnitKey(NamedTuple):
+    """One threat at one budget: the unit a scan measures and a policy requirement names.
+
+    Written `threat@budget` (the budget in `%g` form) in measurement keys, outcome arrays
+    and reports; `str()` and `parse` are the only places that spell it.
+    """
+
+    threat: str
+    budget: float
+
+    def __str__(self) -> str:
+        return f"{self.threat}@{self.budget:g}"
+
+    @classmethod
+    def parse(cls, text: str) -> UnitKey:
+        """The unit written by `str()`; the threat name may itself contain no `@`."""
+        threat, sep, budget = text.rpartition("@")
+        if not sep or not threat:
+            raise ValueError(f"not a threat@budget key: {text!r}")
+        return cls(threat, float(budget))
+
+
+def metric_key(metric: str, threat: str | None = None, budget: float | None = None) -> str:
+    """The key of a metric, per unit where it has one: `robust_accuracy[pgd@0.1]`."""
+    if threat is None:
+        return metric
+    if budget is None:
+        return f"{metric}[{threat}]"
+    return f"{metric}[{UnitKey(threat, budget)}]"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One number the scan measured, with how sure we are of it: `value` over `n` samples,
+    its interval at `confidence`, and the seed that reproduces it."""
+
+    metric: str
+    threat: str | None
+    budget: float | None
+    value: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    n: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return metric_key(self.metric, self.threat, self.budget)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        return cls(**data)
+
+
+def fingerprint(
+    model: str, threat: str | None, metric: str, budget: float | None, slice_: str | None = None
+) -> str:
+    """Stable identity of a vulnerability: the same one seen in two runs is one finding."""
+    key = "|".join(
+        [model, threat or "-", metric, "-" if budget is None else f"{budget:g}", slice_ or "-"]
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def finding_id_for(
+    model: str, threat: str | None, metric: str, budget: float | None, slice_: str | None = None
+) -> str:
+    """The short id users type (`HML-` and 8 hex digits of the fingerprint)."""
+    return f"HML-{fingerprint(model, threat, metric, budget, slice_)[:8]}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A vulnerability as a scan saw it: what failed, how badly, how an attacker uses it and
+    how to fix it. The ledger folds these (plus reviews) into `FindingState`."""
+
+    fingerprint: str
+    title: str
+    model: str
+    threat: str | None
+    metric: str
+    budget: float | None
+    severity: Severity
+    value: float
+    threshold: float
+    ci: tuple[float, float]
+    n: int
+    owner: str
+    exploitation: str
+    remediation: str
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    slice: str | None = None
+
+    @property
+    def finding_id(self) -> str:
+        return f"HML-{self.fingerprint[:8]}"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ci"] = list(self.ci)
+        data["finding_id"] = self.finding_id
+        return data

@@ -64,13 +64,14 @@ class InputConfig(_Strict):
 
 
 TARGET_GROUP = "hardenml.targets"
+THREAT_GROUP = "hardenml.threats"
 
 
-def registered_target_kinds() -> list[str]:
-    """Names in the `hardenml.targets` entry-point group (read without importing them)."""
+def registered_plugins(group: str) -> list[str]:
+    """Names in an entry-point group, read from package metadata without importing them."""
     from importlib.metadata import entry_points
 
-    return sorted({ep.name for ep in entry_points(group=TARGET_GROUP)})
+    return sorted({ep.name for ep in entry_points(group=group)})
 
 
 class ModelConfig(_Strict):
@@ -92,7 +93,7 @@ class ModelConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _registered_kind(cls, v: str) -> str:
-        kinds = registered_target_kinds()
+        kinds = registered_plugins(TARGET_GROUP)
         if v not in kinds:
             raise ValueError(f"one of the registered target kinds {kinds}")
         return v
@@ -234,22 +235,10 @@ class SliceSpec(_Strict):
         return self
 
 
-# Transforms an invariance suite may apply: hardenml's common corruptions (the names they
-# are registered under in the `hardenml.threats` entry points; budget = severity 1..5) and
-# bounded uniform noise on named features for tabular data. Kept here, not looked up in the
-# registry, because the config is read before any threat is imported.
-CORRUPTION_TRANSFORMS = (
-    "gaussian-noise",
-    "shot-noise",
-    "blur",
-    "brightness",
-    "contrast",
-    "jpeg",
-    "rotate",
-    "shift",
-)
+# Transforms an invariance suite may apply: a registered threat of the corruption family
+# (budget = severity 1..5; the scan's preflight asks the threat its family) or bounded
+# uniform noise on named features for tabular data.
 FEATURE_NOISE = "feature-noise"
-BEHAVIOUR_TRANSFORMS = (*CORRUPTION_TRANSFORMS, FEATURE_NOISE)
 _TRANSFORM_ALIASES = {
     "rotation": "rotate",
     "gaussian-blur": "blur",
@@ -311,10 +300,11 @@ class BehaviourSuite(_Strict):
             return v
         name = v.strip().lower().replace("_", "-")
         name = _TRANSFORM_ALIASES.get(name, name)
-        if name not in BEHAVIOUR_TRANSFORMS:
+        known = registered_plugins(THREAT_GROUP)
+        if name != FEATURE_NOISE and name not in known:
             raise ValueError(
-                f"one of the transforms {list(BEHAVIOUR_TRANSFORMS)} (corruptions take a "
-                "severity 1..5; feature-noise takes features and noise)"
+                f"'feature-noise' (features and noise) or a registered corruption, severity "
+                f"1..5 (registered threats: {known})"
             )
         return name
 
@@ -374,7 +364,8 @@ class BehaviourSuite(_Strict):
             raise _key_error(
                 "transform",
                 None,
-                f"an 'invariance' suite needs a transform: one of {list(BEHAVIOUR_TRANSFORMS)}",
+                "an 'invariance' suite needs a transform: a registered corruption "
+                "(gaussian-noise, blur, ...) or 'feature-noise'",
                 missing=True,
             )
         if self.transform == FEATURE_NOISE:

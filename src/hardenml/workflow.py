@@ -40,11 +40,13 @@ from hardenml.patch import (
     make_patch,
     model_section_for,
     patch_parameters,
+    remedies_for,
     rewrite_model_section,
     write_artifact,
 )
 from hardenml.report import write_all_reports, write_gate_report
 from hardenml.scan import ScanResult, run_scan
+from hardenml.scan.policy import Remedy, generic_remedy
 from hardenml.scan.scanner import Checkpoint
 from hardenml.targets import (
     Target,
@@ -54,7 +56,7 @@ from hardenml.targets import (
     model_identity,
     validate_target_config,
 )
-from hardenml.threats import threat_class, validate_threats
+from hardenml.threats import Threat, threat_class, validate_threats
 from hardenml.validate import Verdict, compare, evaluate
 
 GATE_REPORT_NAME = "gate-report.json"
@@ -144,6 +146,24 @@ class Workspace:
         return hashlib.sha256(body.encode()).hexdigest()
 
 
+def patch_remedy(config: HardenConfig) -> Remedy:
+    """What a robustness finding proposes: the registered patches that address its threat's
+    family and patch this model's kind, or a plain statement that none does."""
+
+    def remedy(threat: Threat, budget: float) -> str:
+        options = remedies_for(config.model.kind, threat.family)
+        if not options:
+            return (
+                f"{generic_remedy(threat, budget)} No registered patch hardens a "
+                f"{config.model.kind!r} model against {threat.family} threats."
+            )
+        how = "; or ".join(f"`hardenml patch --with {name}` ({what})" for name, what in options)
+        budget_words = "" if threat.family == "corruption" else f" at budget {budget:g}"
+        return f"{how}{budget_words}; then `hardenml validate` the result against this model."
+
+    return remedy
+
+
 def scan(
     ws: Workspace,
     *,
@@ -183,6 +203,7 @@ def scan(
         max_seconds=max_seconds,
         sequential=sequential,
         reference=reference,
+        remedy=patch_remedy(ws.config),
     )
     record_scan(ws.ledger, ws.config, result)
     Checkpoint(ws.config.artifacts_dir / "checkpoints" / fingerprint[:16]).clear()

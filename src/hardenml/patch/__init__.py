@@ -8,7 +8,13 @@ from hardenml.patch.lineage import (
     rewrite_model_section,
     write_artifact,
 )
-from hardenml.patch.registry import available_patches, make_patch, patch_class, patch_parameters
+from hardenml.patch.registry import (
+    available_patches,
+    make_patch,
+    patch_class,
+    patch_parameters,
+    remedies_for,
+)
 
 __all__ = [
     "PATCH_EVENT",
@@ -22,6 +28,7 @@ __all__ = [
     "model_section_for",
     "patch_class",
     "patch_parameters",
+    "remedies_for",
     "rewrite_model_section",
     "write_artifact",
 ]

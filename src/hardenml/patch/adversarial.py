@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from abc import abstractmethod
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -153,6 +153,8 @@ class AdversarialTraining(Patch):
     """The settings every adversarial trainer shares, as keyword-only dataclass fields;
     subclasses add their own fields and write `loss` and `schedule`; single-step methods
     also `overfitting_watch` and `recover`. See `hardenml.patch.pgd_at` for each field."""
+
+    addresses: ClassVar[tuple[str, ...]] = ("gradient", "score-based", "decision-based", "tabular")
 
     eps: float | None = None
     epochs: int = 5

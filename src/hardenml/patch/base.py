@@ -74,6 +74,12 @@ class Patch(ABC):
     """Base of every defence. Constructors take keyword-only parameters and store them."""
 
     kinds: ClassVar[tuple[str, ...]] = ("pytorch",)
+    # The threat families (`Threat.family`) this defence is meant to harden a model against;
+    # a finding proposes the registered patches that address its threat's family and patch
+    # its model's kind. Empty: not a robustness remedy (calibration, abstention).
+    addresses: ClassVar[tuple[str, ...]] = ()
+    # A few words on what it does, for the remediation a finding proposes.
+    summary: ClassVar[str] = ""
     # Share of the training data held out from fitting, capped so holdout checks stay cheap.
     holdout_fraction: ClassVar[float] = 0.1
     max_holdout: ClassVar[int] = 1000

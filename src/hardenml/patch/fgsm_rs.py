@@ -35,7 +35,7 @@ Inputs have shape `(n, *input_spec.shape)` in the raw input space.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,7 @@ def fgsm_from_noise(
 
 @dataclass(kw_only=True, repr=False, eq=False)
 class FGSMRS(AdversarialTraining):
+    summary: ClassVar[str] = "fast FGSM adversarial training with a random start (Wong et al. 2020)"
     step_size: float | None = None
     random_start: bool = True
     noise: float = 1.0

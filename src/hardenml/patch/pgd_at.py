@@ -26,6 +26,7 @@ Inputs have shape `(n, *input_spec.shape)` in the raw input space.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ from hardenml.patch.adversarial import (
 
 @dataclass(kw_only=True, repr=False, eq=False)
 class PGDAT(AdversarialTraining):
+    summary: ClassVar[str] = "PGD adversarial training (Madry et al. 2018)"
     steps: int = 7
     step_size: float | None = None
 

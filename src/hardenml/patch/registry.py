@@ -35,6 +35,17 @@ def patch_class(name: str) -> type[Patch]:
     return cls
 
 
+def remedies_for(kind: str, family: str) -> list[tuple[str, str]]:
+    """(name, summary) of every registered patch that addresses threats of `family` and
+    patches models of `kind`, in name order: what a finding can honestly propose."""
+    out = []
+    for name in available_patches():
+        cls = patch_class(name)
+        if family in cls.addresses and kind in cls.kinds:
+            out.append((name, cls.summary or name))
+    return out
+
+
 def patch_parameters(name: str) -> dict[str, Any]:
     """Keyword-only parameters of a patch and their defaults."""
     sig = inspect.signature(patch_class(name).__init__)

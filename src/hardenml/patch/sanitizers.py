@@ -22,7 +22,7 @@ The wrapper works in the raw input space: it undoes the target's normalisation (
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -196,6 +196,10 @@ class BitDepthReduction(_Sanitizer):
 
 class MedianFilter(_Sanitizer):
     """A `size` x `size` median filter per image channel (default 2, Xu et al.'s MNIST)."""
+
+    # Removes the pixel noise of noise corruptions before the model sees it.
+    addresses: ClassVar[tuple[str, ...]] = ("corruption",)
+    summary: ClassVar[str] = "a median filter in front of the model (removes pixel noise)"
 
     def __init__(self, *, size: int = 2) -> None:
         self.size = size

@@ -17,6 +17,7 @@ Inputs have shape `(n, *input_spec.shape)` in the raw input space.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from hardenml.patch.adversarial import (
 
 @dataclass(kw_only=True, repr=False, eq=False)
 class TRADES(AdversarialTraining):
+    summary: ClassVar[str] = "TRADES (Zhang et al. 2019), when clean accuracy must be kept"
     beta: float = 6.0
     steps: int = 7
     step_size: float | None = None

@@ -15,14 +15,10 @@ from hardenml.gate.decision import GateCheck
 from hardenml.ledger import FindingState
 from hardenml.records import Measurement
 from hardenml.scan import PolicyCheck
+from hardenml.threats import ThreatLookupError, threat_class
 
 SEVERITY_ORDER = ("critical", "high", "medium", "low")
 
-# The built-in common corruptions (Hendrycks & Dietterich 2019,
-# https://arxiv.org/abs/1903.12261); their budget is a severity, not an attacker's reach.
-CORRUPTION_ATTACKS = frozenset(
-    {"gaussian-noise", "shot-noise", "blur", "brightness", "contrast", "jpeg", "rotate", "shift"}
-)
 
 Findings = Mapping[str, FindingState] | Iterable[FindingState]
 
@@ -100,6 +96,17 @@ def threat_attacks(config: HardenConfig, payload: Mapping[str, Any] | None) -> d
     return attacks
 
 
+def is_corruption(attack: str | None) -> bool:
+    """Whether a registered attack is a corruption (its budget is a severity, not an
+    attacker's reach); False for one no longer registered."""
+    if attack is None:
+        return False
+    try:
+        return threat_class(attack).family == "corruption"
+    except ThreatLookupError:
+        return False
+
+
 @dataclass(frozen=True)
 class Curve:
     """One metric of one threat over its budgets, with clean accuracy as budget 0."""
@@ -133,7 +140,7 @@ def curves(config: HardenConfig, payload: Mapping[str, Any] | None) -> dict[str,
         if clean is not None and all(m.budget != 0 for m in points):
             at_zero = replace(clean, metric=metric_of[threat], threat=threat, budget=0.0)
             points.insert(0, at_zero)
-        corruption = attacks.get(threat) in CORRUPTION_ATTACKS or metric_of[threat].startswith(
+        corruption = is_corruption(attacks.get(threat)) or metric_of[threat].startswith(
             "corruption"
         )
         out[threat] = Curve(threat, metric_of[threat], corruption, points)

@@ -44,7 +44,7 @@ from hardenml.records import Measurement
 from hardenml.scan.metrics import proportion
 from hardenml.stats import derive_seed, wilson_interval
 from hardenml.targets import Target
-from hardenml.threats import threat_class
+from hardenml.threats import available_threats, threat_class
 
 BATCH = 512
 # Failing samples kept per suite as evidence.
@@ -208,6 +208,13 @@ def _resolve(
         return [feature_index(f, feature_names, n_features, key="features") for f in suite.features]
     if suite.kind == "invariance":
         assert suite.transform is not None
+        corruptions = [n for n in available_threats() if threat_class(n).family == "corruption"]
+        if suite.transform not in corruptions:
+            raise BehaviourError(
+                "transform",
+                suite.transform,
+                f"a registered corruption ({', '.join(corruptions)}) or 'feature-noise'",
+            )
         spatial = bool(getattr(threat_class(suite.transform), "spatial", True))
         if spatial and len(input_shape) not in (2, 3):
             raise BehaviourError(

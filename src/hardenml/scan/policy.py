@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from hardenml.config import FEATURE_NOISE, BehaviourSuite, HardenConfig
 from hardenml.records import Finding, Measurement, fingerprint, metric_key
 from hardenml.scan.sequential import Decision, SequentialCheck, sequential_check
+from hardenml.threats import Threat
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,51 @@ def behaviour_reason(suite: BehaviourSuite, m: Measurement) -> str:
     )
 
 
+# What a finding proposes for a threat: given by the caller, which knows the registered
+# patches and the model's kind (the scan room does not look upward into `patch`).
+Remedy = Callable[[Threat, float], str]
+
+
+def generic_remedy(threat: Threat, budget: float) -> str:
+    """A remediation that names no patch, for callers that know none."""
+    if threat.family == "corruption":
+        return (
+            f"Train with {threat.title or 'this corruption'} as data augmentation, or remove "
+            "the degradation before the model sees it."
+        )
+    return (
+        f"Adversarial training or augmentation at budget {budget:g} against this threat; "
+        "re-run the scan to confirm."
+    )
+
+
+def _flips(m: Measurement, clean: Measurement | None) -> str:
+    """How many of the correctly classified inputs the threat flipped, in counts: one minus
+    robust accuracy would also count the inputs that were wrong before any attack."""
+    if clean is None or clean.n != m.n or m.n == 0:
+        return f"leaves robust accuracy at {m.value:.1%} (n={m.n})"
+    correct = round(clean.value * clean.n)
+    flipped = max(0, correct - round(m.value * m.n))
+    if correct == 0:
+        return "finds no correctly classified input to flip"
+    return (
+        f"flips {flipped} of the {correct} inputs the model classified correctly "
+        f"({flipped / correct:.1%})"
+    )
+
+
 def finding_for(
-    config: HardenConfig, check: PolicyCheck, evidence: list[dict[str, Any]] | None = None
+    config: HardenConfig,
+    check: PolicyCheck,
+    evidence: list[dict[str, Any]] | None = None,
+    *,
+    threat: Threat | None = None,
+    clean: Measurement | None = None,
+    remedy: Remedy | None = None,
 ) -> Finding:
+    """The finding for a failed check. `threat` (the threat object of a robustness check)
+    describes the attacker and `remedy` proposes the fix; `clean` (the clean-accuracy
+    measurement on the same samples) turns robust accuracy into a flip count."""
     m = check.measurement
     assert m is not None and not check.passed
     model = config.model.name
@@ -176,18 +220,24 @@ def finding_for(
         exploitation = "No attacker needed: the model misclassifies ordinary inputs too often."
         remediation = "Retrain or fine-tune on more representative data before hardening."
     else:
+        assert check.budget is not None
+        corruption = threat is not None and threat.family == "corruption"
+        what = "Accuracy" if corruption else "Robust accuracy"
+        at = f"severity {check.budget:g}" if corruption else f"budget {check.budget:g}"
         title = (
-            f"Robust accuracy under {check.threat} at budget {check.budget:g} is "
-            f"{m.value:.1%}, below the policy's {check.threshold:.1%}"
+            f"{what} under {check.threat} at {at} is {m.value:.1%}, below the policy's "
+            f"{check.threshold:.1%}"
         )
-        exploitation = (
-            f"An attacker with white-box gradient access who may change each input by at most "
-            f"{check.budget:g} (L-infinity, in the raw input space) flips "
-            f"{1 - m.value:.1%} of inputs, using {check.threat}."
+        who = (
+            threat.describe(check.budget)
+            if threat is not None
+            else f"the threat {check.threat} at budget {check.budget:g}"
         )
+        exploitation = f"{who[0].upper()}{who[1:]}: it {_flips(m, clean)}."
         remediation = (
-            "Adversarial training: `hardenml patch --with pgd_at` (PGD-AT, Madry et al. 2018) "
-            f"at budget {check.budget:g}; TRADES if clean accuracy must be kept."
+            (remedy or generic_remedy)(threat, check.budget)
+            if threat is not None
+            else generic_remedy_text(check.budget)
         )
     owner = config.owner_for(check.threat or "clean_accuracy")
     return Finding(
@@ -207,6 +257,10 @@ def finding_for(
         remediation=remediation,
         evidence=evidence or [],
     )
+
+
+def generic_remedy_text(budget: float) -> str:
+    return f"Harden the model against this threat at budget {budget:g} and re-run the scan."
 
 
 def slice_finding(

@@ -35,6 +35,7 @@ from hardenml.scan.integrity import IntegrityResult, check_threat
 from hardenml.scan.metrics import proportion
 from hardenml.scan.policy import (
     PolicyCheck,
+    Remedy,
     checks_for,
     finding_for,
     integrity_finding,
@@ -148,10 +149,13 @@ def run_scan(
     max_seconds: float | None = None,
     sequential: bool | None = None,
     reference: Dataset | None = None,
+    remedy: Remedy | None = None,
 ) -> ScanResult:
     """Clean and robust accuracy per threat and budget, policy checks and findings.
 
-    `fingerprint` names the checkpoint: a rerun with the same fingerprint resumes.
+    `fingerprint` names the checkpoint: a rerun with the same fingerprint resumes. `remedy`
+    proposes each robustness finding's fix (the workflow names the registered patches that
+    apply to this model's kind); without it, findings name no patch.
     """
     progress = progress or SilentProgress()
     log = log or (lambda message: None)
@@ -254,6 +258,7 @@ def run_scan(
     }
     findings = []
     passed_ids: dict[str, float] = {}
+    clean = next((m for m in measurements if m.key == "clean_accuracy"), None)
     for c in checks:
         if c.measurement is None:
             continue
@@ -267,8 +272,17 @@ def run_scan(
             if c.threat is not None and c.budget is not None
             else c.name
         )
-        findings.append(finding_for(config, c, evidence.get(key, [])))
-    corruption_threats = {name for name, t in threats.items() if t.norm == "none"}
+        findings.append(
+            finding_for(
+                config,
+                c,
+                evidence.get(key, []),
+                threat=threats.get(c.threat) if c.threat is not None else None,
+                clean=clean,
+                remedy=remedy,
+            )
+        )
+    corruption_threats = {name for name, t in threats.items() if t.family == "corruption"}
     analysis = analyse(
         config,
         data,
@@ -391,7 +405,7 @@ def _integrity(
     gradient = [
         t
         for t in config.threats
-        if threats[t.name].needs_gradients
+        if threats[t.name].family == "gradient"
         and threats[t.name].norm in ("linf", "l2")
         and max(t.budgets) > 0
     ]

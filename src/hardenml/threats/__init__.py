@@ -1,7 +1,10 @@
 """Attacks and perturbations: one per file, registered by name."""
 
 from hardenml.threats.base import (
+    FAMILIES,
+    Access,
     AttackResult,
+    Family,
     Norm,
     Threat,
     ThreatError,
@@ -18,7 +21,10 @@ from hardenml.threats.registry import (
 )
 
 __all__ = [
+    "Access",
     "AttackResult",
+    "FAMILIES",
+    "Family",
     "Norm",
     "Threat",
     "ThreatError",

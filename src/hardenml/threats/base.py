@@ -23,6 +23,23 @@ log = logging.getLogger(__name__)
 # "none": the threat bounds its own change (a corruption's severity, tabular constraints), so
 # the base clamps its output to the input bounds but does not project it onto a norm ball.
 Norm = Literal["linf", "l2", "none"]
+# What kind of attacker or perturbation a threat stands for; findings, remediations and the
+# evaluation-integrity checks ask the threat, never its name.
+Family = Literal[
+    "gradient", "score-based", "decision-based", "corruption", "tabular", "text", "prompt"
+]
+FAMILIES: tuple[Family, ...] = (
+    "gradient",
+    "score-based",
+    "decision-based",
+    "corruption",
+    "tabular",
+    "text",
+    "prompt",
+)
+# What the threat needs of the model: input gradients, output scores, or predicted labels only.
+Access = Literal["gradients", "scores", "labels"]
+_NORM_WORDS = {"linf": "L-infinity", "l2": "L2", "none": ""}
 
 
 class ThreatError(Exception):
@@ -76,6 +93,10 @@ class Threat(ABC):
 
     norm: ClassVar[Norm] = "linf"
     needs_gradients: ClassVar[bool] = True
+    family: ClassVar[Family] = "gradient"
+    access: ClassVar[Access] = "gradients"
+    # A few words naming the attack, for findings: "PGD (Madry et al. 2018)".
+    title: ClassVar[str] = ""
     # Copies of its inputs an attack holds besides the model's activations (the clean
     # batch, iterate, best so far, gradient, momentum): sizes its memory-bounded chunks.
     working_copies: ClassVar[int] = 8
@@ -169,6 +190,23 @@ class Threat(ABC):
         """`run`, plus the smallest flipping perturbation per sample where the threat measures
         it: shape `(n,)`, NaN where none flipped; None (the default) where it does not."""
         return self.run(target, x, y, budget, generator), None
+
+    def describe(self, budget: float) -> str:
+        """One sentence on who this threat stands for at `budget`, for findings and reports."""
+        name = self.title or type(self).__name__
+        reach = f"at most {budget:g} ({_NORM_WORDS[self.norm]}, in the raw input space)"
+        if self.family == "corruption":
+            return f"{name} at severity {budget:g} of 5: ordinary input degradation, no attacker"
+        if self.family == "tabular":
+            return (
+                f"an attacker who changes each mutable feature by at most {budget:g} within "
+                f"its declared bounds and types, using {name}"
+            )
+        who = {
+            "score-based": "an attacker who sees only the model's scores",
+            "decision-based": "an attacker who sees only the predicted labels",
+        }.get(self.family, "an attacker with white-box gradient access")
+        return f"{who} and changes each input by {reach}, using {name}"
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))

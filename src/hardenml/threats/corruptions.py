@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hardenml.targets import Target
-from hardenml.threats.base import Norm, Threat, ThreatError
+from hardenml.threats.base import Access, Family, Norm, Threat, ThreatError
 
 
 class Corruption(Threat):
@@ -36,6 +36,8 @@ class Corruption(Threat):
 
     norm: ClassVar[Norm] = "none"
     needs_gradients: ClassVar[bool] = False
+    family: ClassVar[Family] = "corruption"
+    access: ClassVar[Access] = "labels"
     severities: ClassVar[tuple[float, ...]]
     spatial: ClassVar[bool] = True
 

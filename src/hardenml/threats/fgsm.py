@@ -22,6 +22,7 @@ from hardenml.threats.base import Norm, Threat
 
 class FGSM(Threat):
     norm: ClassVar[Norm] = "linf"
+    title: ClassVar[str] = "FGSM (Goodfellow et al. 2015)"
 
     def run(
         self, target: Target, x: Tensor, y: Tensor, budget: float, generator: torch.Generator

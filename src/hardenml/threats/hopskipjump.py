@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from hardenml.targets import Target
-from hardenml.threats.base import Norm, Threat, uniform_like
+from hardenml.threats.base import Access, Family, Norm, Threat, uniform_like
 
 # Halvings of the step size tried before an iteration gives up moving a sample.
 _MAX_HALVINGS = 10
@@ -50,6 +50,9 @@ def _dims(v: Tensor) -> tuple[int, ...]:
 class HopSkipJump(Threat):
     norm: ClassVar[Norm] = "l2"
     needs_gradients: ClassVar[bool] = False
+    family: ClassVar[Family] = "decision-based"
+    access: ClassVar[Access] = "labels"
+    title: ClassVar[str] = "HopSkipJump (Chen et al. 2020)"
 
     def __init__(
         self,

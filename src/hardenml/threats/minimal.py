@@ -31,7 +31,15 @@ import torch
 from torch import Tensor
 
 from hardenml.targets import Target
-from hardenml.threats.base import Norm, Threat, ThreatError, perturbation_size, project
+from hardenml.threats.base import (
+    Access,
+    Family,
+    Norm,
+    Threat,
+    ThreatError,
+    perturbation_size,
+    project,
+)
 from hardenml.threats.pgd import LinfPGD
 from hardenml.threats.square import LinfSquare
 
@@ -39,6 +47,11 @@ from hardenml.threats.square import LinfSquare
 class MinimalPerturbation(Threat):
     norm: ClassVar[Norm] = "linf"
     needs_gradients: ClassVar[bool] = False
+    # PGD on a target with gradients, Square (scores only) otherwise: a score-based threat
+    # at the least, which is what it needs.
+    family: ClassVar[Family] = "score-based"
+    access: ClassVar[Access] = "scores"
+    title: ClassVar[str] = "a bisection over the budget (smallest flipping perturbation)"
 
     def __init__(
         self,

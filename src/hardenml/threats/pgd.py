@@ -70,3 +70,4 @@ class ProjectedGradientDescent(Threat):
 
 class LinfPGD(ProjectedGradientDescent):
     norm: ClassVar[Norm] = "linf"
+    title: ClassVar[str] = "PGD (Madry et al. 2018)"

@@ -26,3 +26,4 @@ from hardenml.threats.pgd import ProjectedGradientDescent
 
 class L2PGD(ProjectedGradientDescent):
     norm: ClassVar[Norm] = "l2"
+    title: ClassVar[str] = "L2 PGD (Madry et al. 2018)"

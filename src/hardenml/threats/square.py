@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from hardenml.targets import Target
-from hardenml.threats.base import Norm, Threat
+from hardenml.threats.base import Access, Family, Norm, Threat
 
 # (last step of the phase on a 10,000-step scale, divisor of p_init), from the paper's code.
 _SCHEDULE = (
@@ -91,6 +91,9 @@ def window_size(p: float, h: int, w: int, smallest: int) -> tuple[int, int]:
 
 class _Square(Threat):
     needs_gradients: ClassVar[bool] = False
+    family: ClassVar[Family] = "score-based"
+    access: ClassVar[Access] = "scores"
+    title: ClassVar[str] = "Square Attack (Andriushchenko et al. 2020)"
 
     def __init__(self, *, queries: int = 1000, p_init: float = 0.3) -> None:
         if queries < 1:

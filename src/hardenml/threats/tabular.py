@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hardenml.targets import Target
-from hardenml.threats.base import Norm, Threat, ThreatError
+from hardenml.threats.base import Access, Family, Norm, Threat, ThreatError
 from hardenml.threats.square import margin_and_fooled, p_selection, random_signs
 
 
@@ -158,6 +158,7 @@ def build_constraints(
 
 class _Tabular(Threat):
     norm: ClassVar[Norm] = "none"
+    family: ClassVar[Family] = "tabular"
 
     def __init__(
         self,
@@ -188,6 +189,7 @@ class TabularPGD(_Tabular):
     `2.5 * budget / steps`; one-hot groups move `2.5 / steps` per step on the relaxation)."""
 
     needs_gradients: ClassVar[bool] = True
+    title: ClassVar[str] = "constrained PGD on the features"
 
     def __init__(
         self,
@@ -260,6 +262,8 @@ class TabularRandomSearch(_Tabular):
     features)."""
 
     needs_gradients: ClassVar[bool] = False
+    access: ClassVar[Access] = "scores"
+    title: ClassVar[str] = "a constrained random search on the features"
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hardenml.commands.patching import parse_settings
+from hardenml.cli.patching import parse_settings
 from hardenml.config import parse_config
 from hardenml.patch import PatchError, make_patch, rewrite_model_section
 from hardenml.patch.abstain import risk_coverage, threshold_for_coverage

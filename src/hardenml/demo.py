@@ -10,6 +10,8 @@ weights, the gate passes and the patched CNN is released.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hardenml import workflow
+from hardenml._progress import Progress, SilentProgress
 from hardenml.config import load_config
 from hardenml.data import fit_to_shape, prepare
 from hardenml.gate import GateDecision
@@ -152,9 +155,16 @@ dir = "../reports"
 """
 
 
-def run_demo(out: Path, *, console: Console) -> int:
-    from hardenml.cli import _progress
-
+def run_demo(
+    out: Path,
+    *,
+    console: Console,
+    progress: Callable[[], AbstractContextManager[Progress]] = lambda: nullcontext(
+        SilentProgress()
+    ),
+) -> int:
+    """The whole loop on real models and data in `out`; the exit code of the last gate.
+    `progress` opens a progress display for each long step (the CLI passes its own)."""
     # Absolute: artifacts are reported relative to it, and the loader resolves the config.
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -164,14 +174,14 @@ def run_demo(out: Path, *, console: Console) -> int:
     (tab / "hardenml.toml").write_text(TABULAR_CONFIG)
 
     console.rule("1. train real models on real data")
-    with _progress() as progress:
+    with progress() as bar:
         cfg = load_config(out / "hardenml.toml")
         train, _ = prepare(cfg.data, root=cfg.root)
         train = fit_to_shape(train, (1, 28, 28))
         set_seed(0)  # the initial weights come from the global generator
         cnn = mnist_cnn()
         # Train through the normalisation the target applies; save the CNN's own weights.
-        train_classifier(_normalised(cnn), train.x, train.y, epochs=4, seed=0, progress=progress)
+        train_classifier(_normalised(cnn), train.x, train.y, epochs=4, seed=0, progress=bar)
         save_file(
             {k: v.contiguous() for k, v in cnn.state_dict().items()},
             str(out / "mnist-cnn.safetensors"),
@@ -184,15 +194,15 @@ def run_demo(out: Path, *, console: Console) -> int:
     for label, folder in (("breast-cancer logistic regression", tab), ("MNIST CNN", out)):
         console.rule(f"2. scan and gate: {label}")
         ws = workflow.Workspace.open(folder / "hardenml.toml")
-        with _progress() as progress:
-            decisions[label] = workflow.gate(ws, progress=progress, rescan=True)
+        with progress() as bar:
+            decisions[label] = workflow.gate(ws, progress=bar, rescan=True)
         _show_decision(console, decisions[label])
 
     console.rule("3. patch the CNN: PGD adversarial training, fine-tuned from its weights")
     ws = workflow.Workspace.open(out / "hardenml.toml")
     baseline = ws.model_path
-    with _progress() as progress:
-        outcome = workflow.patch(ws, "pgd_at", params=DEMO_PATCH, seed=0, progress=progress)
+    with progress() as bar:
+        outcome = workflow.patch(ws, "pgd_at", params=DEMO_PATCH, seed=0, progress=bar)
     metrics = outcome.result.metrics
     console.print(
         f"  {outcome.artifact.relative_to(out)} (sha256 {outcome.sha256[:12]}, parent "
@@ -207,8 +217,8 @@ def run_demo(out: Path, *, console: Console) -> int:
         )
 
     console.rule("4. validate: the patched CNN against the original, paired on the same samples")
-    with _progress() as progress:
-        verdict = workflow.validate(ws, baseline, outcome.artifact, progress=progress, promote=True)
+    with progress() as bar:
+        verdict = workflow.validate(ws, baseline, outcome.artifact, progress=bar, promote=True)
     for check in verdict.checks:
         console.print(
             f"  {'pass' if check.passed else '[bold red]FAIL[/]'}  {escape(check.name)}: "
@@ -225,8 +235,8 @@ def run_demo(out: Path, *, console: Console) -> int:
 
     console.rule("5. gate the patched CNN, then release it")
     ws = workflow.Workspace.open(out / "hardenml.toml")
-    with _progress() as progress:
-        after = workflow.gate(ws, progress=progress)
+    with progress() as bar:
+        after = workflow.gate(ws, progress=bar)
     _show_decision(console, after)
     released = None
     if after.passed:

@@ -22,6 +22,8 @@ from hardenml.scan.policy import behaviour_reason
 EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+# An unexpected exception: a bug of ours or of a plugin, never a verdict.
+EXIT_INTERNAL = 3
 
 VALIDATION_EVENT = "validation.completed"
 RELEASE_EVENT = "model.released"

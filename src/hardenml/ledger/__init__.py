@@ -10,7 +10,9 @@ from hardenml.ledger.findings import (
     findings_state,
     latest_run,
     record_scan,
+    resolve_finding,
     review,
+    sorted_findings,
 )
 from hardenml.ledger.store import (
     GENESIS,
@@ -39,5 +41,7 @@ __all__ = [
     "findings_state",
     "latest_run",
     "record_scan",
+    "resolve_finding",
     "review",
+    "sorted_findings",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from hardenml.config import HardenConfig
 from hardenml.ledger.store import Event, Ledger
-from hardenml.records import Finding
+from hardenml.records import SEVERITIES, Finding
 from hardenml.scan import ScanResult
 
 OPEN_STATES = ("open", "reopened")
@@ -319,3 +319,33 @@ def escalate_overdue(
             ]
         )
     return late
+
+
+def sorted_findings(
+    state: dict[str, FindingState], *, include_closed: bool = False
+) -> list[FindingState]:
+    """Findings most severe first (then by id); open ones only unless `include_closed`."""
+    return sorted(
+        (f for f in state.values() if include_closed or f.is_open),
+        key=lambda f: (
+            SEVERITIES.index(f.severity) if f.severity in SEVERITIES else len(SEVERITIES),
+            f.finding_id,
+        ),
+    )
+
+
+def resolve_finding(state: dict[str, FindingState], text: str) -> FindingState:
+    """The finding a user means by `text`: its id (`HML-1a2b3c4d`) or a prefix of its
+    fingerprint. `ReviewError` when none or more than one matches."""
+    prefix = text.strip().removeprefix("HML-").lower()
+    if not prefix:
+        raise ReviewError("give a finding id (HML-...); see `hardenml findings list --all`")
+    matches = [
+        f for f in state.values() if f.finding_id == text or f.fingerprint.startswith(prefix)
+    ]
+    if not matches:
+        raise ReviewError(f"no finding {text}; see `hardenml findings list --all`")
+    if len(matches) > 1:
+        ids = ", ".join(sorted(f.finding_id for f in matches))
+        raise ReviewError(f"{text} matches {len(matches)} findings ({ids}); give more of the id")
+    return matches[0]

@@ -15,8 +15,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from hardenml import workflow
-from hardenml.cli import ConfigOpt, TrustOpt, _progress, _user_errors, app, console, err
-from hardenml.gate import EXIT_FAIL, EXIT_USAGE
+from hardenml.cli._shared import (
+    ConfigOpt,
+    TrustOpt,
+    console,
+    fail,
+    progress_display,
+    user_errors,
+)
+from hardenml.gate import EXIT_FAIL
 from hardenml.gate.decision import ReleaseError
 from hardenml.patch import PatchError, available_patches, patch_parameters
 
@@ -24,12 +31,11 @@ from hardenml.patch import PatchError, available_patches, patch_parameters
 @contextmanager
 def _errors() -> Iterator[None]:
     """The shared user errors, plus this module's: message and exit code 2."""
-    with _user_errors():
+    with user_errors():
         try:
             yield
-        except (PatchError, ReleaseError) as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(EXIT_USAGE) from None
+        except ReleaseError as exc:
+            raise fail(str(exc)) from None
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:
@@ -57,7 +63,6 @@ def _list_patches() -> None:
     console.print(table)
 
 
-@app.command()
 def patch(
     with_: Annotated[
         str | None, typer.Option("--with", help="The defence to apply (see --list).")
@@ -91,7 +96,7 @@ def patch(
         if scratch:
             params["init"] = "scratch"
         ws = workflow.Workspace.open(config)
-        with _progress() as progress:
+        with progress_display() as progress:
             outcome = workflow.patch(
                 ws,
                 with_,
@@ -137,7 +142,6 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-@app.command()
 def validate(
     baseline: Annotated[str, typer.Argument(help="Baseline model file, or 'released'.")],
     candidate: Annotated[str, typer.Argument(help="Candidate model file.")],
@@ -153,7 +157,7 @@ def validate(
     """Paired comparison on the same samples: exit 0 if the candidate passes, 1 if not."""
     with _errors():
         ws = workflow.Workspace.open(config)
-        with _progress() as progress:
+        with progress_display() as progress:
             verdict = workflow.validate(
                 ws, baseline, candidate, seed=seed, trust=trust, progress=progress, promote=promote
             )
@@ -177,7 +181,6 @@ def validate(
         raise typer.Exit(EXIT_FAIL)
 
 
-@app.command()
 def release(
     model: Annotated[
         Path | None, typer.Argument(help="Model file (default: the configured model).")
@@ -196,3 +199,9 @@ def release(
         f"released {escape(p['model'])} {escape(p['path'])} (sha256 {p['model_sha256'][:12]}) "
         f"as ledger event #{event.seq}" + (" [yellow](forced)[/]" if p["forced"] else "")
     )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(patch)
+    app.command()(validate)
+    app.command()(release)

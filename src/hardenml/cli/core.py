@@ -1,0 +1,137 @@
+"""`hardenml init | scan | gate`: the release path."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from hardenml import workflow
+from hardenml.cli._shared import (
+    EXIT_USAGE,
+    ConfigOpt,
+    MaxSamplesOpt,
+    MaxSecondsOpt,
+    SequentialOpt,
+    TrustOpt,
+    console,
+    err,
+    note,
+    progress_display,
+    user_errors,
+)
+from hardenml.cli.findings import print_findings
+from hardenml.config import CONFIG_FILENAME
+from hardenml.scan import ScanResult
+
+
+def init(
+    path: Annotated[Path, typer.Option(help="Where to write the config.")] = Path(CONFIG_FILENAME),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter hardenml.toml."""
+    if path.exists() and not force:
+        err.print(f"[bold red]error:[/] {path} exists; pass --force to overwrite it")
+        raise typer.Exit(EXIT_USAGE)
+    path.write_text(files("hardenml").joinpath("templates/hardenml.toml").read_text())
+    console.print(
+        f"wrote {path}: edit [bold]model[/], [bold]data[/] and [bold]policy[/], "
+        "then run [bold]hardenml scan[/]"
+    )
+
+
+def scan(
+    config: ConfigOpt = None,
+    trust: TrustOpt = False,
+    seed: Annotated[int | None, typer.Option(help="Override data.seed.")] = None,
+    max_samples: MaxSamplesOpt = None,
+    max_seconds: MaxSecondsOpt = None,
+    sequential: SequentialOpt = None,
+) -> None:
+    """Run every declared threat, record measurements and findings in the ledger.
+
+    Interrupted, the same command resumes from the last finished batch."""
+    with user_errors():
+        ws = workflow.Workspace.open(config)
+        with progress_display() as progress:
+            result = workflow.scan(
+                ws,
+                trust=trust,
+                seed=seed,
+                progress=progress,
+                log=note,
+                max_samples=max_samples,
+                max_seconds=max_seconds,
+                sequential=sequential,
+            )
+    _print_scan(result, ws.config.policy.confidence)
+
+
+def _print_scan(result: ScanResult, confidence: float) -> None:
+    table = Table(
+        title=f"scan {result.run_id}: {escape(result.model)} (n={result.n} of "
+        f"{result.n_available}, seed={result.seed}, {result.stop_reason})"
+    )
+    for col in ("metric", "value", f"{confidence:.0%} CI"):
+        table.add_column(col)
+    for m in result.measurements:
+        table.add_row(escape(m.key), f"{m.value:.3f}", f"{m.ci_low:.3f} - {m.ci_high:.3f}")
+    console.print(table)
+    for c in result.checks:
+        seq = c.sequential
+        if seq is not None:
+            console.print(
+                f"  {escape(c.name)}: {c.decision} after {seq.n} samples "
+                f"({'settled' if seq.settled else 'not settled'}; anytime CI "
+                f"{seq.ci_low:.3f} - {seq.ci_high:.3f} vs {c.threshold:.3f})"
+            )
+    if result.findings:
+        print_findings([f.as_dict() for f in result.findings], title="findings of this scan")
+    else:
+        console.print("no policy violations found")
+
+
+def gate(
+    config: ConfigOpt = None,
+    trust: TrustOpt = False,
+    rescan: Annotated[bool, typer.Option(help="Scan again even if a matching run exists.")] = False,
+    report: Annotated[Path | None, typer.Option(help="JSON report path.")] = None,
+) -> None:
+    """Decide the release: exit 0 when the policy holds, 1 when it does not, 2 on errors."""
+    with user_errors():
+        ws = workflow.Workspace.open(config)
+        with progress_display() as progress:
+            decision = workflow.gate(
+                ws, trust=trust, rescan=rescan, progress=progress, report_path=report, log=note
+            )
+    table = Table(title=f"release gate: {escape(decision.run.model)} (run {decision.run.run_id})")
+    for col in ("check", "value", "CI", "n", "required", "decision", "result"):
+        table.add_column(col)
+    for c in decision.checks:
+        m = c.measurement
+        value = "-" if m is None else f"{m.value:.3f}"
+        ci = "-" if m is None else f"{m.ci_low:.3f} - {m.ci_high:.3f}"
+        verdict = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
+        n = "-" if m is None else str(m.n)
+        table.add_row(escape(c.name), value, ci, n, f">= {c.threshold:.3f}", c.decision, verdict)
+    console.print(table)
+    for f in decision.blocking_findings:
+        console.print(
+            f"[red]blocking[/] {f.severity} finding {f.finding_id} "
+            f"(owner {escape(f.owner)}, due {f.due}): {escape(f.title)}"
+        )
+    if decision.passed:
+        console.print("[bold green]GATE PASSED[/]")
+    else:
+        console.print("[bold red]GATE FAILED[/]: " + "; ".join(escape(r) for r in decision.reasons))
+    raise typer.Exit(decision.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(scan)
+    app.command()(gate)

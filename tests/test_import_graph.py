@@ -87,10 +87,7 @@ def test_imports_run_one_way(module: str) -> None:
     own = LEVEL[room_of(module)]
     against = []
     for imported in sorted(hardenml_imports(MODULES[module])):
-        if imported == "hardenml":
-            target_room = "__init__"
-        else:
-            target_room = room_of(imported)
+        target_room = room_of(imported)
         if target_room not in LEVEL:
             continue
         if LEVEL[target_room] > own:

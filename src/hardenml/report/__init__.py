@@ -18,6 +18,13 @@ from hardenml.report.html_report import html_report, write_html
 from hardenml.report.json_report import GATE_REPORT_SCHEMA_VERSION, gate_report, write_gate_report
 from hardenml.report.junit import junit_report, write_junit
 from hardenml.report.model_card import model_card_section, write_model_card
+from hardenml.report.registry import (
+    ReportContext,
+    ReportFormat,
+    ReportLookupError,
+    available_reports,
+    report_format,
+)
 from hardenml.report.sarif import sarif_report, write_sarif
 
 __all__ = [
@@ -26,7 +33,11 @@ __all__ = [
     "JUNIT_NAME",
     "MODEL_CARD_NAME",
     "ReliabilityBin",
+    "ReportContext",
+    "ReportFormat",
+    "ReportLookupError",
     "SARIF_NAME",
+    "available_reports",
     "baseline_run",
     "bins_calibration_error",
     "gate_report",
@@ -34,6 +45,7 @@ __all__ = [
     "junit_report",
     "model_card_section",
     "reliability_diagram",
+    "report_format",
     "sarif_report",
     "write_all_reports",
     "write_gate_report",

@@ -1,4 +1,4 @@
-"""Every report of one gate decision, written together into the config's reports folder."""
+"""Every registered report of one gate decision, written together into the reports folder."""
 
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ from hardenml.gate import GateDecision
 from hardenml.ledger import Event, RunRecord, findings_state
 from hardenml.report.calibration import Reliability
 from hardenml.report.common import Findings
-from hardenml.report.html_report import write_html
-from hardenml.report.junit import write_junit
-from hardenml.report.model_card import write_model_card
-from hardenml.report.sarif import write_sarif
+from hardenml.report.formats import HtmlReport, JUnitReport, ModelCardReport, SarifReport
+from hardenml.report.registry import ReportContext, available_reports, report_format
 
-JUNIT_NAME = "report.xml"
-SARIF_NAME = "report.sarif"
-HTML_NAME = "report.html"
-MODEL_CARD_NAME = "model-card.md"
+JUNIT_NAME = JUnitReport.filename
+SARIF_NAME = SarifReport.filename
+HTML_NAME = HtmlReport.filename
+MODEL_CARD_NAME = ModelCardReport.filename
 
 
 def baseline_run(events: Sequence[Event], run: RunRecord) -> dict[str, Any] | None:
@@ -68,8 +66,10 @@ def write_all_reports(
     ledger_events: Sequence[Event] | None = None,
     baseline: Mapping[str, Any] | None = None,
     reliability: Reliability | None = None,
+    formats: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """JUnit XML, SARIF, HTML and the model-card section, side by side in `folder`.
+    """Every registered report format (or those named in `formats`), side by side in
+    `folder`; returns the path written for each format's name.
 
     Findings come from `findings`, else from folding `ledger_events`; the baseline is
     `baseline`, else the one `default_baseline` picks.
@@ -78,25 +78,13 @@ def write_all_reports(
         findings = findings_state(list(ledger_events))
     if baseline is None:
         baseline = default_baseline(decision, ledger_events)
-    return {
-        "junit": write_junit(folder / JUNIT_NAME, config, decision),
-        "sarif": write_sarif(
-            folder / SARIF_NAME, config, decision, findings, repo_root=repo_root(config.root)
-        ),
-        "html": write_html(
-            folder / HTML_NAME,
-            config,
-            decision,
-            findings,
-            baseline=baseline,
-            reliability=reliability,
-        ),
-        "model_card": write_model_card(
-            folder / MODEL_CARD_NAME,
-            config,
-            decision,
-            findings,
-            baseline=baseline,
-            reliability=reliability,
-        ),
-    }
+    context = ReportContext(
+        config=config,
+        decision=decision,
+        findings=findings,
+        baseline=baseline,
+        reliability=reliability,
+        repo_root=repo_root(config.root),
+    )
+    names = available_reports() if formats is None else list(formats)
+    return {name: report_format(name).write(folder, context) for name in names}

@@ -1,0 +1,75 @@
+"""The built-in report formats, each a thin `ReportFormat` over its module's renderer."""
+
+from __future__ import annotations
+
+import json
+
+from hardenml.report.common import json_safe
+from hardenml.report.html_report import html_report
+from hardenml.report.json_report import gate_report
+from hardenml.report.junit import junit_report
+from hardenml.report.model_card import model_card_section
+from hardenml.report.registry import ReportContext, ReportFormat
+from hardenml.report.sarif import sarif_report
+
+
+class JsonGateReport(ReportFormat):
+    filename = "gate-report.json"
+    media_type = "application/json"
+    description = "the gate's decision, checks and findings (docs/gate-report.md)"
+
+    def render(self, context: ReportContext) -> str:
+        # NaN (a metric over zero samples) is not JSON; strict readers get null instead.
+        report = json_safe(gate_report(context.config, context.decision))
+        return json.dumps(report, indent=2, allow_nan=False) + "\n"
+
+
+class JUnitReport(ReportFormat):
+    filename = "report.xml"
+    media_type = "application/xml"
+    description = "JUnit XML: one test case per check and finding, for CI test tabs"
+
+    def render(self, context: ReportContext) -> str:
+        return junit_report(context.config, context.decision)
+
+
+class SarifReport(ReportFormat):
+    filename = "report.sarif"
+    media_type = "application/sarif+json"
+    description = "SARIF 2.1.0 for code-scanning dashboards"
+
+    def render(self, context: ReportContext) -> str:
+        log = sarif_report(
+            context.config, context.decision, context.findings, repo_root=context.repo_root
+        )
+        return json.dumps(log, indent=2, allow_nan=False) + "\n"
+
+
+class HtmlReport(ReportFormat):
+    filename = "report.html"
+    media_type = "text/html"
+    description = "one self-contained HTML page with plots"
+
+    def render(self, context: ReportContext) -> str:
+        return html_report(
+            context.config,
+            context.decision,
+            context.findings,
+            baseline=context.baseline,
+            reliability=context.reliability,
+        )
+
+
+class ModelCardReport(ReportFormat):
+    filename = "model-card.md"
+    media_type = "text/markdown"
+    description = "the robustness section of a model card"
+
+    def render(self, context: ReportContext) -> str:
+        return model_card_section(
+            context.config,
+            context.decision,
+            context.findings,
+            baseline=context.baseline,
+            reliability=context.reliability,
+        )

@@ -71,6 +71,9 @@ class ScanResult:
     batches_total: int = 0
     batches_resumed: int = 0
     stop_reason: str = "complete"
+    # Inputs this run sent to the model (`Target.queries`): what a metered or rate-limited
+    # endpoint was charged. Batches resumed from a checkpoint cost none.
+    queries: int = 0
     # Per-sample outcomes, for calibration and reports: "clean_probs",
     # "adv_probs/<unit>", "robust/<unit>", "y".
     outcomes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -92,6 +95,7 @@ class ScanResult:
             "batches_total": self.batches_total,
             "batches_resumed": self.batches_resumed,
             "stop_reason": self.stop_reason,
+            "queries": self.queries,
         }
 
 
@@ -167,6 +171,7 @@ def run_scan(
     run_id = uuid.uuid4().hex[:12]
     started = datetime.now(UTC).isoformat(timespec="seconds")
     clock = time.monotonic()
+    queries_before = target.queries
 
     x_all, y_all = torch.from_numpy(data.x), torch.from_numpy(data.y)
     target.check(x_all, need_gradients=any(t.needs_gradients for t in threats.values()))
@@ -333,6 +338,7 @@ def run_scan(
         batches_total=len(batches),
         batches_resumed=len(done),
         stop_reason=stop_reason,
+        queries=target.queries - queries_before,
         outcomes=outcomes,
         analysis=analysis.payload(),
         passed_ids=passed_ids,

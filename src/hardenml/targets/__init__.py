@@ -1,6 +1,7 @@
 """Adapters that make any model a `Target`; kinds register in `hardenml.targets`."""
 
 from hardenml.targets.base import InputSpec, Target, TargetError
+from hardenml.targets.http_target import HttpOptions, HttpTarget
 from hardenml.targets.kinds import NoOptions, TargetKind
 from hardenml.targets.loading import file_sha256, input_spec_from_config
 from hardenml.targets.registry import (
@@ -15,6 +16,8 @@ from hardenml.targets.sklearn_target import SklearnTarget
 from hardenml.targets.torch_target import TorchTarget, pick_device
 
 __all__ = [
+    "HttpOptions",
+    "HttpTarget",
     "InputSpec",
     "NoOptions",
     "SklearnTarget",

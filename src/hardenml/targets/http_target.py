@@ -1,0 +1,441 @@
+"""A model behind a JSON API as a `Target`: `model.kind = "http"`.
+
+Every forward pass is one or more `POST model.options.url` requests whose body is
+`{"inputs": [x_1, ..., x_b]}` (`request_field`; each `x_i` a nested list of the declared
+input shape, after `model.input.mean`/`std` when given), or `{"inputs": x}` with
+`batched = false`. The response holds, under `scores_field`, one row of per-class scores
+per input (`scores_type`: probabilities, the default, or logits), or, with
+`response = "labels"`, under `labels_field` one label per input (a class index or a name
+from `model.classes`). Dotted field names (`"result.scores"`) reach into nested objects.
+
+A labels-only API is a decision-based black box: the target returns the one-hot
+log-probabilities of the label (0 for it, log(1e-12) for the others), so the argmax is the
+label and softmax confidence is 1. Score-based attacks (square, tabular-blackbox) then see
+labels only: their search accepts a step only when it flips the label, so they find less
+than they would with scores; HopSkipJump (label-only by design) is the attack that fits.
+
+The network sits behind `Transport` (see `http_transport`). This module adds what the
+model's owner configures: a bearer token read from the environment variable `token_env`
+(kept out of the options, reprs, the ledger, reports and every error message), retries
+with exponential backoff for timeouts, broken connections, HTTP 5xx and 429 (which waits
+as `Retry-After` says), a token-bucket rate limit, and a per-scan query budget (inputs
+sent), beyond which it stops with an error that names `query_budget`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import Tensor
+
+from hardenml.config import ModelConfig
+from hardenml.targets.base import InputSpec, Target, TargetError
+from hardenml.targets.http_transport import (
+    ConnectFailed,
+    HttpRequest,
+    HttpResponse,
+    StdlibTransport,
+    TimedOut,
+    Transport,
+)
+from hardenml.targets.kinds import TargetKind
+from hardenml.targets.loading import input_spec_from_config
+
+# The log-probability of the classes a label-only answer rules out (as the sklearn target
+# clips probabilities): finite, so the outputs stay valid logits.
+LOG_ZERO = math.log(1e-12)
+# A server that asks for a longer pause than this fails the scan rather than stalling it.
+MAX_RETRY_AFTER_S = 120.0
+# Threats that need no gradients, named when a gradient threat is refused.
+BLACK_BOX_THREATS = "square, square-l2, hopskipjump, tabular-blackbox, or a corruption"
+# The options that say which model answers and how its answers are read: they make up the
+# target's identity. Timeouts, retries, the rate limit, the budget and the batching only
+# change how it is asked, so raising the query budget still resumes a stopped scan.
+IDENTITY_OPTIONS = (
+    "url",
+    "headers",
+    "request_field",
+    "response",
+    "scores_field",
+    "scores_type",
+    "labels_field",
+)
+
+
+class HttpOptions(BaseModel):
+    """`[model.options]` of `model.kind = "http"` (docs/config.md lists them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    token_env: str | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    backoff: float = Field(default=0.5, ge=0)
+    rate_limit: float | None = Field(default=None, gt=0)
+    query_budget: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    batched: bool = True
+    request_field: str = Field(default="inputs", min_length=1)
+    response: Literal["scores", "labels"] = "scores"
+    scores_field: str = Field(default="scores", min_length=1)
+    scores_type: Literal["probabilities", "logits"] = "probabilities"
+    labels_field: str = Field(default="labels", min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"an http:// or https:// URL with a host, got {url!r}")
+        if parts.username or parts.password:
+            raise ValueError(
+                "a URL without user:password (the options are written to the ledger); "
+                "put a token in an environment variable and name it in token_env"
+            )
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _no_secret_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        if any(name.lower() == "authorization" for name in headers):
+            raise ValueError(
+                "no Authorization header (the options are written to the ledger); put the "
+                "token in an environment variable and name it in token_env"
+            )
+        return headers
+
+    @model_validator(mode="after")
+    def _single_inputs(self) -> HttpOptions:
+        if not self.batched and self.batch_size != 1 and "batch_size" in self.model_fields_set:
+            raise ValueError("batched = false sends one input per request: leave batch_size out")
+        return self
+
+    @property
+    def rows_per_request(self) -> int:
+        return self.batch_size if self.batched else 1
+
+
+class TokenBucket:
+    """At most `rate` requests per second, with a bucket of one token: requests are spaced
+    at least 1/rate apart, so a limit enforced over any window is respected."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.sleep = sleep
+        self.tokens_ = 1.0
+        self.updated_ = clock()
+
+    def take(self) -> None:
+        now = self.clock()
+        self.tokens_ = min(1.0, self.tokens_ + (now - self.updated_) * self.rate)
+        self.updated_ = now
+        if self.tokens_ < 1.0:
+            self.sleep((1.0 - self.tokens_) / self.rate)
+            self.tokens_, self.updated_ = 1.0, self.clock()
+        self.tokens_ -= 1.0
+
+
+class HttpTarget(Target):
+    """A classifier behind `options.url`; no gradients, `queries` counts inputs answered,
+    `requests_sent` every HTTP request (retries included)."""
+
+    def __init__(
+        self,
+        options: HttpOptions,
+        *,
+        input_spec: InputSpec,
+        classes: Sequence[str],
+        token: str | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        super().__init__(
+            input_spec=input_spec,
+            classes=classes,
+            has_gradients=False,
+            device=torch.device("cpu"),
+        )
+        self.options = options
+        self.transport = transport if transport is not None else StdlibTransport()
+        self.requests_sent = 0
+        self._token = token or None
+        self._limiter = TokenBucket(options.rate_limit) if options.rate_limit else None
+        self._normalizer = input_spec.normalizer()
+
+    def __repr__(self) -> str:
+        return f"HttpTarget(url={self.options.url!r}, response={self.options.response!r})"
+
+    def require_gradients(self) -> None:
+        raise TargetError(
+            f"model.kind 'http' ({self.options.url}) answers queries only and exposes no "
+            "input gradients, so a white-box gradient threat cannot run on it; use a "
+            f"black-box or corruption threat: {BLACK_BOX_THREATS}"
+        )
+
+    def _forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        budget = self.options.query_budget
+        if budget is not None and self.queries + n > budget:
+            raise TargetError(
+                f"the query budget model.options.query_budget = {budget} is spent: "
+                f"{self.queries} inputs were sent to {self.options.url} in this scan and the "
+                f"next call needs {n} more. Raise model.options.query_budget; the batches "
+                "already finished are checkpointed, so running the scan again resumes"
+            )
+        rows = x.detach().cpu().to(torch.float64)
+        if self._normalizer is not None:
+            mean, std = self._normalizer
+            rows = (rows - mean.double()) / std.double()
+        step = self.options.rows_per_request
+        parts = [self._ask(rows[i : i + step]) for i in range(0, n, step)]
+        out = np.concatenate(parts) if parts else np.zeros((0, len(self.classes)))
+        return torch.as_tensor(out, dtype=self.input_spec.dtype)
+
+    def _ask(self, rows: Tensor) -> np.ndarray:
+        """One request for `rows`: per-class logits, shape `(len(rows), classes)`."""
+        inputs: Any = rows.tolist() if self.options.batched else rows[0].tolist()
+        body = _nested(self.options.request_field, inputs)
+        request = HttpRequest(
+            "POST",
+            self.options.url,
+            json.dumps(body, allow_nan=False).encode(),
+            self._headers(),
+            self.options.timeout,
+        )
+        response = self._send(request)
+        try:
+            answer = json.loads(response.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise self._error(
+                f"returned malformed JSON ({exc}): {_excerpt(response.body)}; the endpoint "
+                "must answer with a JSON object"
+            ) from None
+        if self.options.response == "labels":
+            return self._labels(answer, len(rows))
+        return self._scores(answer, len(rows))
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers |= self.options.headers
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def _send(self, request: HttpRequest) -> HttpResponse:
+        """`request` with retries: timeouts, broken connections, 5xx and 429 are retried
+        after `backoff * 2**attempt` seconds (429: after its Retry-After), 4xx are not."""
+        attempts = self.options.retries + 1
+        problem = ""
+        for attempt in range(attempts):
+            if self._limiter is not None:
+                self._limiter.take()
+            self.requests_sent += 1
+            wait = self.options.backoff * 2**attempt
+            try:
+                response = self.transport.send(request)
+            except TimedOut:
+                problem = (
+                    f"timed out (no answer within model.options.timeout = "
+                    f"{self.options.timeout:g} s)"
+                )
+            except ConnectFailed as exc:
+                problem = f"could not be reached: {exc}"
+            else:
+                if 200 <= response.status < 300:
+                    return response
+                problem = self._status_problem(response)
+                if response.status == 429:
+                    wait = _retry_after(response, default=wait)
+                    if wait > MAX_RETRY_AFTER_S:
+                        raise self._error(
+                            f"{problem} and asks to wait {wait:g} s (Retry-After); lower "
+                            "model.options.rate_limit or scan later"
+                        )
+                elif response.status < 500:
+                    raise self._error(problem)
+            if attempt + 1 < attempts:
+                time.sleep(wait)
+        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        raise self._error(
+            f"{problem}, after {tries} (model.options.retries = {self.options.retries})"
+        )
+
+    def _status_problem(self, response: HttpResponse) -> str:
+        status = f"answered HTTP {response.status} {response.reason}".rstrip()
+        hint = {
+            401: "; check the token in the variable model.options.token_env names",
+            403: "; check the token in the variable model.options.token_env names",
+            404: "; check model.options.url",
+            413: "; lower model.options.batch_size",
+            429: "; lower model.options.rate_limit",
+        }.get(response.status, "")
+        if response.status in (400, 422):
+            hint = (
+                f"; check model.options.request_field ({self.options.request_field!r}), "
+                "batched and model.input.shape against what the API expects"
+            )
+        return f"{status}: {_excerpt(response.body)}{hint}"
+
+    def _scores(self, answer: Any, n: int) -> np.ndarray:
+        field = self.options.scores_field
+        value = self._field(answer, field)
+        rows = value if self.options.batched else [value]
+        k = len(self.classes)
+        if not isinstance(rows, list) or len(rows) != n:
+            got = f"{len(rows)} rows" if isinstance(rows, list) else type(value).__name__
+            raise self._error(
+                f"returned {got} under {field!r} for {n} inputs; expected one row of "
+                f"{k} scores per input"
+            )
+        try:
+            scores = np.asarray(rows, dtype=np.float64)
+        except (TypeError, ValueError):
+            scores = None
+        if scores is None or scores.ndim != 2 or scores.shape[1] != k:
+            raise self._error(
+                f"returned scores under {field!r} that are not {n} rows of {k} numbers (one "
+                f"per class in model.classes); first row: {_excerpt(json.dumps(rows[0]))}"
+            )
+        bad = ~np.isfinite(scores).all(axis=1)
+        if bad.any():
+            raise self._error(f"returned NaN or infinite scores for {int(bad.sum())} of {n} inputs")
+        if self.options.scores_type == "logits":
+            return scores
+        if scores.min() < -1e-6 or scores.max() > 1 + 1e-6:
+            raise self._error(
+                f"returned scores outside [0, 1] ({scores.min():.4g} to {scores.max():.4g}) "
+                "but model.options.scores_type = 'probabilities'; set it to 'logits' if the "
+                "API returns logits"
+            )
+        return np.log(np.clip(scores, 1e-12, 1.0))
+
+    def _labels(self, answer: Any, n: int) -> np.ndarray:
+        field = self.options.labels_field
+        value = self._field(answer, field)
+        labels = value if self.options.batched else [value]
+        if not isinstance(labels, list) or len(labels) != n:
+            got = f"{len(labels)} labels" if isinstance(labels, list) else type(value).__name__
+            raise self._error(f"returned {got} under {field!r} for {n} inputs; expected {n}")
+        out = np.full((n, len(self.classes)), LOG_ZERO)
+        for row, label in enumerate(labels):
+            out[row, self._class_index(label)] = 0.0
+        return out
+
+    def _class_index(self, label: Any) -> int:
+        if isinstance(label, str) and label in self.classes:
+            return self.classes.index(label)
+        is_index = isinstance(label, int) and not isinstance(label, bool)
+        if is_index and 0 <= label < len(self.classes):
+            return int(label)
+        raise self._error(
+            f"returned the label {_excerpt(json.dumps(label))}, which is neither a class index "
+            f"0..{len(self.classes) - 1} nor a name in model.classes"
+        )
+
+    def _field(self, answer: Any, path: str) -> Any:
+        value = answer
+        for name in path.split("."):
+            if not isinstance(value, dict) or name not in value:
+                keys = sorted(value) if isinstance(value, dict) else type(value).__name__
+                option = "labels_field" if self.options.response == "labels" else "scores_field"
+                raise self._error(
+                    f"answered without the field {path!r} (found {keys}); set "
+                    f"model.options.{option} to the field that holds the "
+                    f"{self.options.response}"
+                )
+            value = value[name]
+        return value
+
+    def _error(self, problem: str) -> TargetError:
+        """A `TargetError` naming the URL; the token never appears in it (a server may
+        echo the request's headers in an error body)."""
+        message = f"POST {self.options.url} {problem}"
+        if self._token:
+            message = message.replace(self._token, "***")
+        return TargetError(message)
+
+
+def _nested(path: str, value: Any) -> dict[str, Any]:
+    """`{"a": {"b": value}}` for the dotted path "a.b"."""
+    *outer, last = path.split(".")
+    body: dict[str, Any] = {last: value}
+    for name in reversed(outer):
+        body = {name: body}
+    return body
+
+
+def _retry_after(response: HttpResponse, *, default: float) -> float:
+    """Seconds a 429 response asks to wait: its Retry-After (seconds or an HTTP date)."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _excerpt(body: bytes | str, limit: int = 200) -> str:
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+class HttpKind(TargetKind):
+    """`model.kind = "http"`: a classifier behind a JSON API (see `HttpOptions`)."""
+
+    needs_file = False
+    options = HttpOptions
+    description = "a classifier behind a JSON API returning scores or labels (no gradients)"
+
+    def identity(self, model: ModelConfig, path: Path | None, options: Any) -> str:
+        """sha256 over the URL and the options that say how answers are read: never the
+        token, nor the settings that only pace the queries (see IDENTITY_OPTIONS)."""
+        fields = options.model_dump(mode="json", include=set(IDENTITY_OPTIONS))
+        body = json.dumps({"kind": "http", **fields}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:
+        return HttpTarget(
+            options,
+            input_spec=input_spec_from_config(model),
+            classes=model.classes,
+            token=_token(options),
+        )
+
+
+def _token(options: HttpOptions) -> str | None:
+    if options.token_env is None:
+        return None
+    token = os.environ.get(options.token_env)
+    if not token:
+        raise TargetError(
+            f"model.options.token_env names the environment variable {options.token_env!r}, "
+            f"which is not set (or empty): export {options.token_env}=<token> before the scan"
+        )
+    return token

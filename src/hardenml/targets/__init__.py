@@ -3,6 +3,7 @@
 from hardenml.targets.base import InputSpec, Target, TargetError
 from hardenml.targets.kinds import NoOptions, TargetKind
 from hardenml.targets.loading import file_sha256, input_spec_from_config
+from hardenml.targets.onnx_target import OnnxTarget
 from hardenml.targets.registry import (
     available_target_kinds,
     kind_options,
@@ -17,6 +18,7 @@ from hardenml.targets.torch_target import TorchTarget, pick_device
 __all__ = [
     "InputSpec",
     "NoOptions",
+    "OnnxTarget",
     "SklearnTarget",
     "Target",
     "TargetError",

@@ -4,6 +4,7 @@ from hardenml.targets.base import InputSpec, Target, TargetError
 from hardenml.targets.http_target import HttpOptions, HttpTarget
 from hardenml.targets.kinds import NoOptions, TargetKind
 from hardenml.targets.loading import file_sha256, input_spec_from_config
+from hardenml.targets.onnx_target import OnnxTarget
 from hardenml.targets.registry import (
     available_target_kinds,
     kind_options,
@@ -20,6 +21,7 @@ __all__ = [
     "HttpTarget",
     "InputSpec",
     "NoOptions",
+    "OnnxTarget",
     "SklearnTarget",
     "Target",
     "TargetError",

@@ -127,3 +127,22 @@ def test_ledger_lookups_find_the_latest_matching_event(tmp_path: Path) -> None:
     rel = last_release(events, "m")
     assert rel is not None and rel["model_sha256"] == "x"
     assert last_release(events, "unknown") is None
+
+
+def test_scan_and_validate_share_one_evaluation_and_agree_exactly(
+    tmp_path: Path, digits_weights: Path
+) -> None:
+    """Issue 11: the same model and threat gave 0.515 in the scan and 0.525 in validate,
+    because each ran its own attack loop with other batches and seeds."""
+    from hardenml.workflow import Workspace, scan, validate
+
+    from tests.workspace import write_workspace
+
+    config = write_workspace(tmp_path / "ws", digits_weights, max_samples=90)
+    ws = Workspace.open(config)
+    result = scan(ws)
+    scanned = result.measurement("robust_accuracy[pgd-linf@0.1]")
+    verdict = validate(ws, ws.model_path, ws.model_path)
+    robust = [c for c in verdict.checks if "pgd-linf@0.1" in c.name]
+    assert robust, [c.name for c in verdict.checks]
+    assert robust[0].baseline == robust[0].candidate == scanned.value

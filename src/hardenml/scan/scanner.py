@@ -31,6 +31,7 @@ from hardenml.imaging import delta_pixels, png_bytes, to_pixels, upscale
 from hardenml.records import Finding, Measurement, UnitKey, finding_id_for
 from hardenml.scan.analysis import analyse
 from hardenml.scan.behaviour import SuiteResult, preflight, run_suites
+from hardenml.scan.evaluation import attack_batch, batch_plan, clean_probabilities
 from hardenml.scan.integrity import IntegrityResult, check_threat
 from hardenml.scan.metrics import proportion
 from hardenml.scan.policy import (
@@ -43,7 +44,7 @@ from hardenml.scan.policy import (
 )
 from hardenml.stats import derive_seed
 from hardenml.targets import Target
-from hardenml.threats import Threat
+from hardenml.threats import Threat, check_access
 
 EVIDENCE_PER_THREAT = 32
 THUMBNAILS = 8
@@ -174,13 +175,12 @@ def run_scan(
     queries_before = target.queries
 
     x_all, y_all = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    check_access(target, threats)
     target.check(x_all, need_gradients=any(t.needs_gradients for t in threats.values()))
     feature_names = data.provenance.get("feature_names")
     preflight(config, tuple(data.x.shape[1:]), feature_names)
     n_cap = min(len(data), max_samples or len(data))
-    order = np.random.default_rng(derive_seed(seed, "order")).permutation(len(data))[:n_cap]
-    size = config.scan.batch_size
-    batches = [order[i : i + size] for i in range(0, n_cap, size)]
+    batches = batch_plan(len(data), seed=seed, batch_size=config.scan.batch_size, cap=n_cap)
     units = [(t.name, b) for t in config.threats for b in t.budgets]
 
     checkpoint = (
@@ -460,43 +460,32 @@ def _scan_batch(
     evidence_room: dict[str, int],
 ) -> dict[str, np.ndarray]:
     """Every threat and budget on one batch: per-sample outcomes as plain arrays."""
-    with torch.no_grad():
-        clean_logits = torch.cat(
-            [target.logits(x[i : i + 512].to(target.device)).cpu() for i in range(0, len(x), 512)]
-        )
     arrays: dict[str, np.ndarray] = {
         "index": index,
         "y": y.numpy(),
-        "clean_probs": torch.softmax(clean_logits.double(), 1).numpy(),
+        "clean_probs": clean_probabilities(target, x),
     }
     chunk_of = {t.name: t.batch_size for t in config.threats}
     for name, budget in units:
         key = unit_key(name, budget)
-        gen = torch.Generator().manual_seed(derive_seed(seed, name, budget, batch))
-        robust, adv_probs, flipped_x, flipped_adv, margins = [], [], [], [], []
-        for start in range(0, len(x), chunk_of[name]):
-            xs, ys = x[start : start + chunk_of[name]], y[start : start + chunk_of[name]]
-            result = threats[name](target, xs, ys, budget=budget, generator=gen)
-            robust.append(result.robust_correct.numpy())
-            margins.append(
-                result.min_perturbation.numpy().astype(np.float64)
-                if result.min_perturbation is not None
-                else np.full(len(xs), np.nan)
-            )
-            with torch.no_grad():
-                logits = target.logits(result.x_adv.to(target.device)).cpu()
-            adv_probs.append(torch.softmax(logits.double(), 1).numpy())
-            flipped = (result.clean_correct & result.success).numpy()
-            flipped_x.append(xs.numpy()[flipped])
-            flipped_adv.append(result.x_adv.numpy()[flipped])
-        arrays[f"robust/{key}"] = np.concatenate(robust)
-        arrays[f"adv_probs/{key}"] = np.concatenate(adv_probs)
-        arrays[f"margin/{key}"] = np.concatenate(margins)
+        outcome = attack_batch(
+            target,
+            threats[name],
+            x,
+            y,
+            UnitKey(name, budget),
+            seed=seed,
+            batch=batch,
+            chunk=chunk_of[name],
+        )
+        arrays[f"robust/{key}"] = outcome.robust
+        arrays[f"adv_probs/{key}"] = outcome.adv_probs
+        arrays[f"margin/{key}"] = outcome.margins
         fooled = ~arrays[f"robust/{key}"] & (arrays["clean_probs"].argmax(1) == arrays["y"])
         take = max(0, evidence_room[key])
         ev_y = arrays["y"][fooled][:take]
-        arrays[f"evidence/{key}/x"] = np.concatenate(flipped_x)[:take]
-        arrays[f"evidence/{key}/x_adv"] = np.concatenate(flipped_adv)[:take]
+        arrays[f"evidence/{key}/x"] = x.numpy()[outcome.flipped][:take]
+        arrays[f"evidence/{key}/x_adv"] = outcome.x_adv[outcome.flipped][:take]
         arrays[f"evidence/{key}/y"] = ev_y
         arrays[f"evidence/{key}/pred"] = arrays[f"adv_probs/{key}"][fooled][:take].argmax(1)
     return arrays

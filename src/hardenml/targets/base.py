@@ -110,12 +110,18 @@ class Target(ABC):
         ]
         return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
 
+    @property
+    def no_gradients_reason(self) -> str:
+        """Why this target has no input gradients, in words, for the refusal of a gradient
+        threat (the threats room adds which threats do apply)."""
+        return f"{type(self).__name__} exposes no input gradients"
+
     def require_gradients(self) -> None:
         """Raise a clear error if a gradient attack cannot run on this target."""
         if not self.has_gradients:
             raise TargetError(
-                f"{type(self).__name__} exposes no input gradients, so a white-box gradient "
-                "attack cannot run on it; use a black-box threat (e.g. square) instead"
+                f"{self.no_gradients_reason}, so a white-box gradient attack cannot run on "
+                "it; use a black-box or corruption threat instead"
             )
 
     def check(self, x: Tensor, *, need_gradients: bool = False) -> None:

@@ -59,7 +59,6 @@ LOG_ZERO = math.log(1e-12)
 # A server that asks for a longer pause than this fails the scan rather than stalling it.
 MAX_RETRY_AFTER_S = 120.0
 # Threats that need no gradients, named when a gradient threat is refused.
-BLACK_BOX_THREATS = "square, square-l2, hopskipjump, tabular-blackbox, or a corruption"
 # The options that say which model answers and how its answers are read: they make up the
 # target's identity. Timeouts, retries, the rate limit, the budget and the batching only
 # change how it is asked, so raising the query budget still resumes a stopped scan.
@@ -185,11 +184,11 @@ class HttpTarget(Target):
     def __repr__(self) -> str:
         return f"HttpTarget(url={self.options.url!r}, response={self.options.response!r})"
 
-    def require_gradients(self) -> None:
-        raise TargetError(
+    @property
+    def no_gradients_reason(self) -> str:
+        return (
             f"model.kind 'http' ({self.options.url}) answers queries only and exposes no "
-            "input gradients, so a white-box gradient threat cannot run on it; use a "
-            f"black-box or corruption threat: {BLACK_BOX_THREATS}"
+            "input gradients"
         )
 
     def _forward(self, x: Tensor) -> Tensor:

@@ -18,7 +18,6 @@ names `model.kind = "onnx"`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,26 +124,6 @@ def check_input_shape(
     return batch if isinstance(batch, int) and batch > 0 else None
 
 
-def applicable_threats() -> tuple[list[str], list[str]]:
-    """(threats that need input gradients, threats that do not), by registered name.
-
-    Read from each registered threat's `needs_gradients`, the declaration `Threat.__call__`
-    enforces (not `access`: `art` prefers gradients but runs as a black box without them),
-    through the `hardenml.threats` entry-point group, so third-party threats are listed
-    too and no name list goes stale. The targets room does not import the threats room: this runs
-    only to word an error, when both are loaded; a plugin that fails to load is left out.
-    """
-    gradient: list[str] = []
-    blackbox: list[str] = []
-    for ep in entry_points(group="hardenml.threats"):
-        try:
-            needs = bool(ep.load().needs_gradients)
-        except Exception:  # a broken plugin must not hide the real error
-            continue
-        (gradient if needs else blackbox).append(ep.name)
-    return sorted(gradient), sorted(blackbox)
-
-
 class OnnxTarget(Target):
     """An onnxruntime `InferenceSession` with one float input, scored in batches.
 
@@ -200,14 +179,9 @@ class OnnxTarget(Target):
                 f"{len(classes)} classes; expected (batch, {len(classes)}), one score per class"
             )
 
-    def require_gradients(self) -> None:
-        gradient, blackbox = applicable_threats()
-        raise TargetError(
-            f"{self.source} is scored through onnxruntime, which gives no input gradients, so "
-            f"threats that need them ({', '.join(gradient)}) cannot run on it. Threats that "
-            f"need only scores or labels do: {', '.join(blackbox)}. Replace the gradient "
-            "threats in [[threats]] with some of these"
-        )
+    @property
+    def no_gradients_reason(self) -> str:
+        return f"{self.source} is scored through onnxruntime, which gives no input gradients"
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Scores of one batch of at most `self.batch_size` rows, shape (rows, classes)."""

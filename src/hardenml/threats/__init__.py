@@ -14,6 +14,8 @@ from hardenml.threats.base import (
 from hardenml.threats.registry import (
     ThreatLookupError,
     available_threats,
+    check_access,
+    gradient_free_threats,
     make_threat,
     threat_class,
     threat_parameters,
@@ -30,6 +32,8 @@ __all__ = [
     "ThreatError",
     "ThreatLookupError",
     "available_threats",
+    "check_access",
+    "gradient_free_threats",
     "make_threat",
     "perturbation_size",
     "project",

@@ -7,11 +7,13 @@ would, and are imported only when asked for.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from hardenml.config import ConfigError, ConfigProblem, HardenConfig, ThreatConfig
+from hardenml.targets import Target, TargetError
 from hardenml.threats.base import Threat
 
 GROUP = "hardenml.threats"
@@ -38,6 +40,33 @@ def threat_class(name: str) -> type[Threat]:
     if not (isinstance(cls, type) and issubclass(cls, Threat)):
         raise ThreatLookupError(f"entry point {name!r} does not name a Threat subclass")
     return cls
+
+
+def gradient_free_threats() -> list[str]:
+    """Registered threats that run without input gradients (scores, labels or none), by
+    name; a plugin that fails to load is left out rather than hiding the real error."""
+    names = []
+    for name in available_threats():
+        try:
+            if not threat_class(name).needs_gradients:
+                names.append(name)
+        except Exception:  # a broken third-party plugin
+            continue
+    return names
+
+
+def check_access(target: Target, threats: Mapping[str, Threat]) -> None:
+    """Refuse, before any work, threats that need what `target` does not give: the error
+    names the declared threats that need gradients and the registered ones that apply."""
+    if target.has_gradients:
+        return
+    needing = sorted(name for name, threat in threats.items() if threat.needs_gradients)
+    if needing:
+        raise TargetError(
+            f"{target.no_gradients_reason}, so the threats {needing} (they need input "
+            "gradients) cannot run on it. Threats that need only scores or labels do: "
+            f"{', '.join(gradient_free_threats())}. Replace those in [[threats]]"
+        )
 
 
 def threat_parameters(name: str) -> set[str]:

@@ -15,10 +15,11 @@ import torch
 from hardenml._progress import Progress, SilentProgress
 from hardenml.config import HardenConfig
 from hardenml.data import Dataset
+from hardenml.records import UnitKey
 from hardenml.scan.behaviour import SuiteResult, run_suites
-from hardenml.stats import derive_seed
+from hardenml.scan.evaluation import attack_batch, batch_plan, clean_probabilities
 from hardenml.targets import Target
-from hardenml.threats import Threat
+from hardenml.threats import Threat, check_access
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Outcomes:
 
 
 def robust_key(threat: str, budget: float) -> str:
-    return f"{threat}@{budget:g}"
+    return str(UnitKey(threat, budget))
 
 
 def evaluate(
@@ -49,33 +50,36 @@ def evaluate(
 ) -> Outcomes:
     """Clean correctness and probabilities, robust correctness for every threat and
     budget that `policy.robust` names, and every behavioural suite (same seed, same draws
-    for both models)."""
+    for both models).
+
+    The threats run through the scan's own loop (`hardenml.scan.evaluation`): the same
+    batches, order and generators, so a full scan of the same model measures exactly the
+    robust accuracy the validator does. Outcomes come back in the data's order."""
     progress = progress or SilentProgress()
+    check_access(target, threats)
     x = torch.from_numpy(data.x)
     y = torch.from_numpy(data.y)
     n = len(data)
-    probs = []
-    with torch.no_grad():
-        for start in range(0, n, 512):
-            logits = target.logits(x[start : start + 512].to(target.device))
-            probs.append(logits.double().softmax(dim=1).cpu())
-    prob = torch.cat(probs).numpy() if probs else np.zeros((0, len(target.classes)))
-    robust: dict[str, np.ndarray] = {}
-    batch_sizes = {t.name: t.batch_size for t in config.threats}
-    for req in config.policy.robust:
-        key = robust_key(req.threat, req.budget)
-        if key in robust:
-            continue
-        size = batch_sizes[req.threat]
-        advance = progress.task(f"{label}{req.threat} @ {req.budget:g}", n)
-        parts = []
-        for b, start in enumerate(range(0, n, size)):
-            part = slice(start, min(start + size, n))
-            gen = torch.Generator().manual_seed(derive_seed(seed, req.threat, req.budget, b))
-            result = threats[req.threat](target, x[part], y[part], budget=req.budget, generator=gen)
-            parts.append(result.robust_correct.numpy())
-            advance(part.stop - part.start)
-        robust[key] = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+    prob = clean_probabilities(target, x)
+    units = list(dict.fromkeys(UnitKey(r.threat, r.budget) for r in config.policy.robust))
+    chunk_of = {t.name: t.batch_size for t in config.threats}
+    robust = {str(unit): np.zeros(n, dtype=bool) for unit in units}
+    plan = batch_plan(n, seed=seed, batch_size=config.scan.batch_size)
+    advance = progress.task(f"{label}{len(units)} threat/budget pairs", n)
+    for b, index in enumerate(plan):
+        for unit in units:
+            outcome = attack_batch(
+                target,
+                threats[unit.threat],
+                x[index],
+                y[index],
+                unit,
+                seed=seed,
+                batch=b,
+                chunk=chunk_of[unit.threat],
+            )
+            robust[str(unit)][index] = outcome.robust
+        advance(len(index))
     behaviour = run_suites(
         config,
         target,

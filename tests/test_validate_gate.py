@@ -134,9 +134,9 @@ def test_scan_and_validate_share_one_evaluation_and_agree_exactly(
 ) -> None:
     """Issue 11: the same model and threat gave 0.515 in the scan and 0.525 in validate,
     because each ran its own attack loop with other batches and seeds."""
-    from hardenml.workflow import Workspace, scan, validate
-
     from tests.workspace import write_workspace
+
+    from hardenml.workflow import Workspace, scan, validate
 
     config = write_workspace(tmp_path / "ws", digits_weights, max_samples=90)
     ws = Workspace.open(config)

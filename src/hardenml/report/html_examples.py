@@ -1,0 +1,227 @@
+"""The adversarial-examples part of the HTML page's view: what the open findings kept as
+evidence, as pictures or feature changes, and how many inputs the attack really flipped.
+
+Only data and formatted text: the template `templates/report.html.j2` lays it out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from hardenml.config import HardenConfig
+from hardenml.gate import GateDecision
+from hardenml.imaging import delta_pixels, png_data_uri, to_pixels, upscale
+from hardenml.ledger import FindingState
+from hardenml.records import Measurement
+from hardenml.report.common import measurements
+from hardenml.report.evidence import Evidence, EvidenceProblem, is_image_shape, load_evidence
+
+EXAMPLES_SHOWN = 8
+TOP_FEATURES = 5
+# A threat's robust accuracy counts the samples the model got right both before and under
+# the attack (`AttackResult.robust_correct`), so only for this metric is
+# "clean hits - robust hits" the number of inputs the attack flipped.
+FLIP_METRIC = "robust_accuracy"
+
+
+@dataclass(frozen=True)
+class FlipCount:
+    """Inputs the attack flipped in a run: right before the attack, wrong under it."""
+
+    flipped: int
+    correct_before: int
+    n: int
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Picture:
+    src: str  # a data: URI
+    width: int
+    height: int
+    alt: str
+
+
+@dataclass(frozen=True)
+class ImageExample:
+    index: int
+    pictures: list[Picture]
+    true_class: str
+    predicted: str
+    linf: str
+
+
+@dataclass(frozen=True)
+class FeatureChange:
+    feature: str  # "[3]" or "[0,2,5]"
+    before: str
+    after: str
+    delta: str
+
+
+@dataclass(frozen=True)
+class TabularExample:
+    index: int
+    true_class: str
+    predicted: str
+    linf: str
+    changes: list[FeatureChange]
+
+
+@dataclass(frozen=True)
+class EvidenceView:
+    """One evidence file of a finding, ready to print."""
+
+    kind: ClassVar[str] = "evidence"
+    finding_id: str
+    heading: str
+    path: str
+    kept: int
+    shown: int
+    flips: FlipCount | None
+    is_image: bool
+    images: list[ImageExample]
+    rows: list[TabularExample]
+    top_features: int = TOP_FEATURES
+
+
+@dataclass(frozen=True)
+class EvidenceProblemView:
+    """An evidence file that is not shown, and why."""
+
+    kind: ClassVar[str] = "problem"
+    finding_id: str
+    path: str
+    reason: str
+
+
+ExampleBlock = EvidenceView | EvidenceProblemView
+
+
+def example_blocks(
+    config: HardenConfig, decision: GateDecision, own: Sequence[FindingState]
+) -> list[ExampleBlock]:
+    """Every evidence file of the open findings, in the findings' order."""
+    blocks: list[ExampleBlock] = []
+    for finding in own:
+        if not finding.is_open:
+            continue
+        flips = flip_count(decision, finding)
+        for item in load_evidence(config, finding):
+            if isinstance(item, EvidenceProblem):
+                blocks.append(EvidenceProblemView(finding.finding_id, item.path, item.reason))
+            else:
+                blocks.append(_evidence_view(config, finding, item, flips))
+    return blocks
+
+
+def flip_count(decision: GateDecision, finding: FindingState) -> FlipCount | None:
+    """How many inputs the finding's threat flipped in the decided run, from its clean and
+    robust accuracy on the same n; None when the run did not measure both."""
+    if finding.metric != FLIP_METRIC or finding.threat is None:
+        return None
+    ms = measurements(decision.run.payload)
+    clean = next((m for m in ms if m.metric == "clean_accuracy" and m.threat is None), None)
+    robust = next(
+        (
+            m
+            for m in ms
+            if m.metric == FLIP_METRIC and m.threat == finding.threat and m.budget == finding.budget
+        ),
+        None,
+    )
+    if clean is None or robust is None or clean.n != robust.n:
+        return None
+    correct_before, still_correct = _hits(clean), _hits(robust)
+    if correct_before is None or still_correct is None or still_correct > correct_before:
+        return None
+    return FlipCount(correct_before - still_correct, correct_before, clean.n, decision.run.run_id)
+
+
+def _hits(m: Measurement) -> int | None:
+    """The count behind a proportion (value = hits / n); None when it is not one."""
+    hits = m.value * m.n
+    return round(hits) if np.isfinite(hits) and abs(hits - round(hits)) < 1e-6 else None
+
+
+def _evidence_view(
+    config: HardenConfig, finding: FindingState, ev: Evidence, flips: FlipCount | None
+) -> EvidenceView:
+    kept = len(ev.y)
+    shown = min(kept, EXAMPLES_SHOWN)
+    is_image = is_image_shape(tuple(ev.x.shape[1:]))
+    budget = "-" if finding.budget is None else f"{finding.budget:g}"
+    return EvidenceView(
+        finding_id=finding.finding_id,
+        heading=f"{finding.finding_id}: {finding.threat or finding.metric} at budget {budget}",
+        path=ev.path,
+        kept=kept,
+        shown=shown,
+        flips=flips,
+        is_image=is_image,
+        images=_image_examples(config, ev, shown) if is_image else [],
+        rows=[] if is_image else _tabular_examples(config, ev, shown),
+    )
+
+
+def _class_name(config: HardenConfig, label: Any) -> str:
+    i = int(label)
+    classes = config.model.classes
+    return classes[i] if 0 <= i < len(classes) else str(i)
+
+
+def _image_examples(config: HardenConfig, ev: Evidence, shown: int) -> list[ImageExample]:
+    bounds = config.model.input.bounds
+    out = []
+    for i in range(shown):
+        x, x_adv = ev.x[i].astype(np.float64), ev.x_adv[i].astype(np.float64)
+        true, pred = _class_name(config, ev.y[i]), _class_name(config, ev.pred[i])
+        images = [
+            (to_pixels(x, bounds), f"original, class {true}"),
+            (to_pixels(x_adv, bounds), f"adversarial, predicted {pred}"),
+            (delta_pixels(x_adv - x), "change (grey: none, white: up, black: down)"),
+        ]
+        pictures = []
+        for pixels, alt in images:
+            big = upscale(pixels)
+            pictures.append(Picture(png_data_uri(big), big.shape[1], big.shape[0], alt))
+        linf = float(np.abs(x_adv - x).max()) if x.size else 0.0
+        out.append(ImageExample(i, pictures, true, pred, f"{linf:.3f}"))
+    return out
+
+
+def _tabular_examples(config: HardenConfig, ev: Evidence, shown: int) -> list[TabularExample]:
+    out = []
+    feature_shape = tuple(ev.x.shape[1:])
+    for i in range(shown):
+        x, x_adv = ev.x[i].ravel(), ev.x_adv[i].ravel()
+        delta = x_adv - x
+        order = np.argsort(-np.abs(delta), kind="stable")[:TOP_FEATURES]
+        changes = [
+            FeatureChange(
+                _index(int(j), feature_shape), f"{x[j]:.4g}", f"{x_adv[j]:.4g}", f"{delta[j]:+.4g}"
+            )
+            for j in order
+            if delta[j] != 0
+        ]
+        linf = float(np.abs(delta).max()) if delta.size else 0.0
+        out.append(
+            TabularExample(
+                i,
+                _class_name(config, ev.y[i]),
+                _class_name(config, ev.pred[i]),
+                f"{linf:.4g}",
+                changes,
+            )
+        )
+    return out
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> str:
+    if len(shape) <= 1:
+        return f"[{flat}]"
+    return "[" + ",".join(str(int(k)) for k in np.unravel_index(flat, shape)) + "]"

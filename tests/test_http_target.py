@@ -454,7 +454,7 @@ def test_a_misbehaving_server_stops_the_scan_with_exit_2(
     ("options", "attack", "message"),
     [
         ("query_budget = 5", "square", "model.options.query_budget = 5"),
-        ("", "pgd", "square, square-l2, hopskipjump, tabular-blackbox"),
+        ("", "pgd", "square, square-l2, tabular-blackbox"),
         ('headers = { Authorization = "Bearer x" }', "square", "token_env"),
         ("batch_sise = 8", "square", "model.options.batch_sise"),
     ],

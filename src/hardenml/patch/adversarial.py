@@ -22,7 +22,6 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hardenml.patch.base import (
@@ -37,6 +36,7 @@ from hardenml.patch.base import (
     trainable_copy,
     weights_of,
 )
+from hardenml.threats import projected_gradient
 from hardenml.train import LrSchedule, train_classifier
 
 Init = Literal["finetune", "scratch"]
@@ -67,22 +67,23 @@ def linf_pgd(
     generator: torch.Generator | None,
 ) -> Tensor:
     """L-inf PGD on cross-entropy from a uniform random start (no start without a
-    generator: then one step of length `step_size` from x is FGSM). Returns detached
-    inputs inside the ball and the bounds; `net` should be in eval mode."""
-    lo, hi = bounds
-    if generator is not None:
-        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        adv = (x + (2 * noise - 1) * eps).clamp(lo, hi)
-    else:
-        adv = x.clone()
-    floor, ceil = (x - eps).clamp_min(lo), (x + eps).clamp_max(hi)
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        with torch.enable_grad():
-            loss = F.cross_entropy(net(adv), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, adv)
-        adv = torch.min(torch.max(adv.detach() + step_size * grad.sign(), floor), ceil)
-    return adv.detach()
+    generator: then one step of length `step_size` from x is FGSM): the threats' own loop
+    (`projected_gradient`) on the network being trained. Returns detached inputs inside
+    the ball and the bounds; `net` should be in eval mode."""
+    return projected_gradient(
+        net,
+        x,
+        y,
+        bounds=bounds,
+        norm="linf",
+        budget=eps,
+        steps=steps,
+        step_size=step_size,
+        restarts=1,
+        start_random=generator is not None,
+        early_stop=False,
+        generator=generator,
+    ).detach()
 
 
 @torch.no_grad()

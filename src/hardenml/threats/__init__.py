@@ -1,5 +1,6 @@
 """Attacks and perturbations: one per file, registered by name."""
 
+from hardenml.threats._gradient import projected_gradient
 from hardenml.threats.base import (
     FAMILIES,
     Access,
@@ -37,6 +38,7 @@ __all__ = [
     "make_threat",
     "perturbation_size",
     "project",
+    "projected_gradient",
     "threat_class",
     "threat_parameters",
     "validate_threats",

@@ -17,6 +17,8 @@ from hardenml.targets import Target
 from hardenml.threats.base import Norm, ThreatError, uniform_like
 
 LossFn = Callable[[Tensor], Tensor]
+# Inputs to logits: `Target.logits`, or a network under training.
+Forward = Callable[[Tensor], Tensor]
 
 
 def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -74,10 +76,11 @@ def random_start(x: Tensor, budget: float, norm: Norm, generator: torch.Generato
 
 
 def projected_gradient(
-    target: Target,
+    forward: Forward,
     x: Tensor,
     y: Tensor,
     *,
+    bounds: tuple[float, float],
     norm: Norm,
     budget: float,
     steps: int,
@@ -85,15 +88,21 @@ def projected_gradient(
     restarts: int,
     start_random: bool,
     early_stop: bool,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
 ) -> Tensor:
     """Cross-entropy ascent with steps of length `step_size` in `norm`, projected each step.
+
+    `forward` maps inputs to logits: a target's `logits` for the attacks, the network being
+    trained for adversarial training, which reuses this loop. `generator` may be None only
+    without `start_random`.
 
     Restarts run only on samples no earlier restart broke. With `early_stop`, a sample
     leaves the batch at the first iterate the model gets wrong, and that iterate is kept:
     later steps cannot undo a success, and broken samples cost no more model passes.
     """
-    lo, hi = target.input_spec.bounds
+    lo, hi = bounds
+    if start_random and generator is None:
+        raise ThreatError("a random start needs a generator")
     best = x.clone()
     standing = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     for restart in range(restarts):
@@ -101,12 +110,17 @@ def projected_gradient(
         if idx.numel() == 0:
             break
         x0, y0 = x[idx], y[idx]
-        adv = random_start(x0, budget, norm, generator).clamp(lo, hi) if start_random else x0
+        adv = (
+            random_start(x0, budget, norm, generator).clamp(lo, hi)
+            if start_random and generator is not None
+            else x0
+        )
         found, fooled = _ascend(
-            target,
+            forward,
             x0,
             y0,
             adv,
+            bounds=bounds,
             norm=norm,
             budget=budget,
             steps=steps,
@@ -121,11 +135,12 @@ def projected_gradient(
 
 
 def _ascend(
-    target: Target,
+    forward: Forward,
     x: Tensor,
     y: Tensor,
     adv: Tensor,
     *,
+    bounds: tuple[float, float],
     norm: Norm,
     budget: float,
     steps: int,
@@ -133,7 +148,7 @@ def _ascend(
     early_stop: bool,
     score_last: bool,
 ) -> tuple[Tensor, Tensor]:
-    lo, hi = target.input_spec.bounds
+    lo, hi = bounds
     found = adv.clone()
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     live = torch.arange(x.shape[0], device=x.device)
@@ -144,7 +159,7 @@ def _ascend(
     for _ in range(steps):
         with torch.enable_grad():
             adv.requires_grad_(True)
-            logits = target.logits(adv)
+            logits = forward(adv)
             loss = F.cross_entropy(logits, y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, adv)
         adv = adv.detach()
@@ -170,5 +185,5 @@ def _ascend(
     found[live] = adv
     if score_last and live.numel():
         with torch.no_grad():
-            fooled[live] = target.logits(adv).argmax(dim=1) != y
+            fooled[live] = forward(adv).argmax(dim=1) != y
     return found, fooled

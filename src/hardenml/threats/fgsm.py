@@ -29,9 +29,10 @@ class FGSM(Threat):
     ) -> Tensor:
         # One full-budget step from x itself: PGD with steps=1 and no random start.
         return projected_gradient(
-            target,
+            target.logits,
             x,
             y,
+            bounds=target.input_spec.bounds,
             norm=self.norm,
             budget=budget,
             steps=1,

@@ -54,9 +54,10 @@ class ProjectedGradientDescent(Threat):
         self, target: Target, x: Tensor, y: Tensor, budget: float, generator: torch.Generator
     ) -> Tensor:
         return projected_gradient(
-            target,
+            target.logits,
             x,
             y,
+            bounds=target.input_spec.bounds,
             norm=self.norm,
             budget=budget,
             steps=self.steps,

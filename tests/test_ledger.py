@@ -134,3 +134,26 @@ def test_concurrent_writers_keep_one_chain(tmp_path: Path):
     for first, second in zip(events[::2], events[1::2], strict=True):
         assert (first.kind, second.kind) == ("run.completed", "finding.opened")
         assert first.payload == second.payload
+
+
+def test_typed_payloads_round_trip_and_keep_unknown_keys() -> None:
+    from hardenml.records import GateDecided, Measurement, RunCompleted
+
+    m = Measurement("robust_accuracy", "pgd", 0.1, 0.5, 0.4, 0.6, 0.95, 100, 7)
+    run = RunCompleted(
+        run_id="r1",
+        model="m",
+        model_sha256="a" * 64,
+        data_sha256="b" * 64,
+        seed=7,
+        n=100,
+        measurements=[m],
+        scan={"sequential": False},
+        extra={"calibration": {"clean": {"ece": 0.1}}},
+    )
+    payload = run.to_payload()
+    assert payload["measurements"][0]["threat"] == "pgd"
+    assert payload["calibration"] == {"clean": {"ece": 0.1}}
+    assert RunCompleted.from_payload(payload) == run
+    gate = GateDecided("r1", "m", "a" * 64, "fail", 1, ["x"], [], ["HML-1"], [], "g.json")
+    assert GateDecided.from_payload({**gate.to_payload(), "new_key": 1}).extra == {"new_key": 1}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 Severity = Literal["critical", "high", "medium", "low"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
@@ -121,3 +121,92 @@ class Finding:
         data["ci"] = list(self.ci)
         data["finding_id"] = self.finding_id
         return data
+
+
+# Ledger event kinds that cross rooms; their payloads are the typed records below.
+RUN_COMPLETED = "run.completed"
+GATE_DECIDED = "gate.decided"
+
+
+@dataclass(frozen=True)
+class RunCompleted:
+    """The payload of a `run.completed` event: what a scan measured, on which model and
+    data. Keys the scan adds beyond these (analysis, calibration, slices, the config
+    snapshot) travel in `extra` unchanged, so old and new ledgers read alike."""
+
+    run_id: str
+    model: str
+    model_sha256: str
+    data_sha256: str
+    seed: int
+    n: int
+    measurements: list[Measurement]
+    scan: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS: ClassVar[tuple[str, ...]] = (
+        "run_id",
+        "model",
+        "model_sha256",
+        "data_sha256",
+        "seed",
+        "n",
+        "measurements",
+        "scan",
+    )
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "data_sha256": self.data_sha256,
+            "seed": self.seed,
+            "n": self.n,
+            "measurements": [m.as_dict() for m in self.measurements],
+            "scan": dict(self.scan),
+            **self.extra,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> RunCompleted:
+        return cls(
+            run_id=str(payload["run_id"]),
+            model=str(payload["model"]),
+            model_sha256=str(payload["model_sha256"]),
+            data_sha256=str(payload.get("data_sha256", "")),
+            seed=int(payload.get("seed", 0)),
+            n=int(payload.get("n", 0)),
+            measurements=[Measurement.from_dict(m) for m in payload.get("measurements", [])],
+            scan=dict(payload.get("scan") or {}),
+            extra={k: v for k, v in payload.items() if k not in cls._FIELDS},
+        )
+
+
+@dataclass(frozen=True)
+class GateDecided:
+    """The payload of a `gate.decided` event: the verdict on one run and why."""
+
+    run_id: str
+    model: str
+    model_sha256: str
+    status: Literal["pass", "fail"]
+    exit_code: int
+    reasons: list[str]
+    checks: list[dict[str, Any]]
+    blocking_findings: list[str]
+    extra_checks: list[dict[str, Any]]
+    report: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "extra"}
+        return {**data, **self.extra}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> GateDecided:
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        return cls(
+            **{k: payload[k] for k in known},
+            extra={k: v for k, v in payload.items() if k not in known},
+        )

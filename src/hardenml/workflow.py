@@ -44,6 +44,7 @@ from hardenml.patch import (
     rewrite_model_section,
     write_artifact,
 )
+from hardenml.records import GATE_DECIDED, RUN_COMPLETED, GateDecided
 from hardenml.report import write_all_reports, write_gate_report
 from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.policy import Remedy, generic_remedy
@@ -229,10 +230,10 @@ def gate(
     if not rescan and model_sha:
         data = ws.evaluation_data()
         wanted = ws.scan_fingerprint(model_sha, data.sha256, ws.config.data.seed)
-        run = latest_run(ws.ledger.events(["run.completed"]), config_fingerprint=wanted)
+        run = latest_run(ws.ledger.events([RUN_COMPLETED]), config_fingerprint=wanted)
     if run is None:
         scan(ws, trust=trust, progress=progress, log=log)
-        run = latest_run(ws.ledger.events(["run.completed"]))
+        run = latest_run(ws.ledger.events([RUN_COMPLETED]))
     assert run is not None
     events = ws.ledger.events()
     decision = decide(
@@ -246,19 +247,19 @@ def gate(
     write_gate_report(path, ws.config, decision)
     write_all_reports(ws.config.reports_dir, ws.config, decision, ledger_events=ws.ledger.events())
     ws.ledger.append(
-        "gate.decided",
-        {
-            "run_id": run.run_id,
-            "model": run.model,
-            "model_sha256": run.model_sha256,
-            "status": decision.status,
-            "exit_code": decision.exit_code,
-            "reasons": decision.reasons,
-            "checks": [c.as_dict() for c in decision.checks],
-            "blocking_findings": [f.finding_id for f in decision.blocking_findings],
-            "extra_checks": [c.as_dict() for c in decision.extra_checks],
-            "report": str(path),
-        },
+        GATE_DECIDED,
+        GateDecided(
+            run_id=run.run_id,
+            model=run.model,
+            model_sha256=run.model_sha256,
+            status="pass" if decision.passed else "fail",
+            exit_code=decision.exit_code,
+            reasons=decision.reasons,
+            checks=[c.as_dict() for c in decision.checks],
+            blocking_findings=[f.finding_id for f in decision.blocking_findings],
+            extra_checks=[c.as_dict() for c in decision.extra_checks],
+            report=str(path),
+        ).to_payload(),
     )
     return decision
 
@@ -465,11 +466,14 @@ def release(ws: Workspace, model_path: Path | None = None, *, force: bool = Fals
         raise TargetError(f"model file {path} does not exist")
     sha = file_sha256(path)
     events = ws.ledger.events()
-    decisions = [e for e in events if e.kind == "gate.decided"]
-    decided = next((e for e in reversed(decisions) if e.payload["model_sha256"] == sha), None)
-    passed = decided is not None and decided.payload["status"] == "pass"
+    decided = [
+        (e.seq, GateDecided.from_payload(e.payload)) for e in events if e.kind == GATE_DECIDED
+    ]
+    last = next(((seq, d) for seq, d in reversed(decided) if d.model_sha256 == sha), None)
+    decided_seq = None if last is None else last[0]
+    passed = last is not None and last[1].status == "pass"
     if not passed and not force:
-        state = "no gate decision" if decided is None else "a failing gate decision"
+        state = "no gate decision" if last is None else "a failing gate decision"
         raise ReleaseError(
             f"{path.name} (sha256 {sha[:12]}) has {state}; run `hardenml gate` until it passes "
             "(or pass --force, which the ledger records)"
@@ -482,7 +486,7 @@ def release(ws: Workspace, model_path: Path | None = None, *, force: bool = Fals
             "model": ws.config.model.name,
             "model_sha256": sha,
             "path": _shown_path(ws, path),
-            "gate_seq": None if decided is None else decided.seq,
+            "gate_seq": decided_seq,
             "forced": not passed,
             "run_id": None if run is None else run.run_id,
             "data_sha256": None if run is None else run.payload["data_sha256"],

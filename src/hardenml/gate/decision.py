@@ -95,8 +95,9 @@ def decide(
 ) -> GateDecision:
     """Evaluate today's policy against the run's measurements, the open findings, the
     validator's verdict for this model and the last released model."""
-    measurements = [Measurement.from_dict(m) for m in run.payload["measurements"]]
-    scan_info = run.payload.get("scan", {})
+    completed = run.completed
+    measurements = completed.measurements
+    scan_info = completed.scan
     checks = checks_for(
         config,
         measurements,
@@ -187,7 +188,7 @@ def _regression_checks(
         m.key: m for m in (Measurement.from_dict(d) for d in released.get("measurements", []))
     }
     margin = config.policy.max_regression
-    note = "" if released.get("data_sha256") == run.payload["data_sha256"] else " (other data)"
+    note = "" if released.get("data_sha256") == run.completed.data_sha256 else " (other data)"
     out = []
     for m in measurements:
         old = before.get(m.key)

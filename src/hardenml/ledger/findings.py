@@ -14,7 +14,7 @@ from typing import Any
 
 from hardenml.config import HardenConfig
 from hardenml.ledger.store import Event, Ledger
-from hardenml.records import SEVERITIES, Finding
+from hardenml.records import RUN_COMPLETED, SEVERITIES, Finding, RunCompleted
 from hardenml.scan import ScanResult
 
 OPEN_STATES = ("open", "reopened")
@@ -170,24 +170,26 @@ def _scan_events(
     known = findings_state(current_events)
     events: list[tuple[str, dict[str, Any]]] = [
         (
-            "run.completed",
-            {
-                "run_id": result.run_id,
-                "model": result.model,
-                "scan_fingerprint": result.scan_fingerprint,
-                "model_sha256": result.model_sha256,
-                "data_sha256": result.data_sha256,
-                "data_provenance": result.data_provenance,
-                "seed": result.seed,
-                "n": result.n,
-                "started": result.started,
-                "finished": result.finished,
-                "config": config.model_dump(mode="json"),
-                "measurements": [m.as_dict() for m in result.measurements],
-                "checks": [c.as_dict() for c in result.checks],
-                "scan": result.scan_summary(),
-                **result.analysis,
-            },
+            RUN_COMPLETED,
+            RunCompleted(
+                run_id=result.run_id,
+                model=result.model,
+                model_sha256=result.model_sha256,
+                data_sha256=result.data_sha256,
+                seed=result.seed,
+                n=result.n,
+                measurements=list(result.measurements),
+                scan=result.scan_summary(),
+                extra={
+                    "scan_fingerprint": result.scan_fingerprint,
+                    "data_provenance": result.data_provenance,
+                    "started": result.started,
+                    "finished": result.finished,
+                    "config": config.model_dump(mode="json"),
+                    "checks": [c.as_dict() for c in result.checks],
+                    **result.analysis,
+                },
+            ).to_payload(),
         )
     ]
     seen = set()
@@ -223,18 +225,25 @@ def _scan_events(
 
 @dataclass(frozen=True)
 class RunRecord:
+    """A `run.completed` event: its ids, its raw payload and its ledger position."""
+
     run_id: str
     model: str
     model_sha256: str
     payload: dict[str, Any]
     seq: int
 
+    @property
+    def completed(self) -> RunCompleted:
+        """The payload as its typed record."""
+        return RunCompleted.from_payload(self.payload)
+
 
 def latest_run(
     events: list[Event], *, model_sha256: str | None = None, config_fingerprint: str | None = None
 ) -> RunRecord | None:
     for event in reversed(events):
-        if event.kind != "run.completed":
+        if event.kind != RUN_COMPLETED:
             continue
         p = event.payload
         if model_sha256 is not None and p["model_sha256"] != model_sha256:

@@ -9,6 +9,7 @@ from typing import Any
 from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.ledger import Event, RunRecord, findings_state
+from hardenml.records import RUN_COMPLETED
 from hardenml.report.calibration import Reliability
 from hardenml.report.common import Findings
 from hardenml.report.formats import HtmlReport, JUnitReport, ModelCardReport, SarifReport
@@ -24,7 +25,7 @@ def baseline_run(events: Sequence[Event], run: RunRecord) -> dict[str, Any] | No
     """The model before this one: the latest earlier run of the same model name whose
     weights differ (a patched or retrained model is compared with what it replaces)."""
     for event in reversed(events):
-        if event.kind != "run.completed" or event.seq >= run.seq:
+        if event.kind != RUN_COMPLETED or event.seq >= run.seq:
             continue
         p = event.payload
         if p.get("model") == run.model and p.get("model_sha256") != run.model_sha256:

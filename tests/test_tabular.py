@@ -214,3 +214,34 @@ def test_inputs_that_break_the_constraints_are_refused() -> None:
     ]:
         with pytest.raises(ThreatError, match=message):
             attack(TabularPGD(**params), x)  # type: ignore[arg-type]
+
+
+def _two_scale_problem() -> tuple[SklearnTarget, torch.Tensor, torch.Tensor]:
+    """Feature 0 in [0, 1], feature 1 in [0, 1000] (wine's proline spans 278-1680)."""
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.uniform(0, 1, 400), rng.uniform(0, 1000, 400)])
+    y = (x[:, 0] + x[:, 1] / 1000 > 1).astype(np.int64)
+    model = LogisticRegression(C=100.0, max_iter=2000).fit(x, y)
+    target = SklearnTarget(
+        model, input_spec=InputSpec(shape=(2,), bounds=(0.0, 1000.0)), classes=["a", "b"]
+    )
+    return target, torch.from_numpy(x).float(), torch.from_numpy(y)
+
+
+def test_budget_units_range_and_std_scale_the_budget_per_feature() -> None:
+    target, x, y = _two_scale_problem()
+    bounds = [[0.0, 1.0], [0.0, 1000.0]]
+    gen = torch.Generator().manual_seed(0)
+    raw = TabularRandomSearch(feature_bounds=bounds, queries=30)
+    moved_raw = (raw(target, x, y, budget=0.1, generator=gen).x_adv - x).abs().amax(dim=0)
+    assert float(moved_raw[1]) <= 0.1 + 1e-4  # raw units: 0.1 of 1000 is nothing
+    ranged = TabularRandomSearch(feature_bounds=bounds, queries=30, budget_units="range")
+    moved = (ranged(target, x, y, budget=0.1, generator=gen).x_adv - x).abs().amax(dim=0)
+    assert float(moved[0]) <= 0.1 + 1e-4 and 1.0 < float(moved[1]) <= 100.0 + 1e-2
+    by_std = TabularRandomSearch(feature_bounds=bounds, queries=30, budget_units="std")
+    with pytest.raises(ThreatError, match="training data"):
+        by_std(target, x, y, budget=0.5, generator=gen)
+    by_std.prepare(x)
+    std = x.double().std(dim=0)
+    moved = (by_std(target, x, y, budget=0.5, generator=gen).x_adv - x).abs().amax(dim=0)
+    assert bool((moved.double() <= 0.5 * std + 1e-2).all()) and float(moved[1]) > 1.0

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hardenml._progress import Progress
 from hardenml.config import HardenConfig, ModelConfig, find_config, load_config
 from hardenml.data import DataError, Dataset, fit_to_shape, prepare
@@ -147,6 +149,14 @@ class Workspace:
         return hashlib.sha256(body.encode()).hexdigest()
 
 
+def prepare_threats(threats: dict[str, Threat], reference: Dataset) -> None:
+    """Let each threat fit what it needs from the training split (per-feature scales of a
+    tabular threat with `budget_units = "std"`) before it attacks anything."""
+    rows = torch.from_numpy(reference.x)
+    for threat in threats.values():
+        threat.prepare(rows)
+
+
 def patch_remedy(config: HardenConfig) -> Remedy:
     """What a robustness finding proposes: the registered patches that address its threat's
     family and patch this model's kind, or a plain statement that none does."""
@@ -184,6 +194,7 @@ def scan(
     threats = validate_threats(ws.config)
     target = ws.load_target(trust=trust)
     reference, data = ws.datasets()
+    prepare_threats(threats, reference)
     model_sha = ws.model_sha256()
     seed = ws.config.data.seed if seed is None else seed
     fingerprint = ws.scan_fingerprint(model_sha, data.sha256, seed)
@@ -407,7 +418,8 @@ def validate(
     base_target, base_sha, _ = load_model_file(ws, base_path, events=events, trust=trust)
     cand_target, cand_sha, _ = load_model_file(ws, cand_path, events=events, trust=trust)
     threats = validate_threats(ws.config)
-    data = ws.evaluation_data()
+    reference, data = ws.datasets()
+    prepare_threats(threats, reference)
     seed = ws.config.data.seed if seed is None else seed
     base = evaluate(
         ws.config, base_target, data, threats, seed=seed, progress=progress, label="baseline: "

@@ -191,6 +191,12 @@ class Threat(ABC):
         it: shape `(n,)`, NaN where none flipped; None (the default) where it does not."""
         return self.run(target, x, y, budget, generator), None
 
+    def prepare(self, reference: Tensor) -> None:
+        """Fit what the threat needs from the training rows before any attack (a tabular
+        threat's per-feature scale); the default needs nothing. `reference` has shape
+        `(n, *input shape)`."""
+        return None
+
     def describe(self, budget: float) -> str:
         """One sentence on who this threat stands for at `budget`, for findings and reports."""
         name = self.title or type(self).__name__

@@ -21,8 +21,12 @@ Constraints (keyword-only, feature indices into the flattened row):
     feature_bounds: `[lo, hi]` per feature (default: the model's input bounds), met
         within the model's input bounds.
     max_switches: most categorical groups a sample may switch (default 1).
-`budget` is an L-inf bound on the numeric features: continuous ones move at most
-`budget`, integer ones at most `floor(budget)`. Category switches are bounded by
+    budget_units: what one unit of `budget` is for each feature: "raw" (the input's own
+        units, the default), "range" (the feature's bounds' width) or "std" (its standard
+        deviation on the training data, measured by `prepare`), so one budget means the
+        same for a feature in [0, 1] and one in [0, 1680].
+`budget` is an L-inf bound on the numeric features (times each feature's unit):
+continuous ones move at most that, integer ones at most its floor. Category switches are bounded by
 `max_switches`, not by `budget`, so the threat's norm is "none": the entry point clamps
 to the input bounds and does not project. Inputs must already satisfy the constraints.
 """
@@ -32,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +57,13 @@ class FeatureConstraints:
     integer: Tensor
     groups: tuple[Tensor, ...]
     max_switches: int
+    # How far each feature may move per unit of budget (`budget_units`): ones for raw
+    # units, the feature's range or its training standard deviation otherwise.
+    scale: Tensor
+
+    def radius(self, budget: float) -> Tensor:
+        """The per-feature L-inf radius at `budget`, shape `(features,)`."""
+        return budget * self.scale
 
     @property
     def numeric(self) -> Tensor:
@@ -85,10 +96,13 @@ class FeatureConstraints:
         the groups marked in `prefer`, shape `(n, groups)`) switch, the rest stay.
         """
         out = torch.where(self.numeric, cand, x)
-        low = torch.max(self.lo, x - budget)
-        high = torch.min(self.hi, x + budget)
+        radius = self.radius(budget)
+        low = torch.max(self.lo, x - radius)
+        high = torch.min(self.hi, x + radius)
         out = torch.where(self.continuous, torch.min(torch.max(out, low), high), out)
-        steps = math.floor(budget + 1e-9)
+        # Integer features move by whole steps: floor of the radius, in float64 so that a
+        # budget of exactly k allows k steps.
+        steps = torch.floor(budget * self.scale.double() + 1e-9).to(x.dtype)
         low_i = torch.max(torch.ceil(self.lo), x - steps)
         high_i = torch.min(torch.floor(self.hi), x + steps)
         out = torch.where(self.integer, torch.min(torch.max(out, low_i), high_i).round(), out)
@@ -134,6 +148,22 @@ def build_constraints(
         if bounds.shape != (features, 2) or bool((bounds[:, 0] > bounds[:, 1]).any()):
             raise ThreatError(f"feature_bounds needs one [lo, hi] pair per feature ({features})")
     bounds = bounds.clamp(lo, hi).to(device, torch.float32)
+    if threat.budget_units == "raw":
+        scale = torch.ones(features, device=device)
+    elif threat.budget_units == "range":
+        scale = bounds[:, 1] - bounds[:, 0]
+    else:
+        if threat.scale_ is None:
+            raise ThreatError(
+                "budget_units = 'std' measures the budget in each feature's training standard "
+                "deviation, so the threat needs the training data: run it through `hardenml "
+                "scan` (or call prepare(x_train) first)"
+            )
+        if threat.scale_.numel() != features:
+            raise ThreatError(
+                f"the training data has {threat.scale_.numel()} features, the model {features}"
+            )
+        scale = threat.scale_.to(device, torch.float32)
     fixed = torch.zeros(features, dtype=torch.bool, device=device)
     fixed[list(threat.immutable)] = True
     integer = torch.zeros_like(fixed)
@@ -153,7 +183,11 @@ def build_constraints(
         integer=integer & ~fixed,
         groups=groups,
         max_switches=threat.max_switches,
+        scale=scale,
     )
+
+
+BudgetUnits = Literal["raw", "range", "std"]
 
 
 class _Tabular(Threat):
@@ -168,14 +202,33 @@ class _Tabular(Threat):
         one_hot: Sequence[Sequence[int]] = (),
         feature_bounds: Sequence[Sequence[float]] | None = None,
         max_switches: int = 1,
+        budget_units: BudgetUnits = "raw",
     ) -> None:
         if max_switches < 0:
             raise ValueError("max_switches must be non-negative")
+        if budget_units not in ("raw", "range", "std"):
+            raise ValueError(f"budget_units must be 'raw', 'range' or 'std', got {budget_units!r}")
         self.integer = integer
         self.immutable = immutable
         self.one_hot = one_hot
         self.feature_bounds = feature_bounds
         self.max_switches = max_switches
+        self.budget_units = budget_units
+        self.scale_: Tensor | None = None
+
+    def prepare(self, reference: Tensor) -> None:
+        """With `budget_units = "std"`, measure each feature's standard deviation on the
+        training rows `reference` (shape `(n, *input shape)`); a constant feature gets a
+        scale of 0 and never moves."""
+        if self.budget_units == "std" and len(reference) > 1:
+            self.scale_ = reference.reshape(len(reference), -1).double().std(dim=0).float()
+
+    def describe(self, budget: float) -> str:
+        unit = {"raw": "", "range": " of its range", "std": " training standard deviations"}
+        return (
+            f"an attacker who changes each mutable feature by at most {budget:g}"
+            f"{unit[self.budget_units]} within its declared bounds and types, using {self.title}"
+        )
 
     def _setup(self, target: Target, x: Tensor) -> tuple[FeatureConstraints, Tensor]:
         flat = x.reshape(x.shape[0], -1)
@@ -199,6 +252,7 @@ class TabularPGD(_Tabular):
         one_hot: Sequence[Sequence[int]] = (),
         feature_bounds: Sequence[Sequence[float]] | None = None,
         max_switches: int = 1,
+        budget_units: BudgetUnits = "raw",
         steps: int = 50,
         step_size: float | None = None,
     ) -> None:
@@ -208,6 +262,7 @@ class TabularPGD(_Tabular):
             one_hot=one_hot,
             feature_bounds=feature_bounds,
             max_switches=max_switches,
+            budget_units=budget_units,
         )
         if steps < 1:
             raise ValueError("steps must be at least 1")
@@ -221,8 +276,9 @@ class TabularPGD(_Tabular):
     ) -> Tensor:
         con, flat = self._setup(target, x)
         alpha = self.step_size if self.step_size is not None else 2.5 * budget / self.steps
-        low = torch.max(con.lo, flat - budget)
-        high = torch.min(con.hi, flat + budget)
+        radius = con.radius(budget)
+        low = torch.max(con.lo, flat - radius)
+        high = torch.min(con.hi, flat + radius)
         relaxed, best = flat.clone(), flat.clone()
         done = torch.zeros(flat.shape[0], dtype=torch.bool, device=flat.device)
         for _ in range(self.steps):
@@ -230,7 +286,9 @@ class TabularPGD(_Tabular):
             loss = F.cross_entropy(target.logits(relaxed.view_as(x)), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, relaxed)
             with torch.no_grad():
-                step = torch.where(con.numeric, alpha * grad.sign(), torch.zeros_like(grad))
+                step = torch.where(
+                    con.numeric, alpha * con.scale * grad.sign(), torch.zeros_like(grad)
+                )
                 for g in con.groups:
                     # Scaled, not signed, so the category with the largest gradient rises
                     # fastest; centred, so the current category falls as another rises.
@@ -273,6 +331,7 @@ class TabularRandomSearch(_Tabular):
         one_hot: Sequence[Sequence[int]] = (),
         feature_bounds: Sequence[Sequence[float]] | None = None,
         max_switches: int = 1,
+        budget_units: BudgetUnits = "raw",
         queries: int = 500,
         p_init: float = 0.3,
     ) -> None:
@@ -282,6 +341,7 @@ class TabularRandomSearch(_Tabular):
             one_hot=one_hot,
             feature_bounds=feature_bounds,
             max_switches=max_switches,
+            budget_units=budget_units,
         )
         if queries < 1:
             raise ValueError("queries must be at least 1")
@@ -296,7 +356,7 @@ class TabularRandomSearch(_Tabular):
         con, flat = self._setup(target, x)
         n, d = flat.shape
         numeric = int(con.numeric.sum())
-        start = flat + budget * random_signs((n, d), generator, flat) * con.numeric
+        start = flat + con.radius(budget) * random_signs((n, d), generator, flat) * con.numeric
         best = con.repair(flat, start, budget)
         margin, fooled = margin_and_fooled(target, best.view_as(x), y)
         for it in range(self.queries - 1):
@@ -331,7 +391,8 @@ class TabularRandomSearch(_Tabular):
             k = max(1, round(p_selection(self.p_init, it, self.queries) * numeric))
             draw = torch.rand((m, d), generator=generator, device=generator.device).to(x.device)
             chosen = torch.where(con.numeric, draw, torch.full_like(draw, -1.0)).topk(k).indices
-            moved = x.gather(1, chosen) + budget * random_signs((m, k), generator, x)
+            reach = con.radius(budget)[chosen]
+            moved = x.gather(1, chosen) + reach * random_signs((m, k), generator, x)
             cand.scatter_(1, chosen, moved)
         if not con.groups or con.max_switches == 0:
             return cand, None

@@ -185,3 +185,80 @@ def test_cnn_runs_channels_last_on_the_cpu_with_the_same_outputs() -> None:
         mnist_cnn(), input_spec=spec, classes=[str(i) for i in range(10)], channels_last=False
     )
     assert off.memory_format is torch.contiguous_format
+
+
+def _mlp_config(path: str, **extra: object) -> ModelConfig:
+    return ModelConfig.model_validate(
+        {
+            "name": "m",
+            "kind": "pytorch",
+            "factory": "hardenml.zoo:mlp",
+            "factory_kwargs": {"in_features": 64, "classes": 10, "hidden": 32},
+            "path": path,
+            "classes": list("0123456789"),
+            "input": {"shape": [64]},
+            **extra,
+        }
+    )
+
+
+def test_a_pt_state_dict_loads_with_trust_and_weights_only(tmp_path: Path, digits_mlp) -> None:
+    pt = tmp_path / "w.pt"
+    torch.save({k: v.contiguous() for k, v in digits_mlp.state_dict().items()}, pt)
+    with pytest.raises(TargetError, match="--trust"):
+        load_target(_mlp_config("w.pt"), pt)
+    target = load_target(_mlp_config("w.pt"), pt, trust=True)
+    x = torch.rand(4, 64)
+    with torch.no_grad():
+        assert torch.allclose(target.logits(x), digits_mlp.eval()(x), atol=1e-5)
+    # A pickled object that is not a state dict is refused, not run.
+    torch.save({"weights": [1, 2, 3]}, tmp_path / "odd.pt")
+    with pytest.raises(TargetError, match="not a state dict"):
+        load_target(_mlp_config("odd.pt"), tmp_path / "odd.pt", trust=True)
+
+
+def test_skops_types_can_be_trusted_by_name_without_blanket_trust(tmp_path: Path) -> None:
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = np.random.default_rng(0).random((60, 4)), np.arange(60) % 2
+    sio.dump(
+        RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y), tmp_path / "rf.skops"
+    )
+    base = {
+        "name": "rf",
+        "kind": "sklearn",
+        "path": "rf.skops",
+        "classes": ["a", "b"],
+        "input": {"shape": [4]},
+    }
+    with pytest.raises(TargetError, match=r"model\.trusted_types") as refused:
+        load_target(ModelConfig.model_validate(base), tmp_path / "rf.skops")
+    untrusted = sio.get_untrusted_types(file=tmp_path / "rf.skops")
+    assert all(t in str(refused.value) for t in untrusted)
+    cfg = ModelConfig.model_validate({**base, "trusted_types": untrusted})
+    target = load_target(cfg, tmp_path / "rf.skops")
+    assert target.predict(torch.from_numpy(x).float()).shape == (60,)
+
+
+def test_a_factory_module_beside_the_config_needs_no_pythonpath(
+    tmp_path: Path, digits_weights: Path
+) -> None:
+    import sys
+
+    from tests.workspace import write_workspace
+
+    from hardenml.workflow import Workspace
+
+    config = write_workspace(tmp_path / "ws", digits_weights)
+    (tmp_path / "ws" / "my_models.py").write_text(
+        "from hardenml.zoo import mlp\n\n\ndef build(**kw):\n    return mlp(**kw)\n"
+    )
+    text = config.read_text().replace('"hardenml.zoo:mlp"', '"my_models:build"')
+    config.write_text(text)
+    try:
+        ws = Workspace.open(config)
+        assert ws.load_target().predict(torch.rand(3, 64)).shape == (3,)
+    finally:
+        sys.path[:] = [p for p in sys.path if p != str((tmp_path / "ws").resolve())]
+        sys.modules.pop("my_models", None)

@@ -88,6 +88,9 @@ class ModelConfig(_Strict):
     classes: list[str] = Field(min_length=2)
     input: InputConfig
     trust: bool = False
+    # skops types beyond its default allow-list that the user reviewed and trusts (e.g.
+    # "sklearn.tree._tree.Tree" for tree ensembles); unlike `trust`, pickle stays refused.
+    trusted_types: list[str] = Field(default_factory=list)
     device: str = "auto"
 
     @field_validator("kind")

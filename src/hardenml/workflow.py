@@ -6,6 +6,7 @@ The CLI parses arguments, calls these and prints; a Python user calls the same.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,15 @@ from hardenml.validate import Verdict, compare, evaluate
 GATE_REPORT_NAME = "gate-report.json"
 
 
+def _on_import_path(folder: Path) -> None:
+    """Put the workspace folder on the import path, after everything installed, so that a
+    `model.factory` module kept beside the config is found without PYTHONPATH and never
+    shadows an installed package."""
+    entry = str(folder.resolve())
+    if entry not in sys.path:
+        sys.path.append(entry)
+
+
 @dataclass
 class Workspace:
     """A config and the ledger beside it."""
@@ -75,6 +85,7 @@ class Workspace:
     @classmethod
     def open(cls, config_path: Path | None = None, *, cwd: Path | None = None) -> Workspace:
         config = load_config(find_config(config_path, cwd))
+        _on_import_path(config.root)
         validate_target_config(config)
         validate_threats(config)
         return cls(config, Ledger(config.ledger_path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,11 @@ def import_factory(ref: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise TargetError(f"cannot import module {module_name!r} of model.factory: {exc}") from None
+        raise TargetError(
+            f"cannot import module {module_name!r} of model.factory: {exc}. The workspace "
+            "folder (where hardenml.toml is) is on the import path, so a module file there "
+            "is found; otherwise install the package that defines it"
+        ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise TargetError(f"model.factory {ref!r}: {module_name} has no attribute {attr!r}")
@@ -50,8 +55,12 @@ def import_factory(ref: str) -> Any:
     return obj
 
 
-def load_torch_module(model: ModelConfig, path: Path) -> nn.Module:
-    """The module `model.factory` builds, with the safetensors weights at `path` loaded."""
+TORCH_CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def load_torch_module(model: ModelConfig, path: Path, *, trust: bool = False) -> nn.Module:
+    """The module `model.factory` builds, with the weights at `path` loaded: safetensors,
+    or with `trust` a `.pt`/`.pth` state dict read by `torch.load(weights_only=True)`."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -62,15 +71,18 @@ def load_torch_module(model: ModelConfig, path: Path) -> nn.Module:
         raise TargetError(
             f"model.factory {model.factory!r} returned {type(module).__name__}, not an nn.Module"
         )
-    if path.suffix != ".safetensors":
+    if path.suffix.lower() in TORCH_CHECKPOINT_SUFFIXES:
+        state = _torch_checkpoint(path, trust=trust)
+    elif path.suffix != ".safetensors":
         raise TargetError(
-            f"pytorch weights must be a .safetensors file (got {path.name}); pickled "
-            "checkpoints can run code on load. Convert with safetensors.torch.save_file"
+            f"pytorch weights must be a .safetensors file, or .pt/.pth with --trust "
+            f"(got {path.name}). Convert with safetensors.torch.save_file"
         )
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise TargetError(f"cannot read safetensors weights {path}: {exc}") from None
+    else:
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise TargetError(f"cannot read safetensors weights {path}: {exc}") from None
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -87,8 +99,36 @@ def load_torch_module(model: ModelConfig, path: Path) -> nn.Module:
     return module
 
 
-def load_sklearn(path: Path, *, trust: bool) -> Any:
-    """Load a skops file; pickle/joblib only when the caller explicitly trusts the file."""
+def _torch_checkpoint(path: Path, *, trust: bool) -> dict[str, Any]:
+    """A state dict from a pickled torch checkpoint, only when trusted, and even then with
+    torch's restricted unpickler (`weights_only=True`: tensors and plain containers)."""
+    if not trust:
+        raise TargetError(
+            f"{path.name} is a pickled torch checkpoint, which can run code when loaded. "
+            "Convert it with safetensors.torch.save_file or, if you trust this file, pass "
+            "--trust (or set model.trust = true); it is then read with weights_only=True"
+        )
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle and torch raise many kinds for a bad file
+        raise TargetError(f"cannot read torch checkpoint {path}: {exc}") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not (isinstance(loaded, dict) and all(isinstance(v, torch.Tensor) for v in loaded.values())):
+        raise TargetError(
+            f"{path.name} holds a {type(loaded).__name__}, not a state dict of tensors; save "
+            "module.state_dict() (hardenml builds the module with model.factory)"
+        )
+    return loaded
+
+
+def load_sklearn(path: Path, *, trust: bool, trusted_types: Sequence[str] = ()) -> Any:
+    """Load a skops file; pickle/joblib only when the caller explicitly trusts the file.
+
+    skops refuses types outside its default allow-list (a RandomForest's
+    `sklearn.tree._tree.Tree`, for one). `trusted_types` (the config's
+    `model.trusted_types`) names the ones the user reviewed, so trusting them does not
+    need the blanket `--trust`, which would also allow pickle."""
     if path.suffix in _PICKLE_SUFFIXES:
         if not trust:
             raise TargetError(
@@ -105,9 +145,12 @@ def load_sklearn(path: Path, *, trust: bool) -> Any:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:
         raise TargetError(f"{path} is not a readable skops file: {exc}") from None
-    if untrusted and not trust:
+    unreviewed = [t for t in untrusted if t not in set(trusted_types)]
+    if unreviewed and not trust:
+        listed = ", ".join(f'"{t}"' for t in unreviewed)
         raise TargetError(
-            f"{path.name} contains types skops does not trust by default: {untrusted}. "
-            "Review them; pass --trust to load it anyway"
+            f"{path.name} contains types skops does not trust by default: {unreviewed}. "
+            f"Review them, then list them in the config: model.trusted_types = [{listed}] "
+            "(or pass --trust, which also allows pickle files)"
         )
     return sio.load(path, trusted=untrusted or None)

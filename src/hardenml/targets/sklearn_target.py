@@ -110,7 +110,7 @@ class SklearnKind(TargetKind):
     def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:
         assert path is not None  # needs_file
         return SklearnTarget(
-            load_sklearn(path, trust=trust or model.trust),
+            load_sklearn(path, trust=trust or model.trust, trusted_types=model.trusted_types),
             input_spec=input_spec_from_config(model),
             classes=model.classes,
         )

@@ -97,13 +97,13 @@ class TorchTarget(Target):
 class PyTorchKind(TargetKind):
     """`model.kind = "pytorch"`: `model.factory` builds the module, weights from safetensors."""
 
-    suffixes = (".safetensors",)
-    description = "an nn.Module built by model.factory with .safetensors weights"
+    suffixes = (".safetensors", ".pt", ".pth")
+    description = "an nn.Module built by model.factory with .safetensors weights (.pt with --trust)"
 
     def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:
         assert path is not None  # needs_file
         return TorchTarget(
-            load_torch_module(model, path),
+            load_torch_module(model, path, trust=trust or model.trust),
             input_spec=input_spec_from_config(model),
             classes=model.classes,
             device=pick_device(model.device),

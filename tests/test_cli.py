@@ -200,3 +200,30 @@ def test_memory_budget_splits_attacks_without_changing_a_deterministic_scan(
     ws, split = scan(tmp_path / "b", "\n[scan]\nmemory_mb = 0.001\n")
     assert ws.load_target().memory_budget == int(0.001 * 2**20)
     assert [m.as_dict() for m in split.measurements] == [m.as_dict() for m in whole.measurements]
+
+
+def test_gate_says_why_it_scans_and_reports_a_policy_looser_than_the_release(
+    tmp_path: Path, digits_weights: Path
+) -> None:
+    from hardenml.ledger import Ledger
+
+    ws = tmp_path / "ws"
+    cfg = str(write_workspace(ws, digits_weights, min_clean=0.5, min_robust=0.0))
+    first = run("gate", "--config", cfg)
+    assert first.exit_code == 0, first.output
+    assert "scanning now, because the ledger records no scan yet" in " ".join(first.output.split())
+    assert run("release", "--config", cfg).exit_code == 0
+    # The same policy again: nothing loosened, nothing said.
+    same = run("gate", "--config", cfg)
+    assert "looser" not in same.output and "scanning now" not in same.output
+    # Loosen the clean-accuracy floor (0.5 -> 0.3): the gate still passes, says so, and the
+    # ledger records it once however often the gate runs.
+    write_workspace(ws, digits_weights, min_clean=0.3, min_robust=0.0)
+    for _ in range(2):
+        loose = run("gate", "--config", cfg)
+        assert loose.exit_code == 0, loose.output
+        flat = " ".join(loose.output.split())
+        assert "looser than at the last release" in flat
+        assert "min_clean_accuracy 0.5 -> 0.3" in flat
+    events = Ledger(ws / "hardenml.db").events(["policy.loosened"])
+    assert len(events) == 1 and events[0].payload["changes"] == ["min_clean_accuracy 0.5 -> 0.3"]

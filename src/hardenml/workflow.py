@@ -233,6 +233,45 @@ def scan(
     return result
 
 
+def _why_no_run(runs: list[Event], model_sha: str) -> str:
+    """Why no recorded run fits, in words, for the gate's note that it scans."""
+    same_model = [e for e in runs if e.payload.get("model_sha256") == model_sha]
+    if not runs:
+        return "the ledger records no scan yet"
+    if not same_model:
+        return f"no scan of this model file (sha256 {model_sha[:12]}) is recorded"
+    last = same_model[-1].payload.get("run_id")
+    return (
+        f"the threats, data, seed or scan settings changed since run {last} of this model, "
+        "so its numbers no longer answer this config"
+    )
+
+
+def _record_loosening(ws: Workspace, decision: GateDecision) -> None:
+    """A `policy.loosened` event, once per distinct loosening since the release."""
+    released = decision.released or {}
+    since = int(released.get("ledger_seq", 0))
+    earlier = [
+        e
+        for e in ws.ledger.events([POLICY_LOOSENED])
+        if e.seq > since and e.payload.get("changes") == decision.loosened
+    ]
+    if earlier:
+        return
+    ws.ledger.append(
+        POLICY_LOOSENED,
+        {
+            "model": ws.config.model.name,
+            "released_sha256": released.get("model_sha256"),
+            "changes": decision.loosened,
+            "run_id": decision.run.run_id,
+        },
+    )
+
+
+POLICY_LOOSENED = "policy.loosened"
+
+
 def gate(
     ws: Workspace,
     *,
@@ -248,11 +287,17 @@ def gate(
         model_sha = ws.model_sha256()
     except TargetError:
         model_sha = ""
+    say = log or (lambda message: None)
     run = None
     if not rescan and model_sha:
         data = ws.evaluation_data()
         wanted = ws.scan_fingerprint(model_sha, data.sha256, ws.config.data.seed)
-        run = latest_run(ws.ledger.events([RUN_COMPLETED]), config_fingerprint=wanted)
+        runs = ws.ledger.events([RUN_COMPLETED])
+        run = latest_run(runs, config_fingerprint=wanted)
+        if run is None:
+            say(f"gate: scanning now, because {_why_no_run(runs, model_sha)}")
+    elif rescan:
+        say("gate: scanning now, because --rescan was given")
     if run is None:
         scan(ws, trust=trust, progress=progress, log=log)
         run = latest_run(ws.ledger.events([RUN_COMPLETED]))
@@ -265,6 +310,9 @@ def gate(
         validation=latest_validation(events, run.model_sha256),
         released=last_release(events, run.model),
     )
+    if decision.loosened:
+        say("gate: the policy is looser than at the last release: " + "; ".join(decision.loosened))
+        _record_loosening(ws, decision)
     path = report_path or ws.config.ledger_path.parent / GATE_REPORT_NAME
     write_gate_report(path, ws.config, decision)
     write_all_reports(ws.config.reports_dir, ws.config, decision, ledger_events=ws.ledger.events())
@@ -516,5 +564,7 @@ def release(ws: Workspace, model_path: Path | None = None, *, force: bool = Fals
             "measurements": [] if run is None else run.payload["measurements"],
             "parent_sha256": None if lineage is None else lineage["parent_sha256"],
             "patch": None if lineage is None else lineage["patch"],
+            # So that a later gate can say when the policy was loosened since this release.
+            "policy": ws.config.policy.model_dump(mode="json"),
         },
     )

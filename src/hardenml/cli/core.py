@@ -119,6 +119,11 @@ def gate(
         n = "-" if m is None else str(m.n)
         table.add_row(escape(c.name), value, ci, n, f">= {c.threshold:.3f}", c.decision, verdict)
     console.print(table)
+    for check in decision.extra_checks:
+        mark = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
+        if check.name == "policy":
+            mark = "[bold yellow]warning[/]"
+        console.print(f"  {escape(check.name)}: {mark} {escape(check.reason)}")
     for f in decision.blocking_findings:
         console.print(
             f"[red]blocking[/] {f.severity} finding {f.finding_id} "

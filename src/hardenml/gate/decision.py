@@ -59,6 +59,9 @@ class GateDecision:
     validation: dict[str, Any] | None = None
     # The last `hardenml release` of this model name (ledger payload), if any.
     released: dict[str, Any] | None = None
+    # How the policy is looser than at that release (see `policy_loosening`); reported,
+    # recorded as a `policy.loosened` event, and never silent.
+    loosened: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -136,6 +139,15 @@ def decide(
         reasons.append(f"open {f.severity} finding {f.finding_id}: {f.title}")
     extra = [_validation_check(config, run, validation, released)]
     extra += _regression_checks(config, run, measurements, released)
+    loosened = policy_loosening(config, released)
+    if loosened:
+        extra.append(
+            GateCheck(
+                "policy",
+                True,
+                "looser than at the last release: " + "; ".join(loosened),
+            )
+        )
     reasons += [f"{c.name}: {c.reason}" for c in extra if not c.passed]
     passed = all(c.passed for c in checks) and not blocking and all(c.passed for c in extra)
     return GateDecision(
@@ -147,7 +159,39 @@ def decide(
         extra_checks=extra,
         validation=validation,
         released=released,
+        loosened=loosened,
     )
+
+
+def policy_loosening(config: HardenConfig, released: dict[str, Any] | None) -> list[str]:
+    """How today's policy is looser than the one the last release was gated under, in
+    words: a lowered threshold, a dropped requirement, fewer blocking severities, a wider
+    regression margin, validation no longer required. Empty when nothing loosened or no
+    policy was recorded with the release."""
+    if not released or not isinstance(released.get("policy"), dict):
+        return []
+    before = released["policy"]
+    now = config.policy
+    out: list[str] = []
+    old_clean = before.get("min_clean_accuracy")
+    if old_clean is not None and (now.min_clean_accuracy or 0.0) < old_clean:
+        out.append(f"min_clean_accuracy {old_clean:g} -> {now.min_clean_accuracy or 0:g}")
+    current = {(r.threat, r.budget): r.min_accuracy for r in now.robust}
+    for req in before.get("robust") or []:
+        key = (req.get("threat"), req.get("budget"))
+        old = float(req.get("min_accuracy", 0.0))
+        if key not in current:
+            out.append(f"robust requirement {key[0]}@{key[1]:g} (>= {old:g}) removed")
+        elif current[key] < old:
+            out.append(f"robust {key[0]}@{key[1]:g} min_accuracy {old:g} -> {current[key]:g}")
+    dropped = sorted(set(before.get("fail_on") or []) - set(now.fail_on))
+    if dropped:
+        out.append(f"fail_on no longer blocks {dropped}")
+    if now.max_regression > float(before.get("max_regression", now.max_regression)):
+        out.append(f"max_regression {before['max_regression']:g} -> {now.max_regression:g}")
+    if before.get("require_validation") and not now.require_validation:
+        out.append("require_validation turned off")
+    return out
 
 
 def _validation_check(

@@ -95,3 +95,17 @@ def test_evidence_holds_real_adversarial_examples(tmp_path: Path, digits_weights
 
     assert (target.predict(torch.from_numpy(x_adv)).numpy() == pred).all()
     assert json.dumps(finding.as_dict())  # the record serialises as it flows to the ledger
+
+
+def test_split_all_skips_the_leakage_check_instead_of_reporting_itself(
+    tmp_path: Path, digits_weights: Path
+) -> None:
+    """Issue 11: with data.split = "all" the checks built a train split and reported 80%
+    of the evaluated rows as exact duplicates of it."""
+    from hardenml.workflow import Workspace, scan
+
+    config = write_workspace(tmp_path / "ws", digits_weights, max_samples=60)
+    config.write_text(config.read_text().replace("seed = 0\n", 'seed = 0\nsplit = "all"\n', 1))
+    result = scan(Workspace.open(config))
+    checks = result.analysis["data_checks"]
+    assert "leakage" not in checks and "split = 'all'" in checks["skipped"]

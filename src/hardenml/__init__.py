@@ -1,6 +1,7 @@
 """hardenml: find a model's vulnerabilities, patch them, prove it, gate the release."""
 
 from hardenml._version import __version__
+from hardenml.api import model_sha256, scan_model
 from hardenml.config import ConfigError, HardenConfig, load_config
 from hardenml.data import DataError, Dataset
 from hardenml.gate import GateDecision
@@ -9,7 +10,7 @@ from hardenml.records import Finding, Measurement
 from hardenml.scan import ScanResult
 from hardenml.targets import InputSpec, SklearnTarget, Target, TargetError, TorchTarget
 from hardenml.threats import AttackResult, Threat
-from hardenml.workflow import Workspace, gate, scan
+from hardenml.workflow import Workspace, gate, patch, release, scan, validate
 
 __all__ = [
     "AttackResult",
@@ -32,5 +33,10 @@ __all__ = [
     "__version__",
     "gate",
     "load_config",
+    "model_sha256",
+    "patch",
+    "release",
     "scan",
+    "scan_model",
+    "validate",
 ]

@@ -103,11 +103,10 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        factory_ok = self.factory and re.fullmatch(r"[\w.]+:[\w.]+", self.factory)
-        if self.kind == "pytorch" and not factory_ok:
+        if self.factory is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.factory):
             raise ValueError(
-                "a pytorch model needs factory = 'package.module:function' that builds "
-                "the nn.Module whose weights are in `path`"
+                f"factory = {self.factory!r} is not 'package.module:function' (the function "
+                "that builds the nn.Module whose weights are in `path`)"
             )
         return self
 
@@ -616,6 +615,14 @@ def parse_config(text: str, *, root: Path, path: Path | None = None) -> HardenCo
     except ValidationError as exc:
         raise ConfigError(path, [_problem(err, raw, lines) for err in exc.errors()]) from None
     return config.model_copy(update={"key_lines": lines, "source": path})
+
+
+def validation_problems(
+    exc: ValidationError, raw: dict[str, Any], lines: dict[str, int] | None = None
+) -> list[ConfigProblem]:
+    """One `ConfigProblem` per pydantic error, each naming its dotted key (and its line
+    where `lines` knows it)."""
+    return [_problem(err, raw, lines or {}) for err in exc.errors()]
 
 
 def _problem(err: Any, raw: dict[str, Any], lines: dict[str, int]) -> ConfigProblem:

@@ -36,6 +36,8 @@ class TargetKind(ABC):
     """
 
     needs_file: ClassVar[bool] = True
+    # The kind builds its model with `model.factory` (a file of weights needs a module).
+    needs_factory: ClassVar[bool] = False
     suffixes: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[type[BaseModel]] = NoOptions
     description: ClassVar[str] = ""

@@ -64,7 +64,11 @@ def load_torch_module(model: ModelConfig, path: Path, *, trust: bool = False) ->
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    assert model.factory is not None  # the config validator guarantees it
+    if model.factory is None:
+        raise TargetError(
+            "model.factory is not set: a pytorch model needs factory = "
+            "'package.module:function' that builds the nn.Module its weights fit"
+        )
     factory = import_factory(model.factory)
     module = factory(**model.factory_kwargs)
     if not isinstance(module, nn.Module):

@@ -74,6 +74,19 @@ def validate_target_config(config: HardenConfig) -> None:
         kind_options(config.model, lines=lines)
     except ConfigError as exc:
         raise ConfigError(config.source, exc.problems) from None
+    if kind.needs_factory and config.model.factory is None:
+        raise ConfigError(
+            config.source,
+            [
+                ConfigProblem(
+                    "model.factory",
+                    None,
+                    f"factory = 'package.module:function' (model.kind {config.model.kind!r} "
+                    "builds the nn.Module whose weights are in model.path with it)",
+                    lines.get("model"),
+                )
+            ],
+        )
     if kind.needs_file and config.model.path is None:
         raise ConfigError(
             config.source,

@@ -98,6 +98,7 @@ class PyTorchKind(TargetKind):
     """`model.kind = "pytorch"`: `model.factory` builds the module, weights from safetensors."""
 
     suffixes = (".safetensors", ".pt", ".pth")
+    needs_factory = True
     description = "an nn.Module built by model.factory with .safetensors weights (.pt with --trust)"
 
     def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:

@@ -168,3 +168,42 @@ def test_no_gain_where_the_baseline_fell_short_fails_the_robust_check() -> None:
     robust = verdict.checks[1]
     assert not robust.passed and not verdict.passed
     assert "no significant gain" in robust.reason
+
+
+def test_the_default_margin_passes_a_candidate_better_on_every_count_at_n_200() -> None:
+    """Issue 11: +1.0 point clean and +20.5 robust at n = 200 failed at the old 0.01."""
+    config = parse_config(CONFIG.replace("clean_margin = 0.02\n", ""), root=Path("."))
+    assert config.policy.clean_margin == 0.02
+    y = np.zeros(200, dtype=np.int64)
+    clean_b, clean_c = paired(b=3, c=5, both=180, neither=12)  # +1.0 point
+    rob_b, rob_c = paired(b=4, c=45, both=60, neither=91)  # +20.5 points
+    verdict = compare(
+        config, outcomes(clean_b, rob_b, y), outcomes(clean_c, rob_c, y), y, seed=0, samples=500
+    )
+    assert verdict.checks[0].passed, verdict.checks[0].reason
+
+
+def test_a_failed_non_inferiority_says_what_sample_size_would_show_it() -> None:
+    from hardenml.validate.verdict import samples_needed
+
+    # diff 0, lower end -0.03, margin 0.01: the half-width must shrink 3x, so 9x the samples.
+    assert samples_needed(0.0, -0.03, 200, 0.01) == 1800
+    assert samples_needed(-0.05, -0.08, 200, 0.01) is None  # worse than the margin itself
+    config = parse_config(
+        CONFIG.replace("clean_margin = 0.02", "clean_margin = 0.005"), root=Path(".")
+    )
+    y = np.zeros(200, dtype=np.int64)
+    clean_b, clean_c = paired(b=6, c=7, both=170, neither=17)
+    rob = np.ones(200, dtype=bool)
+    verdict = compare(config, outcomes(clean_b, rob, y), outcomes(clean_c, rob, y), y, seed=0)
+    check = verdict.checks[0]
+    assert not check.passed and "paired samples (n = 200 now) would show it" in check.reason
+
+
+def test_identical_models_say_their_interval_has_no_spread_rather_than_print_zero_width() -> None:
+    config = parse_config(CONFIG, root=Path("."))
+    y = np.zeros(36, dtype=np.int64)
+    same = np.arange(36) % 3 > 0
+    verdict = compare(config, outcomes(same, same, y), outcomes(same, same, y), y, seed=0)
+    assert "every paired sample agrees" in verdict.checks[0].reason
+    assert "[+0.0 pts, +0.0 pts]" not in verdict.checks[0].reason

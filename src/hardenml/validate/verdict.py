@@ -90,6 +90,42 @@ def _pct(v: float) -> str:
     return f"{100 * v:+.1f} pts"
 
 
+def _bound(v: float, margin: float) -> str:
+    """A bound beside the margin it is judged against, with the digits that decide it:
+    +0.0201 must not read as "+0.020 beyond the margin +0.02"."""
+    return f"{100 * v:+.2f} pts" if abs(v + margin) < 0.001 or abs(v - margin) < 0.001 else _pct(v)
+
+
+def _interval(lo: float, hi: float, level: str) -> str:
+    """The bootstrap interval, or why it has no width: every pair agrees."""
+    if hi - lo <= 0:
+        return f"{level}: none, every paired sample agrees, so the bootstrap has no spread"
+    return f"{level} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def samples_needed(diff: float, lo: float, n: int, margin: float) -> int | None:
+    """Paired samples the same design would need for the interval's lower end to clear
+    `-margin` at the observed difference: the half-width shrinks as 1/sqrt(n). None when
+    the observed difference itself is below the margin (no sample size shows it)."""
+    half = diff - lo
+    room = diff + margin
+    if room <= 0 or half <= 0:
+        return None
+    return int(np.ceil(n * (half / room) ** 2))
+
+
+def _power_note(diff: float, lo: float, n: int, margin: float) -> str:
+    """Why a non-inferiority check failed when the candidate may well be fine: the sample
+    is too small for the margin."""
+    need = samples_needed(diff, lo, n, margin)
+    if need is None:
+        return f"; the observed change itself is below -{margin:g}"
+    return (
+        f"; at this spread about {need} paired samples (n = {n} now) would show it, or "
+        f"widen policy.clean_margin to {max(0.0, -lo):.3f}"
+    )
+
+
 def compare(
     config: HardenConfig,
     baseline: Outcomes,
@@ -111,14 +147,16 @@ def compare(
 
     diff, lo, hi = mean_difference_interval(baseline.clean, candidate.clean, counts, conf)
     test = mcnemar_exact(baseline.clean, candidate.clean)
-    ok = lo >= -policy.clean_margin
+    margin = policy.clean_margin
+    ok = lo >= -margin
     checks.append(
         ValidationCheck(
             "clean_accuracy non-inferiority",
             ok,
             f"{baseline.clean.mean():.3f} -> {candidate.clean.mean():.3f} ({_pct(diff)}, "
-            f"{level} [{_pct(lo)}, {_pct(hi)}]); lower end "
-            f"{'within' if ok else 'beyond'} the margin -{policy.clean_margin:g}; exact McNemar "
+            f"{_interval(lo, hi, level)}); lower end {_bound(lo, margin)} "
+            f"{'within' if ok else 'beyond'} the margin -{margin:g}"
+            f"{'' if ok else _power_note(diff, lo, n, margin)}; exact McNemar "
             f"p = {test.p_value:.3g} (baseline-only right {test.b}, candidate-only {test.c})",
             float(baseline.clean.mean()),
             float(candidate.clean.mean()),
@@ -134,8 +172,8 @@ def compare(
         diff, lo, hi = mean_difference_interval(base, cand, counts, conf)
         test = mcnemar_exact(base, cand)
         shown = (
-            f"{base.mean():.3f} -> {cand.mean():.3f} ({_pct(diff)}, {level} "
-            f"[{_pct(lo)}, {_pct(hi)}]); exact McNemar p = {test.p_value:.3g}"
+            f"{base.mean():.3f} -> {cand.mean():.3f} ({_pct(diff)}, "
+            f"{_interval(lo, hi, level)}); exact McNemar p = {test.p_value:.3g}"
         )
         if base.mean() < req.min_accuracy:
             ok = lo > 0 and test.c > test.b and test.p_value < alpha
@@ -150,8 +188,10 @@ def compare(
             ok = lo >= -policy.clean_margin
             name = f"robust_accuracy[{key}] non-inferiority"
             reason = (
-                f"{shown}; lower end {'within' if ok else 'beyond'} the margin "
-                f"-{policy.clean_margin:g} (the baseline already met {req.min_accuracy:.3f})"
+                f"{shown}; lower end {_bound(lo, policy.clean_margin)} "
+                f"{'within' if ok else 'beyond'} the margin -{policy.clean_margin:g}"
+                f"{'' if ok else _power_note(diff, lo, n, policy.clean_margin)} "
+                f"(the baseline already met {req.min_accuracy:.3f})"
             )
         checks.append(
             ValidationCheck(
@@ -175,7 +215,8 @@ def compare(
             "calibration (ECE) not worse",
             ok,
             f"ECE {ece_b:.3f} -> {ece_c:.3f} ({diff:+.3f}, {level} [{lo:+.3f}, {hi:+.3f}]); "
-            f"upper end {'within' if ok else 'beyond'} the margin +{policy.ece_margin:g}",
+            f"upper end {hi:+.4f} {'within' if ok else 'beyond'} the margin "
+            f"+{policy.ece_margin:g}",
             ece_b,
             ece_c,
             diff,

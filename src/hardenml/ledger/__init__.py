@@ -9,26 +9,31 @@ from hardenml.ledger.findings import (
     escalate_overdue,
     findings_state,
     latest_run,
+    overdue_findings,
     record_scan,
     review,
 )
 from hardenml.ledger.store import (
     GENESIS,
+    ChainHead,
     ChainProblem,
     Event,
     Ledger,
     LedgerError,
+    LedgerTamperedError,
     VerifyReport,
     canonical_json,
 )
 
 __all__ = [
+    "ChainHead",
     "ChainProblem",
     "Event",
     "FindingState",
     "GENESIS",
     "Ledger",
     "LedgerError",
+    "LedgerTamperedError",
     "REVIEW_ACTIONS",
     "ReviewError",
     "RunRecord",
@@ -38,6 +43,7 @@ __all__ = [
     "escalate_overdue",
     "findings_state",
     "latest_run",
+    "overdue_findings",
     "record_scan",
     "review",
 ]

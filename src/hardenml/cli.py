@@ -20,8 +20,8 @@ from rich.table import Table
 from hardenml import workflow
 from hardenml.config import CONFIG_FILENAME, ConfigError
 from hardenml.data import DataError
-from hardenml.gate import EXIT_FAIL, EXIT_USAGE
-from hardenml.ledger import LedgerError, findings_state
+from hardenml.gate import EXIT_TAMPERED, EXIT_USAGE
+from hardenml.ledger import LedgerError, LedgerTamperedError, findings_state
 from hardenml.scan import ScanResult
 from hardenml.targets import TargetError
 from hardenml.threats import ThreatError
@@ -82,9 +82,13 @@ def _progress() -> Iterator[_BarProgress]:
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """A problem the user can fix gets its message and exit code 2, not a traceback."""
+    """A problem the user can fix gets its message and exit code 2, not a traceback; a
+    ledger whose hash chain is broken is refused with `EXIT_TAMPERED`."""
     try:
         yield
+    except LedgerTamperedError as exc:
+        err.print(f"[bold red]ledger TAMPERED:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_TAMPERED) from None
     except USER_ERRORS as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None
@@ -306,7 +310,7 @@ def ledger_verify(config: ConfigOpt = None) -> None:
     )
     for p in report.problems:
         err.print(f"  - {escape(str(p))}")
-    raise typer.Exit(EXIT_FAIL)
+    raise typer.Exit(EXIT_TAMPERED)
 
 
 @app.command()

@@ -6,6 +6,7 @@ The CLI parses arguments, calls these and prints; a Python user calls the same.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hardenml.config import HardenConfig, ModelConfig, find_config, load_config
+from hardenml.config import (
+    ConfigError,
+    ConfigProblem,
+    HardenConfig,
+    ModelConfig,
+    find_config,
+    load_config,
+)
 from hardenml.data import DataError, Dataset, fit_to_shape, prepare
 from hardenml.gate import GateDecision, decide
 from hardenml.gate.decision import (
@@ -157,8 +165,13 @@ def scan(
     """Scan the configured model, record the run and its findings in the ledger.
 
     Finished batches are checkpointed under the artifacts folder; the same scan run again
-    after an interruption resumes from them (and says so through `log`).
+    after an interruption resumes from them (and says so through `log`). A ledger whose
+    chain is broken is refused before any work (`LedgerTamperedError`): it would not take
+    the result anyway.
     """
+    _check_caps(max_samples, max_seconds)
+    ws.ledger.check_writable()
+    ws.ledger.verified()
     threats = validate_threats(ws.config)
     target = ws.load_target(trust=trust)
     reference, data = ws.datasets()
@@ -188,6 +201,30 @@ def scan(
     return result
 
 
+def _check_caps(max_samples: int | None, max_seconds: float | None) -> None:
+    """The caps a caller (`--max-samples`, `--max-seconds`) put on a scan, checked the way
+    the config checks `scan.max_samples` and `scan.max_seconds`."""
+    problems = []
+    if max_samples is not None and (isinstance(max_samples, bool) or max_samples < 1):
+        problems.append(
+            ConfigProblem(
+                "max_samples (--max-samples)",
+                max_samples,
+                "a positive number of samples; leave it out to evaluate every sample",
+            )
+        )
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        problems.append(
+            ConfigProblem(
+                "max_seconds (--max-seconds)",
+                max_seconds,
+                "a positive, finite number of seconds; leave it out for no time limit",
+            )
+        )
+    if problems:
+        raise ConfigError(None, problems)
+
+
 def gate(
     ws: Workspace,
     *,
@@ -198,7 +235,14 @@ def gate(
     log: Callable[[str], None] | None = None,
 ) -> GateDecision:
     """Decide the release: reuse the latest matching scan (or scan now), apply the policy,
-    record the decision and write the JSON report next to the ledger."""
+    record the decision and write the JSON report next to the ledger.
+
+    Everything it decides on comes from one verified read of the ledger; a broken hash
+    chain raises `LedgerTamperedError` before any scan or decision, and the report records
+    the chain head the decision read.
+    """
+    ws.ledger.check_writable()
+    events, head = ws.ledger.verified()
     try:
         model_sha = ws.model_sha256()
     except TargetError:
@@ -207,22 +251,23 @@ def gate(
     if not rescan and model_sha:
         data = ws.evaluation_data()
         wanted = ws.scan_fingerprint(model_sha, data.sha256, ws.config.data.seed)
-        run = latest_run(ws.ledger.events(["run.completed"]), config_fingerprint=wanted)
+        run = latest_run(events, config_fingerprint=wanted)
     if run is None:
         scan(ws, trust=trust, progress=progress, log=log)
-        run = latest_run(ws.ledger.events(["run.completed"]))
+        events, head = ws.ledger.verified()
+        run = latest_run(events)
     assert run is not None
-    events = ws.ledger.events()
     decision = decide(
         ws.config,
         run,
         findings_state(events),
         validation=latest_validation(events, run.model_sha256),
         released=last_release(events, run.model),
+        ledger_head=head,
     )
     path = report_path or ws.config.ledger_path.parent / GATE_REPORT_NAME
     write_gate_report(path, ws.config, decision)
-    write_all_reports(ws.config.reports_dir, ws.config, decision, ledger_events=ws.ledger.events())
+    write_all_reports(ws.config.reports_dir, ws.config, decision, ledger_events=events)
     ws.ledger.append(
         "gate.decided",
         {
@@ -236,6 +281,7 @@ def gate(
             "blocking_findings": [f.finding_id for f in decision.blocking_findings],
             "extra_checks": [c.as_dict() for c in decision.extra_checks],
             "report": str(path),
+            "ledger_head": head.as_dict(),
         },
     )
     return decision
@@ -322,6 +368,7 @@ def patch(
         if budget is not None:
             params["eps"] = budget
     defence = make_patch(name, params)
+    ws.ledger.check_writable()
     if ws.config.data.split != "test":
         raise PatchError(
             f"patches train on the train split, but data.split = {ws.config.data.split!r} "
@@ -378,6 +425,7 @@ def validate(
 ) -> Verdict:
     """Compare `candidate` with `baseline` on the same samples and seeds, record the verdict;
     with `promote`, a passing candidate becomes the configured model."""
+    ws.ledger.check_writable()
     events = ws.ledger.events()
     base_path = _model_file(ws, baseline, events)
     cand_path = _model_file(ws, candidate, events)

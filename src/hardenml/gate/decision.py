@@ -5,6 +5,8 @@ measurements, the open findings (a finding of a `policy.fail_on` severity that i
 i.e. neither fixed nor accepted, fails it), the validator's verdict for this exact model
 (a failed `hardenml validate` fails it), and regression against the last released model
 recorded in the ledger (no metric may fall more than `policy.max_regression` below it).
+It decides only on a ledger whose hash chain it has verified, and records that chain's
+head, so the decision can be checked against the ledger later.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hardenml.config import HardenConfig
-from hardenml.ledger import Event, FindingState, RunRecord
+from hardenml.ledger import ChainHead, Event, FindingState, RunRecord
 from hardenml.scan import Measurement, PolicyCheck, checks_for
 from hardenml.scan.policy import behaviour_reason
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+# The ledger's hash chain is broken, so the gate refuses to decide. The same code as a
+# failing policy and as `hardenml ledger verify` finding tampering: CI must stop either way.
+EXIT_TAMPERED = 1
 
 VALIDATION_EVENT = "validation.completed"
 RELEASE_EVENT = "model.released"
@@ -56,6 +61,8 @@ class GateDecision:
     validation: dict[str, Any] | None = None
     # The last `hardenml release` of this model name (ledger payload), if any.
     released: dict[str, Any] | None = None
+    # The verified chain the decision read: its `gate.decided` event is chained after it.
+    ledger_head: ChainHead | None = None
 
     @property
     def exit_code(self) -> int:
@@ -89,9 +96,11 @@ def decide(
     *,
     validation: dict[str, Any] | None = None,
     released: dict[str, Any] | None = None,
+    ledger_head: ChainHead | None = None,
 ) -> GateDecision:
     """Evaluate today's policy against the run's measurements, the open findings, the
-    validator's verdict for this model and the last released model."""
+    validator's verdict for this model and the last released model, all read from the
+    verified ledger whose head is `ledger_head`."""
     measurements = [Measurement.from_dict(m) for m in run.payload["measurements"]]
     scan_info = run.payload.get("scan", {})
     checks = checks_for(
@@ -143,6 +152,7 @@ def decide(
         extra_checks=extra,
         validation=validation,
         released=released,
+        ledger_head=ledger_head,
     )
 
 

@@ -8,6 +8,7 @@ from hardenml.threats.base import (
     perturbation_size,
     project,
 )
+from hardenml.threats.parameters import ThreatParameterError
 from hardenml.threats.registry import (
     ThreatLookupError,
     available_threats,
@@ -23,6 +24,7 @@ __all__ = [
     "Threat",
     "ThreatError",
     "ThreatLookupError",
+    "ThreatParameterError",
     "available_threats",
     "make_threat",
     "perturbation_size",

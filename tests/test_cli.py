@@ -60,16 +60,20 @@ def test_scan_findings_gate_and_verify(failing_ws: Path, monkeypatch):
     assert "GATE FAILED" in gate.output and "FAIL" in gate.output
     report = json.loads((failing_ws.parent / "gate-report.json").read_text())
     assert report["decision"]["status"] == "fail" and report["decision"]["exit_code"] == 1
-    assert report["schema_version"] == "1.1"
+    assert report["schema_version"] == "1.2"
     failed = [c for c in report["checks"] if not c["passed"]]
     assert [c["name"] for c in failed] == ["robust_accuracy[pgd-linf@0.1]"]
     assert report["blocking_findings"][0]["finding_id"] == finding["finding_id"]
 
     verify = run("ledger", "verify")
     assert verify.exit_code == 0 and "ledger ok" in verify.output
-    kinds = [e.kind for e in Ledger(failing_ws.parent / "hardenml.db").events()]
+    events = Ledger(failing_ws.parent / "hardenml.db").events()
     # The gate reused the scan's run instead of scanning again.
-    assert kinds == ["run.completed", "finding.opened", "gate.decided"]
+    assert [e.kind for e in events] == ["run.completed", "finding.opened", "gate.decided"]
+    # The report names the verified chain it decided on; the decision is chained after it.
+    assert report["ledger"] == {"events": 2, "head_hash": events[1].hash}
+    assert events[2].prev_hash == events[1].hash
+    assert events[2].payload["ledger_head"] == report["ledger"]
 
 
 def test_relaxed_policy_and_rescan_fix_the_finding(failing_ws: Path, digits_weights: Path):

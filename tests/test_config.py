@@ -88,8 +88,35 @@ def test_unknown_attack_lists_registered_ones():
 
 
 def test_policy_must_name_a_declared_threat_and_budget():
-    found = problems(GOOD.replace("budget = 0.1\n", "budget = 0.3\n"))
-    assert "not among the budgets" in str(found[0])
+    text = GOOD.replace("budget = 0.1\n", "budget = 0.3\n")
+    (p,) = problems(text)
+    # The key, its line and the valid budgets, not the whole config as `<top level>`.
+    assert p.key == "policy.robust[0].budget" and p.value == 0.3
+    assert text.splitlines()[p.line - 1] == "budget = 0.3"
+    assert "[0.02, 0.1]" in p.expected and "pgd-linf" in p.expected
+    (p,) = problems(GOOD.replace('threat = "pgd-linf"', 'threat = "pgd"'))
+    assert p.key == "policy.robust[0].threat" and "['pgd-linf']" in p.expected
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("budgets = [0.02, 0.1]", "budgets = [0.02, nan]", "threats[0].budgets[1]"),
+        ("budgets = [0.02, 0.1]", "budgets = [inf, 0.1]", "threats[0].budgets[0]"),
+        ("budget = 0.1\n", "budget = nan\n", "policy.robust[0].budget"),
+        ("min_accuracy = 0.5", "min_accuracy = nan", "policy.robust[0].min_accuracy"),
+        ("min_clean_accuracy = 0.8", "min_clean_accuracy = -inf", "policy.min_clean_accuracy"),
+        ("bounds = [0.0, 1.0]", "bounds = [0.0, inf]", "model.input.bounds[1]"),
+        ("steps = 10", "steps = 10\nstep_size = nan", "threats[0].step_size"),
+        ("hidden = 32 }", "hidden = 32, scale = [1.0, nan] }", "model.factory_kwargs.scale[1]"),
+    ],
+)
+def test_nan_and_inf_are_refused_everywhere(old: str, new: str, key: str):
+    text = GOOD.replace(old, new)
+    assert text != GOOD
+    found = problems(text)
+    assert [p.key for p in found] == [key], found
+    assert "finite number" in found[0].expected and found[0].line is not None
 
 
 def test_bad_attack_value_is_reported():
@@ -110,3 +137,35 @@ def test_arbitrary_text_never_escapes_as_a_traceback(text: str):
         parse_config(text, root=Path("."))
     except ConfigError as exc:
         assert exc.problems
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "expected"),
+    [
+        ("steps = 10", "steps = 10.5", "threats[0].steps", "whole number (int)"),
+        ("steps = 10", 'steps = "ten"', "threats[0].steps", "whole number (int)"),
+        ("steps = 10", "steps = true", "threats[0].steps", "whole number (int)"),
+        ("steps = 10", "random_start = 1", "threats[0].random_start", "true or false"),
+        ("steps = 10", 'step_size = "big"', "threats[0].step_size", "finite number"),
+        (
+            'attack = "pgd"\nbudgets = [0.02, 0.1]\nsteps = 10',
+            'attack = "tabular"\nbudgets = [0.02, 0.1]\nfeature_bounds = [[0, 1], [0, "a"]]',
+            "threats[0].feature_bounds",
+            "item [1] = 'a' is not a finite number",
+        ),
+        (
+            'attack = "pgd"\nbudgets = [0.02, 0.1]\nsteps = 10',
+            'attack = "hopskipjump"\nbudgets = [0.02, 0.1]\nnorm = "l3"',
+            "threats[0].norm",
+            "one of ['linf', 'l2', 'none']",
+        ),
+    ],
+)
+def test_attack_parameters_are_checked_against_the_constructor(old, new, key, expected):
+    """Parameters reach the attack's constructor as keywords: a wrong type is named before
+    it is built (it used to crash inside it: "'<' not supported between 'str' and 'int'")."""
+    text = GOOD.replace(old, new)
+    assert text != GOOD
+    (p,) = problems(text)
+    assert p.key == key and expected in p.expected, p
+    assert text.splitlines()[p.line - 1].startswith(key.rpartition(".")[2])

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from hardenml.config import DataConfig
-from hardenml.data import DataError, array_sha256, fit_to_shape, load_source, prepare, split
+from hardenml.data import (
+    DataError,
+    Dataset,
+    array_sha256,
+    fit_to_shape,
+    load_source,
+    prepare,
+    split,
+)
 
 
 def test_mnist5k_is_real_mnist():
@@ -58,7 +66,7 @@ def test_npz_and_csv_files(tmp_path: Path):
 
 def test_unsafe_npz_is_refused(tmp_path: Path):
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object), y=np.array([0]))
-    with pytest.raises(ValueError, match="allow_pickle"):
+    with pytest.raises(DataError, match=r"obj\.npz: it holds pickled objects"):
         load_source("obj.npz", root=tmp_path)
 
 
@@ -77,3 +85,14 @@ def test_prepare_scales_caps_and_reshapes():
     assert fit_to_shape(digits, (1, 8, 8)).x.shape == (1797, 1, 8, 8)
     with pytest.raises(DataError, match=r"model\.input\.shape"):
         fit_to_shape(digits, (10,))
+
+
+def test_too_few_samples_to_split_is_a_data_error():
+    one = Dataset(np.zeros((1, 3), np.float32), np.zeros(1, np.int64), ("a",), {"source": "x.npz"})
+    with pytest.raises(DataError, match=r"x\.npz has 1 samples: too few"):
+        split(one, test_fraction=0.25, seed=0)
+    # Ten classes seen twice each, but a test side of five: too few to stratify, so the
+    # split is plain (scikit-learn refused the stratified one).
+    twenty = Dataset(np.zeros((20, 3), np.float32), np.arange(20) % 10, tuple("abcdefghij"))
+    train, test = split(twenty, test_fraction=0.25, seed=0)
+    assert (len(train), len(test)) == (15, 5)

@@ -11,7 +11,13 @@ from typer.testing import CliRunner
 
 from hardenml import workflow
 from hardenml.cli import app
-from hardenml.ledger import ReviewError, escalate_overdue, findings_state, review
+from hardenml.ledger import (
+    ReviewError,
+    escalate_overdue,
+    findings_state,
+    overdue_findings,
+    review,
+)
 from workspace import write_workspace
 
 runner = CliRunner()
@@ -150,16 +156,24 @@ def test_accepted_risk_expires(scanned):
     assert finding.status_on(today + timedelta(days=4)) == "open"
 
 
-def test_overdue_lists_escalates_once_and_exits_1(scanned):
+def test_overdue_as_of_previews_and_escalation_happens_once(scanned):
     config, fid = scanned
     c = str(config)
-    assert cli("findings", "overdue", "--config", c).exit_code == 0  # due in 7 days
-    later = (date.today() + timedelta(days=10)).isoformat()
-    result = cli("findings", "overdue", "--as-of", later, "--config", c)
-    assert result.exit_code == 1
-    assert fid in result.output and "release-manager" in result.output
-    cli("findings", "overdue", "--as-of", later, "--config", c)
     ws = workflow.Workspace.open(config)
+    before = ws.ledger.verify().head
+    assert cli("findings", "overdue", "--config", c).exit_code == 0  # due in 7 days
+    later = date.today() + timedelta(days=10)
+    for _ in range(2):
+        result = cli("findings", "overdue", "--as-of", later.isoformat(), "--config", c)
+        assert result.exit_code == 1
+        assert fid in result.output and "release-manager" in result.output
+        assert "nothing recorded" in result.output
+    # A what-if query about a date that has not come leaves the audit trail as it was.
+    assert ws.ledger.verify().head == before
+    assert [f.finding_id for f in overdue_findings(ws.ledger.events(), today=later)] == [fid]
+    # Escalating (on a clock that reads `later`) records it, once per due date.
+    escalate_overdue(ws.ledger, ws.config, today=later)
+    escalate_overdue(ws.ledger, ws.config, today=later)
     escalations = [e for e in ws.ledger.events() if e.kind == "finding.escalated"]
     assert len(escalations) == 1 and escalations[0].payload["days_overdue"] == 3
     # Accepting the risk takes it off the overdue list until the acceptance expires.
@@ -172,4 +186,4 @@ def test_overdue_lists_escalates_once_and_exits_1(scanned):
         reason="r",
         until=date.today() + timedelta(days=20),
     )
-    assert escalate_overdue(ws.ledger, ws.config, today=date.today() + timedelta(days=10)) == []
+    assert escalate_overdue(ws.ledger, ws.config, today=later) == []

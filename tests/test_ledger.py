@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hardenml.ledger import GENESIS, Ledger, LedgerError
+from hardenml.ledger import GENESIS, ChainHead, Ledger, LedgerError, LedgerTamperedError
 
 
 def filled(tmp_path: Path, n: int = 5) -> Ledger:
@@ -157,3 +157,79 @@ def test_typed_payloads_round_trip_and_keep_unknown_keys() -> None:
     assert RunCompleted.from_payload(payload) == run
     gate = GateDecided("r1", "m", "a" * 64, "fail", 1, ["x"], [], ["HML-1"], [], "g.json")
     assert GateDecided.from_payload({**gate.to_payload(), "new_key": 1}).extra == {"new_key": 1}
+
+
+def test_reads_refuse_a_broken_chain_and_name_the_event(tmp_path: Path):
+    ledger = filled(tmp_path)
+    head = ledger.verify().head
+    assert ledger.verified() == (ledger.events(), head)
+    assert head.events == 5 and head.hash == ledger.events()[-1].hash
+    payload = json.dumps({"i": 2, "note": "rewritten"}, separators=(",", ":"), sort_keys=True)
+    raw(ledger).execute("UPDATE events SET payload = ? WHERE seq = 3", (payload,))
+    for read in (ledger.events, ledger.verified, lambda: Ledger(ledger.path).events(["x"])):
+        with pytest.raises(LedgerTamperedError, match=r"event #3 .*edited") as info:
+            read()
+        assert str(ledger.path) in str(info.value) and "ledger verify" in str(info.value)
+        assert [p.seq for p in info.value.report.problems] == [3]
+    assert not ledger.verify().ok  # verify still reports instead of raising
+
+
+def test_a_missing_ledger_reads_as_empty_and_the_first_write_creates_it(tmp_path: Path):
+    path = tmp_path / "sub" / "hardenml.db"
+    ledger = Ledger(path)
+    assert ledger.events() == [] and ledger.verify().ok
+    assert ledger.verified()[1] == ChainHead(0, GENESIS)
+    assert not path.parent.exists(), "reading must not create the ledger (or its folder)"
+    ledger.append("test.event", {"i": 0})
+    assert [e.kind for e in Ledger(path).events()] == ["test.event"]
+    # Created whole, in one step: nothing half-made is left beside it.
+    assert sorted(p.name for p in path.parent.iterdir()) == ["hardenml.db"]
+
+
+def _other_sqlite(path: Path) -> bytes:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE songs (title TEXT)")
+    conn.commit()
+    conn.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda good, tmp: b"", "is empty (0 bytes)"),
+        (lambda good, tmp: bytes(range(256)) * 32, "is not an SQLite database"),
+        (lambda good, tmp: b"just some notes\n", "is not an SQLite database"),
+        (lambda good, tmp: good[: len(good) // 2], "malformed"),
+        (lambda good, tmp: good[:100], "malformed"),
+        (lambda good, tmp: _other_sqlite(tmp / "other.db"), "without a ledger's tables"),
+    ],
+    ids=["zero-bytes", "random-bytes", "text", "truncated-half", "truncated-header", "other-db"],
+)
+def test_a_file_that_is_no_ledger_is_refused_naming_it_and_the_fix(
+    tmp_path: Path, damage, message: str
+):
+    ledger = filled(tmp_path, 40)
+    good = ledger.path.read_bytes()
+    bad = damage(good, tmp_path)
+    ledger.path.write_bytes(bad)
+    with pytest.raises(LedgerError) as info:
+        opened = Ledger(ledger.path)  # the check at opening catches most
+        opened.verify()
+        opened.events()
+        opened.append("test.event", {"i": 99})
+    text = str(info.value)
+    assert message in text and str(ledger.path) in text and "backup" in text
+    assert not isinstance(info.value, LedgerTamperedError)
+    assert ledger.path.read_bytes() == bad, "a damaged ledger is evidence: never rewritten"
+
+
+def test_bytes_that_are_not_utf8_read_as_an_edited_event(tmp_path: Path):
+    """Flipped bytes can leave a text column that is not UTF-8 at all: named as edited,
+    not a decoding crash."""
+    ledger = filled(tmp_path)
+    raw(ledger).execute("UPDATE events SET payload = CAST(x'7b2280ff22' AS TEXT) WHERE seq = 2")
+    (problem,) = ledger.verify().problems
+    assert problem.seq == 2 and "edited" in problem.problem
+    with pytest.raises(LedgerTamperedError):
+        ledger.events()

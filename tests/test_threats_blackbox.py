@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from conftest import DIGITS_CLASSES, linear_module
 from hardenml.targets import InputSpec, SklearnTarget, Target, TorchTarget
-from hardenml.threats import ThreatError, perturbation_size
+from hardenml.threats import ThreatError, ThreatParameterError, perturbation_size
 from hardenml.threats.art_adapter import ARTEvasion
 from hardenml.threats.hopskipjump import HopSkipJump
 from hardenml.threats.minimal import MinimalPerturbation
@@ -204,7 +204,9 @@ def test_art_black_box_attack_on_a_forest(digits: tuple[np.ndarray, ...]) -> Non
     target = SklearnTarget(forest, input_spec=InputSpec(shape=(64,)), classes=DIGITS_CLASSES)
     x, y = torch.from_numpy(x_test[:6]), torch.from_numpy(y_test[:6])
     threat = ARTEvasion(
-        attack="HopSkipJump", params={"max_iter": 3, "max_eval": 50, "init_eval": 10}, norm="l2"
+        art_attack="HopSkipJump",
+        art_params={"max_iter": 3, "max_eval": 50, "init_eval": 10},
+        norm="l2",
     )
     result = threat(target, x, y, budget=3.0, generator=_gen())
     assert float(perturbation_size(x, result.x_adv, "l2").max()) <= 3.0 + 1e-5
@@ -218,12 +220,23 @@ def test_art_errors_are_clear(
 ) -> None:
     _, _, x_test, y_test = digits
     x, y = torch.from_numpy(x_test[:4]), torch.from_numpy(y_test[:4])
-    with pytest.raises(ThreatError, match="no evasion attack named 'NoSuchAttack'"):
-        ARTEvasion(attack="NoSuchAttack")(digits_target, x, y, budget=0.1, generator=_gen())
-    with pytest.raises(ThreatError, match="rejected params"):
-        ARTEvasion(params={"bogus": 1})(digits_target, x, y, budget=0.1, generator=_gen())
+    with pytest.raises(ThreatParameterError, match="art_attack = 'NoSuchAttack'") as info:
+        ARTEvasion(art_attack="NoSuchAttack")
+    assert "ProjectedGradientDescent" in info.value.expected  # lists the real ones
+    with pytest.raises(ThreatParameterError, match=r"art_params\.bogus") as info:
+        ARTEvasion(art_params={"bogus": 1})
+    assert "eps" in info.value.expected
+    with pytest.raises(ThreatParameterError, match=r"art_params\.max_iter") as info:
+        ARTEvasion(art_attack="ProjectedGradientDescent", art_params={"max_iter": "ten"})
+    assert "whole number" in info.value.expected
+    with pytest.raises(ThreatParameterError, match=r"art_params\.estimator"):
+        ARTEvasion(art_params={"estimator": "mine"})
+    # A value of the right type that ART itself refuses is a ThreatError naming the class.
+    threat = ARTEvasion(art_attack="ProjectedGradientDescent", art_params={"max_iter": -1})
+    with pytest.raises(ThreatError, match="ProjectedGradientDescent rejected art_params"):
+        threat(digits_target, x, y, budget=0.1, generator=_gen())
     for name in [m for m in sys.modules if m == "art" or m.startswith("art.")]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "art", None)
     with pytest.raises(ThreatError, match=r"pip install hardenml\[art\]"):
-        ARTEvasion()(digits_target, x, y, budget=0.1, generator=_gen())
+        ARTEvasion()

@@ -8,6 +8,7 @@ line.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Sequence
@@ -24,9 +25,51 @@ CONFIG_FILENAME = "hardenml.toml"
 
 
 class _Strict(BaseModel):
-    """Unknown keys are errors: a typo must never silently disable a check."""
+    """Unknown keys are errors: a typo must never silently disable a check. TOML's `nan`
+    and `inf` are refused in every number: no threshold or budget compares sanely with them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def non_finite_at(value: Any) -> tuple[str | int, ...] | None:
+    """Where in a nested table or list `value` holds a NaN or infinite float (() for
+    `value` itself), or None when it holds none. For keys whose values are free-form
+    (attack parameters, factory arguments, kind options), which no schema types."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ()
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        inner = non_finite_at(item)
+        if inner is not None:
+            return (key, *inner)
+    return None
+
+
+def _finite_values(model_name: str, table: dict[str, Any]) -> dict[str, Any]:
+    """`table`, unless it holds a NaN or infinite number: then an error located at it."""
+    loc = non_finite_at(table)
+    if loc:
+        bad: Any = table
+        for part in loc:
+            bad = bad[part]
+        raise ValidationError.from_exception_data(
+            model_name,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "finite_number", "a finite number (nan and inf are not allowed)"
+                    ),
+                    loc=loc,
+                    input=bad,
+                )
+            ],
+        )
+    return table
 
 
 class ProjectConfig(_Strict):
@@ -93,6 +136,11 @@ class ModelConfig(_Strict):
     trusted_types: list[str] = Field(default_factory=list)
     device: str = "auto"
 
+    @field_validator("options", "factory_kwargs")
+    @classmethod
+    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _finite_values("ModelConfig", v)
+
     @field_validator("kind")
     @classmethod
     def _registered_kind(cls, v: str) -> str:
@@ -124,7 +172,7 @@ class DataConfig(_Strict):
 class ThreatConfig(BaseModel):
     """One threat of the threat model. Keys beyond these are the attack's parameters."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     attack: str = Field(min_length=1)
@@ -137,6 +185,14 @@ class ThreatConfig(BaseModel):
         if any(b < 0 for b in v):
             raise ValueError("budgets must be non-negative")
         return sorted(v)
+
+    @model_validator(mode="after")
+    def _finite_params(self) -> ThreatConfig:
+        # The attack's own parameters are typed by its constructor, checked later
+        # (`hardenml.threats.validate_threats`); non-finite numbers are refused here, at
+        # any depth, since no parameter means anything with them.
+        _finite_values("ThreatConfig", self.params)
+        return self
 
     @property
     def params(self) -> dict[str, Any]:
@@ -505,15 +561,18 @@ class HardenConfig(_Strict):
             raise ValueError(f"threat names must be unique; repeated: {dupes}")
         for i, req in enumerate(self.policy.robust):
             if req.threat not in names:
-                raise ValueError(
-                    f"policy.robust[{i}].threat = {req.threat!r} names no threat; "
-                    f"declared threats: {names}"
+                raise _at(
+                    ("policy", "robust", i, "threat"),
+                    req.threat,
+                    f"the name of a declared [[threats]] entry: one of {names}",
                 )
             threat = next(t for t in self.threats if t.name == req.threat)
             if req.budget not in threat.budgets:
-                raise ValueError(
-                    f"policy.robust[{i}].budget = {req.budget} is not among the budgets of "
-                    f"threat {req.threat!r}: {threat.budgets}"
+                raise _at(
+                    ("policy", "robust", i, "budget"),
+                    req.budget,
+                    f"one of the budgets of threat {req.threat!r}: {threat.budgets} (add "
+                    f"{req.budget:g} to that threat's budgets, or require one of those)",
                 )
         self._check_behaviour()
         return self
@@ -637,6 +696,8 @@ def _problem(err: Any, raw: dict[str, Any], lines: dict[str, int]) -> ConfigProb
         expected = "no such key: remove it or check its spelling against `hardenml init`"
     elif err["type"] == "missing":
         expected = "this key to be set (it is required)"
+    elif err["type"] == "finite_number":
+        expected = "a finite number (nan and inf are not allowed)"
     else:
         expected = err["msg"].removeprefix("Value error, ")
     # Point at the nearest key the file shows a line for.

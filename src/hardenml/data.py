@@ -11,6 +11,9 @@ import csv
 import gzip
 import hashlib
 import importlib.util
+import math
+import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -130,34 +133,124 @@ def load_source(source: str, *, root: Path = Path("."), label_column: str | int 
 
 
 def _load_npz(path: Path) -> Dataset:
-    with np.load(path, allow_pickle=False) as archive:
-        keys = set(archive.files)
-        xk = "x" if "x" in keys else "X" if "X" in keys else None
-        if xk is None or "y" not in keys:
-            raise DataError(f"{path.name} must hold arrays 'x' and 'y'; it has {sorted(keys)}")
-        x, y_raw = archive[xk].astype(np.float32), archive["y"]
+    if path.stat().st_size == 0:
+        raise DataError(f"data.source {path}: the file is empty (0 bytes); {_NPZ_FIX}")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"data.source {path}: it is not an .npz (zip) archive; {_NPZ_FIX}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            xk = "x" if "x" in keys else "X" if "X" in keys else None
+            if xk is None or "y" not in keys:
+                raise DataError(
+                    f"data.source {path}: it must hold arrays 'x' and 'y', but has "
+                    f"{sorted(keys)}; {_NPZ_FIX}"
+                )
+            x_raw, y_raw = archive[xk], archive["y"]
+    except DataError:
+        raise
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        # numpy refuses pickled (object) arrays with a ValueError that says allow_pickle.
+        what = (
+            "it holds pickled objects, which are never loaded"
+            if "pickle" in str(exc)
+            else f"it is a damaged .npz archive ({exc})"
+        )
+        raise DataError(f"data.source {path}: {what}; {_NPZ_FIX}") from None
+    x = _numeric(x_raw, path, "x")
+    y_raw = _checked_labels(y_raw, path, len(x))
     y, classes = _encode_labels(y_raw)
     return Dataset(x, y, classes, {"source": str(path), "file_sha256": _file_sha256(path)})
 
 
+_NPZ_FIX = "write it with numpy.savez(path, x=features, y=labels)"
+
+
+def _numeric(x: np.ndarray, path: Path, name: str) -> np.ndarray:
+    """`x` as float32 samples, or a `DataError` saying what is wrong with it: no samples,
+    not numbers, or values that are not finite (a model's output on NaN is NaN, and
+    scikit-learn refuses it outright)."""
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise DataError(
+            f"data.source {path}: {name!r} holds no samples (shape {list(x.shape)}); "
+            "it needs one row per sample"
+        )
+    try:
+        values = x.astype(np.float32)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"data.source {path}: {name!r} holds {x.dtype} values, not numbers; every "
+            "feature must be numeric"
+        ) from None
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad.reshape(len(values), -1))[0])
+        raise DataError(
+            f"data.source {path}: {name!r} has {int(bad.sum())} NaN or infinite values in "
+            f"{len(rows)} samples (first at row {int(rows[0])}); impute or drop them first"
+        )
+    return values
+
+
+def _checked_labels(y: np.ndarray, path: Path, n: int) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(
+            f"data.source {path}: 'y' must hold one label per sample ({n}), but has shape "
+            f"{list(y.shape)}"
+        )
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise DataError(
+            f"data.source {path}: 'y' has {int((~np.isfinite(y)).sum())} NaN or infinite "
+            "labels; every sample needs a label"
+        )
+    if y.dtype.kind not in "biufUS":
+        raise DataError(
+            f"data.source {path}: 'y' holds {y.dtype} values; labels must be integers or strings"
+        )
+    if y.dtype.kind in "iu" and int(y.min()) < 0:
+        raise DataError(
+            f"data.source {path}: 'y' has the negative label {int(y.min())}; integer labels "
+            "are class indices 0, 1, 2, ..."
+        )
+    return y
+
+
 def _load_csv(path: Path, label_column: str | int) -> Dataset:
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.reader(fh) if r]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(
+            f"data.source {path}: not a readable UTF-8 CSV file ({exc}); export it as CSV "
+            "with one sample per line"
+        ) from None
     if len(rows) < 2:
-        raise DataError(f"{path.name} has no data rows")
+        raise DataError(f"data.source {path}: it has no data rows (one sample per line)")
     header = rows[0]
     has_header = any(not _is_number(c) for c in header)
     body = rows[1:] if has_header else rows
+    widths = sorted({len(r) for r in body})
+    if len(widths) > 1 or len(body[0]) < 2:
+        raise DataError(
+            f"data.source {path}: every row needs the same number of columns, at least a "
+            f"feature and the label; rows have {widths} columns"
+        )
     if isinstance(label_column, str):
         if not has_header or label_column not in header:
             raise DataError(f"data.label_column = {label_column!r} is not a column of {path.name}")
         col = header.index(label_column)
     else:
+        if not -len(body[0]) <= label_column < len(body[0]):
+            raise DataError(
+                f"data.label_column = {label_column} is not a column of {path.name}, which "
+                f"has {len(body[0])} columns"
+            )
         col = label_column % len(body[0])
     try:
         x = np.array([[float(v) for i, v in enumerate(r) if i != col] for r in body], np.float32)
     except ValueError as exc:
         raise DataError(f"{path.name}: feature columns must be numeric ({exc})") from None
+    x = _numeric(x, path, "features")
     y, classes = _encode_labels(np.array([r[col] for r in body]))
     return Dataset(x, y, classes, {"source": str(path), "file_sha256": _file_sha256(path)})
 
@@ -182,11 +275,21 @@ def split(ds: Dataset, *, test_fraction: float, seed: int) -> tuple[Dataset, Dat
     """A stratified, seeded train/test split."""
     from sklearn.model_selection import train_test_split
 
+    # scikit-learn's rule: ceil(fraction * n) samples for the test side, the rest for train.
+    n_test = math.ceil(test_fraction * len(ds))
+    if n_test < 1 or len(ds) - n_test < 1:
+        raise DataError(
+            f"data.source {ds.provenance.get('source', '?')} has {len(ds)} samples: too few "
+            f"for a train/test split at data.test_fraction = {test_fraction} (each side needs "
+            "at least one sample); add samples or change data.test_fraction"
+        )
     index = np.arange(len(ds))
     counts = np.bincount(ds.y)
-    stratify = ds.y if counts[counts > 0].min() >= 2 else None
+    # Stratified where every class can be (twice seen, and a test side with room for each).
+    classes = int((counts > 0).sum())
+    can_stratify = counts[counts > 0].min() >= 2 and min(n_test, len(ds) - n_test) >= classes
     train_idx, test_idx = train_test_split(
-        index, test_size=test_fraction, random_state=seed, stratify=stratify
+        index, test_size=test_fraction, random_state=seed, stratify=ds.y if can_stratify else None
     )
     meta = {"test_fraction": test_fraction, "split_seed": seed}
     return ds.take(np.sort(train_idx), split="train", **meta), ds.take(

@@ -6,6 +6,7 @@ The CLI parses arguments, calls these and prints; a Python user calls the same.
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,14 @@ from typing import Any
 import torch
 
 from hardenml._progress import Progress
-from hardenml.config import HardenConfig, ModelConfig, find_config, load_config
+from hardenml.config import (
+    ConfigError,
+    ConfigProblem,
+    HardenConfig,
+    ModelConfig,
+    find_config,
+    load_config,
+)
 from hardenml.data import DataError, Dataset, fit_to_shape, prepare
 from hardenml.gate import GateDecision, decide
 from hardenml.gate.decision import (
@@ -47,7 +55,7 @@ from hardenml.patch import (
     rewrite_model_section,
     write_artifact,
 )
-from hardenml.records import GATE_DECIDED, RUN_COMPLETED, GateDecided
+from hardenml.records import GATE_DECIDED, GateDecided
 from hardenml.report import write_all_reports, write_gate_report
 from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.policy import Remedy, generic_remedy
@@ -200,8 +208,13 @@ def scan(
     """Scan the configured model, record the run and its findings in the ledger.
 
     Finished batches are checkpointed under the artifacts folder; the same scan run again
-    after an interruption resumes from them (and says so through `log`).
+    after an interruption resumes from them (and says so through `log`). A ledger whose
+    chain is broken is refused before any work (`LedgerTamperedError`): it would not take
+    the result anyway.
     """
+    _check_caps(max_samples, max_seconds)
+    ws.ledger.check_writable()
+    ws.ledger.verified()
     threats = validate_threats(ws.config)
     target = ws.load_target(trust=trust)
     reference, data = ws.datasets()
@@ -272,6 +285,30 @@ def _record_loosening(ws: Workspace, decision: GateDecision) -> None:
 POLICY_LOOSENED = "policy.loosened"
 
 
+def _check_caps(max_samples: int | None, max_seconds: float | None) -> None:
+    """The caps a caller (`--max-samples`, `--max-seconds`) put on a scan, checked the way
+    the config checks `scan.max_samples` and `scan.max_seconds`."""
+    problems = []
+    if max_samples is not None and (isinstance(max_samples, bool) or max_samples < 1):
+        problems.append(
+            ConfigProblem(
+                "max_samples (--max-samples)",
+                max_samples,
+                "a positive number of samples; leave it out to evaluate every sample",
+            )
+        )
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        problems.append(
+            ConfigProblem(
+                "max_seconds (--max-seconds)",
+                max_seconds,
+                "a positive, finite number of seconds; leave it out for no time limit",
+            )
+        )
+    if problems:
+        raise ConfigError(None, problems)
+
+
 def gate(
     ws: Workspace,
     *,
@@ -282,7 +319,14 @@ def gate(
     log: Callable[[str], None] | None = None,
 ) -> GateDecision:
     """Decide the release: reuse the latest matching scan (or scan now), apply the policy,
-    record the decision and write the JSON report next to the ledger."""
+    record the decision and write the JSON report next to the ledger.
+
+    Everything it decides on comes from one verified read of the ledger; a broken hash
+    chain raises `LedgerTamperedError` before any scan or decision, and the report records
+    the chain head the decision read.
+    """
+    ws.ledger.check_writable()
+    events, head = ws.ledger.verified()
     try:
         model_sha = ws.model_sha256()
     except TargetError:
@@ -292,30 +336,27 @@ def gate(
     if not rescan and model_sha:
         data = ws.evaluation_data()
         wanted = ws.scan_fingerprint(model_sha, data.sha256, ws.config.data.seed)
-        runs = ws.ledger.events([RUN_COMPLETED])
-        run = latest_run(runs, config_fingerprint=wanted)
+        run = latest_run(events, config_fingerprint=wanted)
         if run is None:
-            say(f"gate: scanning now, because {_why_no_run(runs, model_sha)}")
+            say(f"gate: scanning now, because {_why_no_run(events, model_sha)}")
     elif rescan:
         say("gate: scanning now, because --rescan was given")
     if run is None:
         scan(ws, trust=trust, progress=progress, log=log)
-        run = latest_run(ws.ledger.events([RUN_COMPLETED]))
+        events, head = ws.ledger.verified()
+        run = latest_run(events)
     assert run is not None
-    events = ws.ledger.events()
     decision = decide(
         ws.config,
         run,
         findings_state(events),
         validation=latest_validation(events, run.model_sha256),
         released=last_release(events, run.model),
+        ledger_head=head,
     )
-    if decision.loosened:
-        say("gate: the policy is looser than at the last release: " + "; ".join(decision.loosened))
-        _record_loosening(ws, decision)
     path = report_path or ws.config.ledger_path.parent / GATE_REPORT_NAME
     write_gate_report(path, ws.config, decision)
-    write_all_reports(ws.config.reports_dir, ws.config, decision, ledger_events=ws.ledger.events())
+    write_all_reports(ws.config.reports_dir, ws.config, decision, ledger_events=events)
     ws.ledger.append(
         GATE_DECIDED,
         GateDecided(
@@ -329,8 +370,12 @@ def gate(
             blocking_findings=[f.finding_id for f in decision.blocking_findings],
             extra_checks=[c.as_dict() for c in decision.extra_checks],
             report=str(path),
+            extra={"ledger_head": head.as_dict()},
         ).to_payload(),
     )
+    if decision.loosened:
+        say("gate: the policy is looser than at the last release: " + "; ".join(decision.loosened))
+        _record_loosening(ws, decision)
     return decision
 
 
@@ -415,6 +460,7 @@ def patch(
         if budget is not None:
             params["eps"] = budget
     defence = make_patch(name, params)
+    ws.ledger.check_writable()
     if ws.config.data.split != "test":
         raise PatchError(
             f"patches train on the train split, but data.split = {ws.config.data.split!r} "
@@ -471,6 +517,7 @@ def validate(
 ) -> Verdict:
     """Compare `candidate` with `baseline` on the same samples and seeds, record the verdict;
     with `promote`, a passing candidate becomes the configured model."""
+    ws.ledger.check_writable()
     events = ws.ledger.events()
     base_path = _model_file(ws, baseline, events)
     cand_path = _model_file(ws, candidate, events)

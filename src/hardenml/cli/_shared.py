@@ -19,8 +19,8 @@ from rich.progress import Progress as RichProgress
 
 from hardenml.config import CONFIG_FILENAME, ConfigError
 from hardenml.data import DataError
-from hardenml.gate import EXIT_FAIL, EXIT_INTERNAL, EXIT_USAGE
-from hardenml.ledger import LedgerError
+from hardenml.gate import EXIT_FAIL, EXIT_INTERNAL, EXIT_TAMPERED, EXIT_USAGE
+from hardenml.ledger import LedgerError, LedgerTamperedError
 from hardenml.patch import PatchError
 from hardenml.targets import TargetError
 from hardenml.threats import ThreatError
@@ -28,6 +28,7 @@ from hardenml.threats import ThreatError
 __all__ = [
     "EXIT_FAIL",
     "EXIT_INTERNAL",
+    "EXIT_TAMPERED",
     "EXIT_USAGE",
     "USER_ERRORS",
     "ConfigOpt",
@@ -48,11 +49,11 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 MaxSamplesOpt = Annotated[
-    int | None, typer.Option("--max-samples", min=1, help="Evaluate at most this many samples.")
+    int | None, typer.Option("--max-samples", help="Evaluate at most this many samples.")
 ]
 MaxSecondsOpt = Annotated[
     float | None,
-    typer.Option("--max-seconds", min=0.001, help="Stop starting new batches after this."),
+    typer.Option("--max-seconds", help="Stop starting new batches after this."),
 ]
 SequentialOpt = Annotated[
     bool | None,
@@ -83,6 +84,9 @@ def user_errors() -> Iterator[None]:
     """A problem the user can fix gets its message and exit code 2, not a traceback."""
     try:
         yield
+    except LedgerTamperedError as exc:
+        err.print(f"[bold red]ledger TAMPERED:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_TAMPERED) from None
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
 

@@ -26,6 +26,7 @@ from hardenml.ledger import (
     ReviewError,
     escalate_overdue,
     findings_state,
+    overdue_findings,
     resolve_finding,
     review,
     sorted_findings,
@@ -171,7 +172,9 @@ def overdue(
     config: ConfigOpt = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Judge as of YYYY-MM-DD.")] = None,
 ) -> None:
-    """List open findings past their due date and escalate them; exit 1 when there are any."""
+    """List open findings past their due date and escalate them; exit 1 when there are any.
+
+    With --as-of it only previews: nothing is escalated or recorded."""
     with user_errors():
         ws = workflow.Workspace.open(config)
         try:
@@ -179,13 +182,17 @@ def overdue(
         except ValueError:
             err.print(f"[bold red]error:[/] --as-of {escape(as_of or '')}: expected YYYY-MM-DD")
             raise typer.Exit(EXIT_USAGE) from None
-        late = escalate_overdue(ws.ledger, ws.config, today=today)
+        if as_of:
+            late = overdue_findings(ws.ledger.events(), today=today)
+        else:
+            late = escalate_overdue(ws.ledger, ws.config, today=today)
     if not late:
         console.print(f"no overdue findings as of {today.isoformat()}")
         return
+    to = escape(ws.config.policy.escalate_to)
     table = Table(
-        title=f"overdue findings as of {today.isoformat()}: escalated to "
-        f"{escape(ws.config.policy.escalate_to)}"
+        title=f"overdue findings as of {today.isoformat()}: "
+        + (f"preview, would escalate to {to} (nothing recorded)" if as_of else f"escalated to {to}")
     )
     table.add_column("id", no_wrap=True)
     for col in ("severity", "owner", "due", "days overdue", "title"):

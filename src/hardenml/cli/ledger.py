@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from hardenml import workflow
-from hardenml.cli._shared import EXIT_FAIL, ConfigOpt, console, err, user_errors
+from hardenml.cli._shared import EXIT_TAMPERED, ConfigOpt, console, err, user_errors
 
 
 def ledger_verify(config: ConfigOpt = None) -> None:
@@ -23,7 +23,7 @@ def ledger_verify(config: ConfigOpt = None) -> None:
     )
     for p in report.problems:
         err.print(f"  - {escape(str(p))}")
-    raise typer.Exit(EXIT_FAIL)
+    raise typer.Exit(EXIT_TAMPERED)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,6 +5,8 @@ measurements, the open findings (a finding of a `policy.fail_on` severity that i
 i.e. neither fixed nor accepted, fails it), the validator's verdict for this exact model
 (a failed `hardenml validate` fails it), and regression against the last released model
 recorded in the ledger (no metric may fall more than `policy.max_regression` below it).
+It decides only on a ledger whose hash chain it has verified, and records that chain's
+head, so the decision can be checked against the ledger later.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hardenml.config import HardenConfig
-from hardenml.ledger import Event, FindingState, RunRecord
+from hardenml.ledger import ChainHead, Event, FindingState, RunRecord
 from hardenml.records import Measurement
 from hardenml.scan import PolicyCheck, checks_for
 from hardenml.scan.policy import behaviour_reason
@@ -24,6 +26,9 @@ EXIT_FAIL = 1
 EXIT_USAGE = 2
 # An unexpected exception: a bug of ours or of a plugin, never a verdict.
 EXIT_INTERNAL = 3
+# The ledger's hash chain is broken, so the gate refuses to decide. The same code as a
+# failing policy and as `hardenml ledger verify` finding tampering: CI must stop either way.
+EXIT_TAMPERED = 1
 
 VALIDATION_EVENT = "validation.completed"
 RELEASE_EVENT = "model.released"
@@ -62,6 +67,8 @@ class GateDecision:
     # How the policy is looser than at that release (see `policy_loosening`); reported,
     # recorded as a `policy.loosened` event, and never silent.
     loosened: list[str] = field(default_factory=list)
+    # The verified chain the decision read: its `gate.decided` event is chained after it.
+    ledger_head: ChainHead | None = None
 
     @property
     def exit_code(self) -> int:
@@ -95,9 +102,11 @@ def decide(
     *,
     validation: dict[str, Any] | None = None,
     released: dict[str, Any] | None = None,
+    ledger_head: ChainHead | None = None,
 ) -> GateDecision:
     """Evaluate today's policy against the run's measurements, the open findings, the
-    validator's verdict for this model and the last released model."""
+    validator's verdict for this model and the last released model, all read from the
+    verified ledger whose head is `ledger_head`."""
     completed = run.completed
     measurements = completed.measurements
     scan_info = completed.scan
@@ -160,6 +169,7 @@ def decide(
         validation=validation,
         released=released,
         loosened=loosened,
+        ledger_head=ledger_head,
     )
 
 

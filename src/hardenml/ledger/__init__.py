@@ -9,6 +9,7 @@ from hardenml.ledger.findings import (
     escalate_overdue,
     findings_state,
     latest_run,
+    overdue_findings,
     record_scan,
     resolve_finding,
     review,
@@ -16,21 +17,25 @@ from hardenml.ledger.findings import (
 )
 from hardenml.ledger.store import (
     GENESIS,
+    ChainHead,
     ChainProblem,
     Event,
     Ledger,
     LedgerError,
+    LedgerTamperedError,
     VerifyReport,
     canonical_json,
 )
 
 __all__ = [
+    "ChainHead",
     "ChainProblem",
     "Event",
     "FindingState",
     "GENESIS",
     "Ledger",
     "LedgerError",
+    "LedgerTamperedError",
     "REVIEW_ACTIONS",
     "ReviewError",
     "RunRecord",
@@ -40,6 +45,7 @@ __all__ = [
     "escalate_overdue",
     "findings_state",
     "latest_run",
+    "overdue_findings",
     "record_scan",
     "resolve_finding",
     "review",

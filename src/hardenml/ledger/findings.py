@@ -299,16 +299,28 @@ def review(
     return ledger.append("finding.review_reopened", {**base, "due": due}, actor=by)
 
 
+def overdue_findings(events: list[Event], *, today: date | None = None) -> list[FindingState]:
+    """Open findings past their due date as of `today`, most overdue first. A query: it
+    writes nothing, so any date may be asked about (`findings overdue --as-of`)."""
+    today = today or date.today()
+    return sorted(
+        (f for f in findings_state(events).values() if f.days_overdue(today) > 0),
+        key=lambda f: (-f.days_overdue(today), f.finding_id),
+    )
+
+
 def escalate_overdue(
     ledger: Ledger, config: HardenConfig, *, today: date | None = None
 ) -> list[FindingState]:
     """Open findings past their due date, most overdue first; each is escalated once per
-    due date with a `finding.escalated` event naming whom it went to."""
+    due date with a `finding.escalated` event naming whom it went to.
+
+    `today` is the clock the escalation is recorded under (default: the real date); to
+    ask what would be overdue on another date without recording anything, use
+    `overdue_findings`.
+    """
     today = today or date.today()
-    late = sorted(
-        (f for f in findings_state(ledger.events()).values() if f.days_overdue(today) > 0),
-        key=lambda f: (-f.days_overdue(today), f.finding_id),
-    )
+    late = overdue_findings(ledger.events(), today=today)
     fresh = [f for f in late if f.escalated_for_due != f.due]
     if fresh:
         ledger.append_many(

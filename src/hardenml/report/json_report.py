@@ -12,11 +12,12 @@ from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.report.common import json_safe
 
-GATE_REPORT_SCHEMA_VERSION = "1.1"
+GATE_REPORT_SCHEMA_VERSION = "1.2"
 
 
 def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
     run = decision.run.payload
+    head = decision.ledger_head
     return {
         "schema_version": GATE_REPORT_SCHEMA_VERSION,
         "tool": {"name": "hardenml", "version": __version__},
@@ -37,6 +38,9 @@ def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
             "finished": run["finished"],
             "ledger_seq": decision.run.seq,
         },
+        # The verified chain the gate decided on (null only for a decision made in code
+        # without a ledger read).
+        "ledger": None if head is None else head.as_dict(),
         "checks": [c.as_dict() for c in decision.checks],
         "measurements": run["measurements"],
         "behaviour": run.get("behaviour", []),

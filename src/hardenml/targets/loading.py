@@ -70,7 +70,14 @@ def load_torch_module(model: ModelConfig, path: Path, *, trust: bool = False) ->
             "'package.module:function' that builds the nn.Module its weights fit"
         )
     factory = import_factory(model.factory)
-    module = factory(**model.factory_kwargs)
+    try:
+        module = factory(**model.factory_kwargs)
+    except Exception as exc:  # the user's code: whatever it raises, name the call and the fix
+        raise TargetError(
+            f"model.factory {model.factory!r} failed when called with model.factory_kwargs = "
+            f"{model.factory_kwargs}: {type(exc).__name__}: {exc}; make factory_kwargs match "
+            "the factory's parameters"
+        ) from None
     if not isinstance(module, nn.Module):
         raise TargetError(
             f"model.factory {model.factory!r} returned {type(module).__name__}, not an nn.Module"

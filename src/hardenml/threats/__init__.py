@@ -12,6 +12,7 @@ from hardenml.threats.base import (
     perturbation_size,
     project,
 )
+from hardenml.threats.parameters import ThreatParameterError
 from hardenml.threats.registry import (
     ThreatLookupError,
     available_threats,
@@ -32,6 +33,7 @@ __all__ = [
     "Threat",
     "ThreatError",
     "ThreatLookupError",
+    "ThreatParameterError",
     "available_threats",
     "check_access",
     "gradient_free_threats",

@@ -15,6 +15,7 @@ from typing import Any
 from hardenml.config import ConfigError, ConfigProblem, HardenConfig, ThreatConfig
 from hardenml.targets import Target, TargetError
 from hardenml.threats.base import Threat
+from hardenml.threats.parameters import ThreatParameterError, parameter_problems
 
 GROUP = "hardenml.threats"
 
@@ -79,7 +80,12 @@ def make_threat(cfg: ThreatConfig) -> Threat:
 
 
 def validate_threats(config: HardenConfig) -> dict[str, Threat]:
-    """Build every declared threat, or raise one `ConfigError` naming each bad key."""
+    """Build every declared threat, or raise one `ConfigError` naming each bad key.
+
+    Parameters are checked against the constructor's annotations before it runs (a wrong
+    type names `threats[i].PARAM`); a constructor that refuses one parameter says which
+    through `ThreatParameterError`.
+    """
     lines = config.key_lines
     problems: list[ConfigProblem] = []
     built: dict[str, Threat] = {}
@@ -102,15 +108,35 @@ def validate_threats(config: HardenConfig) -> dict[str, Threat]:
                     lines.get(f"{key}.{param}"),
                 )
             )
-        if unknown:
+        mistyped = parameter_problems(threat_class(threat.attack).__init__, threat.params)
+        for param, expected in mistyped.items():
+            problems.append(
+                ConfigProblem(
+                    f"{key}.{param}", threat.params[param], expected, lines.get(f"{key}.{param}")
+                )
+            )
+        if unknown or mistyped:
             continue
         try:
             built[threat.name] = make_threat(threat)
+        except ThreatParameterError as exc:
+            name = f"{key}.{exc.parameter}"
+            problems.append(ConfigProblem(name, exc.value, exc.expected, _line(lines, name)))
         except (TypeError, ValueError) as exc:
             problems.append(ConfigProblem(key, _shown(threat.params), str(exc), lines.get(key)))
     if problems:
         raise ConfigError(config.source, problems)
     return built
+
+
+def _line(lines: dict[str, int], key: str) -> int | None:
+    """The line of `key`, or of the nearest table above it that the file shows (a key
+    inside an inline table has no line of its own)."""
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rpartition(".")[0]
+    return None
 
 
 def _shown(params: dict[str, Any]) -> dict[str, Any]:

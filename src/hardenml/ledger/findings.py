@@ -186,6 +186,7 @@ def _scan_events(
                 "measurements": [m.as_dict() for m in result.measurements],
                 "checks": [c.as_dict() for c in result.checks],
                 "scan": result.scan_summary(),
+                "stochastic": result.stochastic.as_dict() if result.stochastic else None,
                 **result.analysis,
             },
         )

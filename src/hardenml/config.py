@@ -106,6 +106,30 @@ class InputConfig(_Strict):
         return self
 
 
+class StochasticConfig(_Strict):
+    """How a model whose outputs change from call to call is judged (`[model.stochastic]`).
+
+    `rule`: the decision the deployment makes from `samples` (K) calls, the mean of the
+    probabilities or a majority vote; None declares no rule (a model found stochastic then
+    stops the scan with a config error). `eot_samples` (M): draws each gradient step
+    averages over (expectation over transformation, Athalye et al. 2018). `detect`: call the
+    model twice on a few inputs before any attack to find out whether it is stochastic.
+    """
+
+    rule: Literal["mean", "vote"] | None = None
+    samples: int = Field(default=10, ge=1)
+    eot_samples: int = Field(default=20, ge=1)
+    detect: bool = True
+
+    @model_validator(mode="after")
+    def _rule_for_draws(self) -> StochasticConfig:
+        if self.rule is None and {"samples", "eot_samples"} & self.model_fields_set:
+            raise ValueError(
+                'samples and eot_samples apply to a declared rule: add rule = "mean" or "vote"'
+            )
+        return self
+
+
 TARGET_GROUP = "hardenml.targets"
 THREAT_GROUP = "hardenml.threats"
 
@@ -135,6 +159,8 @@ class ModelConfig(_Strict):
     # "sklearn.tree._tree.Tree" for tree ensembles); unlike `trust`, pickle stays refused.
     trusted_types: list[str] = Field(default_factory=list)
     device: str = "auto"
+    # The decision rule and EOT draws of a stochastic model (`[model.stochastic]`).
+    stochastic: StochasticConfig = Field(default_factory=StochasticConfig)
 
     @field_validator("options", "factory_kwargs")
     @classmethod

@@ -163,6 +163,12 @@ class Workspace:
                     if self.config.behaviour
                     else {}
                 ),
+                # The same: a declared rule changes every number.
+                **(
+                    {"stochastic": self.config.model.stochastic.model_dump(mode="json")}
+                    if self.config.model.stochastic.rule is not None
+                    else {}
+                ),
             }
         )
         return hashlib.sha256(body.encode()).hexdigest()

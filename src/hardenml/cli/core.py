@@ -81,6 +81,8 @@ def _print_scan(result: ScanResult, confidence: float) -> None:
     for m in result.measurements:
         table.add_row(escape(m.key), f"{m.value:.3f}", f"{m.ci_low:.3f} - {m.ci_high:.3f}")
     console.print(table)
+    if result.stochastic is not None:
+        console.print(escape(result.stochastic.describe()))
     for c in result.checks:
         seq = c.sequential
         if seq is not None:

@@ -187,6 +187,7 @@ def _scan_events(
                     "finished": result.finished,
                     "config": config.model_dump(mode="json"),
                     "checks": [c.as_dict() for c in result.checks],
+                    "stochastic": result.stochastic.as_dict() if result.stochastic else None,
                     **result.analysis,
                 },
             ).to_payload(),

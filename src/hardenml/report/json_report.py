@@ -22,7 +22,12 @@ def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
         "schema_version": GATE_REPORT_SCHEMA_VERSION,
         "tool": {"name": "hardenml", "version": __version__},
         "project": config.project.name,
-        "model": {"name": run["model"], "sha256": run["model_sha256"]},
+        "model": {
+            "name": run["model"],
+            "sha256": run["model_sha256"],
+            # Runs recorded before the randomness check have none.
+            "stochastic": run.get("stochastic"),
+        },
         "decision": {
             "status": decision.status,
             "exit_code": decision.exit_code,

@@ -42,6 +42,7 @@ from hardenml.scan.policy import (
     integrity_finding,
     slice_finding,
 )
+from hardenml.scan.stochastic import StochasticCheck, stochastic_view
 from hardenml.stats import derive_seed
 from hardenml.targets import Target
 from hardenml.threats import Threat, check_access
@@ -82,6 +83,8 @@ class ScanResult:
     analysis: dict[str, Any] = field(default_factory=dict, repr=False)
     # Findings this scan checked and found holding: id -> measured value (they get fixed).
     passed_ids: dict[str, float] = field(default_factory=dict)
+    # Whether the model's outputs change between calls, and the rule it was evaluated under.
+    stochastic: StochasticCheck | None = None
 
     def measurement(self, key: str) -> Measurement:
         return next(m for m in self.measurements if m.key == key)
@@ -177,6 +180,8 @@ def run_scan(
     x_all, y_all = torch.from_numpy(data.x), torch.from_numpy(data.y)
     check_access(target, threats)
     target.check(x_all, need_gradients=any(t.needs_gradients for t in threats.values()))
+    # Before any attack: every room below sees the model under its declared rule.
+    target, stochastic = stochastic_view(config, target, x_all, seed=seed)
     feature_names = data.provenance.get("feature_names")
     preflight(config, tuple(data.x.shape[1:]), feature_names)
     n_cap = min(len(data), max_samples or len(data))
@@ -342,6 +347,7 @@ def run_scan(
         outcomes=outcomes,
         analysis=analysis.payload(),
         passed_ids=passed_ids,
+        stochastic=stochastic,
     )
     return result
 

@@ -14,6 +14,7 @@ from hardenml.targets.registry import (
     validate_target_config,
 )
 from hardenml.targets.sklearn_target import SklearnTarget
+from hardenml.targets.stochastic import StochasticTarget
 from hardenml.targets.torch_target import TorchTarget, pick_device
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "NoOptions",
     "OnnxTarget",
     "SklearnTarget",
+    "StochasticTarget",
     "Target",
     "TargetError",
     "TargetKind",

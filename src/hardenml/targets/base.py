@@ -55,6 +55,11 @@ class Target(ABC):
     classes: tuple[str, ...]
     has_gradients: bool
     device: torch.device
+    # Whether the decision on one input can change from call to call (a randomised model
+    # under its declared rule, `hardenml.targets.stochastic`). Attacks then do not stop at
+    # the first iterate it gets wrong: that iterate lies on the boundary, where a fresh
+    # decision is right about half the time.
+    stochastic: bool = False
 
     def __init__(
         self,

@@ -94,8 +94,8 @@ def apgd(
     generator: torch.Generator,
 ) -> tuple[Tensor, Tensor]:
     """One APGD run; `(candidates, fooled)`. Cross-entropy loss, or targeted DLR towards
-    `y_target` when given. Candidates are the first misclassified iterate, else the
-    iterate with the highest loss."""
+    `y_target` when given. Candidates are the first misclassified iterate (the latest
+    on a stochastic target), else the iterate with the highest loss."""
     lo, hi = target.input_spec.bounds
     n = x.shape[0]
     # Start on the ball's surface in the direction of uniform noise, as the reference does.
@@ -145,6 +145,9 @@ def apgd(
         if bool(hit.any()):
             found[s.live[hit]] = s.adv[hit]
             fooled[s.live[hit]] = True
+        # On a stochastic target a sample goes on and keeps its latest wrong iterate (as the
+        # reference code does for every model): the first one is a coin flip on the boundary.
+        if bool(hit.any()) and not target.stochastic:
             keep = ~hit
             s.select(keep)
             logits, loss, grad = logits[keep], loss[keep], grad[keep]
@@ -172,7 +175,8 @@ def apgd(
             s.adv = torch.where(per_sample(halve, s.adv), s.best, s.adv)
             s.grad = torch.where(per_sample(halve, s.grad), s.grad_best, s.grad)
             last_mark = i
-    found[s.live] = s.best
+    unfooled = ~fooled[s.live]
+    found[s.live[unfooled]] = s.best[unfooled]
     return found, fooled
 
 

@@ -12,7 +12,8 @@ Arguments (keyword-only):
     random_start: start uniformly inside the ball (default True).
     early_stop: a sample stops being updated at the first iterate the model gets wrong,
         and that iterate is returned (default True). Turn it off to get the full-length
-        loss-maximising trajectory, e.g. for adversarial training.
+        loss-maximising trajectory, e.g. for adversarial training. Always off on a
+        stochastic target, whose first wrong iterate is a coin flip on the boundary.
 Inputs `x` have shape `(n, *input_spec.shape)` in the raw input space.
 """
 
@@ -64,7 +65,7 @@ class ProjectedGradientDescent(Threat):
             step_size=self.step_size if self.step_size is not None else 2.5 * budget / self.steps,
             restarts=self.restarts,
             start_random=self.random_start,
-            early_stop=self.early_stop,
+            early_stop=self.early_stop and not target.stochastic,
             generator=generator,
         )
 

@@ -11,7 +11,7 @@ Arguments (keyword-only):
     random_start: start at a random point of the ball: a Gaussian direction scaled to a
         uniformly drawn radius, as torchattacks' PGDL2 does (default True).
     early_stop: a sample stops being updated at the first iterate the model gets wrong,
-        and that iterate is returned (default True).
+        and that iterate is returned (default True; always off on a stochastic target).
 Inputs `x` have shape `(n, *input_spec.shape)`; the budget is the L2 norm over all of a
 sample's features in the raw input space.
 """

@@ -18,6 +18,7 @@ from hardenml.data import Dataset
 from hardenml.records import UnitKey
 from hardenml.scan.behaviour import SuiteResult, run_suites
 from hardenml.scan.evaluation import attack_batch, batch_plan, clean_probabilities
+from hardenml.scan.stochastic import stochastic_view
 from hardenml.targets import Target
 from hardenml.threats import Threat, check_access
 
@@ -59,6 +60,9 @@ def evaluate(
     check_access(target, threats)
     x = torch.from_numpy(data.x)
     y = torch.from_numpy(data.y)
+    # Each model under the declared rule, as the scan sees it (a config error if it is
+    # stochastic and none is declared).
+    target, _ = stochastic_view(config, target, x, seed=seed)
     n = len(data)
     prob = clean_probabilities(target, x)
     units = list(dict.fromkeys(UnitKey(r.threat, r.budget) for r in config.policy.robust))

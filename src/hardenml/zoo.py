@@ -10,20 +10,26 @@ import torch
 from torch import Tensor, nn
 
 
-def mnist_cnn(channels: int = 16, hidden: int = 64) -> nn.Module:
-    """A two-layer CNN for 1x28x28 digits: about 60k parameters, trains in seconds on a CPU."""
+def _two_conv_cnn(side: int, kernel: int, channels: int, hidden: int) -> nn.Module:
+    """Two conv + ReLU + 2x2 max-pool stages and two dense layers, for 1 x side x side."""
+    pad = kernel // 2
     return nn.Sequential(
-        nn.Conv2d(1, channels, 5, padding=2),
+        nn.Conv2d(1, channels, kernel, padding=pad),
         nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(channels, 2 * channels, 5, padding=2),
+        nn.Conv2d(channels, 2 * channels, kernel, padding=pad),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(2 * channels * 7 * 7, hidden),
+        nn.Linear(2 * channels * (side // 4) ** 2, hidden),
         nn.ReLU(),
         nn.Linear(hidden, 10),
     )
+
+
+def mnist_cnn(channels: int = 16, hidden: int = 64) -> nn.Module:
+    """A two-layer CNN for 1x28x28 digits: about 60k parameters, trains in seconds on a CPU."""
+    return _two_conv_cnn(28, 5, channels, hidden)
 
 
 def mlp(in_features: int, classes: int, hidden: int = 64) -> nn.Module:
@@ -34,20 +40,8 @@ def mlp(in_features: int, classes: int, hidden: int = 64) -> nn.Module:
 
 
 def digits_cnn(channels: int = 16, hidden: int = 64) -> nn.Module:
-    """A two-layer CNN with ReLU and max-pool for 1x8x8 digits (scikit-learn's): trains in
-    seconds on a CPU."""
-    return nn.Sequential(
-        nn.Conv2d(1, channels, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(channels, 2 * channels, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(2 * channels * 2 * 2, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, 10),
-    )
+    """The same shape with 3x3 kernels for scikit-learn's 1x8x8 digits: trains in seconds."""
+    return _two_conv_cnn(8, 3, channels, hidden)
 
 
 # Models that defeat gradient attacks in the ways Athalye, Carlini and Wagner 2018,

@@ -112,9 +112,13 @@ def _pgd_at_loss(eps: float, steps: int) -> Callable[[nn.Module, Tensor, Tensor]
     return loss
 
 
-def _fit(module: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int) -> nn.Module:
-    set_seed(seed)  # the initial weights come from the global generator
-    return train_classifier(module, x, y, epochs=epochs, seed=seed)
+def _fit(
+    factory: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int
+) -> nn.Module:
+    """Build the module after seeding (its initial weights come from torch's global
+    generator), then train it."""
+    set_seed(seed)
+    return train_classifier(factory(), x, y, epochs=epochs, seed=seed)
 
 
 def _adversarial(
@@ -178,19 +182,19 @@ class Bases:
     @cached_property
     def mlp_digits(self) -> nn.Module:
         x_train, y_train, _, _ = self.digits
-        return _fit(mlp(64, 10, hidden=32), x_train, y_train, epochs=15, seed=self.seed)
+        return _fit(lambda: mlp(64, 10, hidden=32), x_train, y_train, epochs=15, seed=self.seed)
 
     @cached_property
     def mlp_cancer(self) -> nn.Module:
         # Trained long: most training and test samples end with saturated softmax outputs,
         # where cross-entropy gradients are tiny and point anywhere (issue 10's false alarm).
         x_train, y_train, _, _, _ = self.cancer
-        return _fit(mlp(30, 2, hidden=64), x_train, y_train, epochs=200, seed=self.seed + 1)
+        return _fit(lambda: mlp(30, 2, hidden=64), x_train, y_train, epochs=200, seed=self.seed + 1)
 
     @cached_property
     def cnn_digits(self) -> nn.Module:
         x_train, y_train = self._digit_images()
-        return _fit(digits_cnn(), x_train, y_train, epochs=30, seed=self.seed + 2)
+        return _fit(digits_cnn, x_train, y_train, epochs=30, seed=self.seed + 2)
 
     @cached_property
     def cnn_digits_pgdat(self) -> nn.Module:
@@ -207,17 +211,20 @@ class Bases:
     @cached_property
     def cnn_mnist(self) -> nn.Module:
         x_train, y_train, _, _ = self.mnist
-        return _fit(mnist_cnn(), x_train, y_train, epochs=self.size.mnist_epochs, seed=self.seed)
+        return _fit(mnist_cnn, x_train, y_train, epochs=self.size.mnist_epochs, seed=self.seed)
 
     @cached_property
     def cnn_mnist_normalised(self) -> nn.Module:
         """A CNN whose first layer normalises its input: trained through it, so the attack
         and the checks see pixels in [0, 1] while the convolutions see z-scores."""
         x_train, y_train, _, _ = self.mnist
-        module = nn.Sequential(
-            Normalize(torch.tensor(MNIST_MEAN), torch.tensor(MNIST_STD)), mnist_cnn()
-        )
-        return _fit(module, x_train, y_train, epochs=self.size.mnist_epochs, seed=self.seed + 4)
+
+        def normalised() -> nn.Module:
+            return nn.Sequential(
+                Normalize(torch.tensor(MNIST_MEAN), torch.tensor(MNIST_STD)), mnist_cnn()
+            )
+
+        return _fit(normalised, x_train, y_train, epochs=self.size.mnist_epochs, seed=self.seed + 4)
 
     @cached_property
     def cnn_mnist_pgdat(self) -> nn.Module:

@@ -521,8 +521,9 @@ class ScanConfig(_Strict):
 
 
 class IntegrityConfig(_Strict):
-    """Checks that the evaluation itself is sound (see `hardenml.scan.integrity`), run for
-    each white-box gradient threat at its largest budget on a sub-sample."""
+    """Checks that the evaluation itself is sound (see `hardenml.scan.integrity`), run on a
+    sub-sample: of the model once, and of each white-box gradient threat at its largest
+    budget."""
 
     enabled: bool = True
     samples: int = Field(default=100, gt=0)
@@ -533,9 +534,11 @@ class IntegrityConfig(_Strict):
     # The "large" budget, as a fraction of the input range (L-inf; scaled by sqrt(d) for L2).
     large_budget_fraction: float = Field(default=0.5, gt=0.0)
     large_budget_max_accuracy: float = Field(default=0.10, ge=0.0, le=1.0)
-    # How much 4x steps and one more restart may still lower robust accuracy.
+    # How much a stronger attack (4x steps, one more restart) may move robust accuracy,
+    # down (not converged) or up (randomness, or a number gradients cannot reproduce).
     convergence_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
-    # Share of inputs with zero, non-finite or shattered gradients that we tolerate.
+    # Share of correctly classified inputs with zero or non-finite, saturated (cross-entropy)
+    # or shattered gradients that we tolerate, for each of the three.
     gradient_tolerance: float = Field(default=0.20, ge=0.0, le=1.0)
     severity: Severity = "high"
 

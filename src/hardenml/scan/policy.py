@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -298,33 +298,39 @@ def slice_finding(
     )
 
 
-def integrity_finding(config: HardenConfig, result: Any) -> Finding:
-    """An evaluation that cannot be trusted: its robust accuracy may be overstated."""
+def integrity_finding(config: HardenConfig, results: Sequence[Any]) -> Finding:
+    """One signal of an unreliable evaluation, for the whole model: the flagged results of
+    one integrity check (`hardenml.scan.integrity.IntegrityResult`), one per threat it
+    fired for, or one for a check of the model itself."""
     model = config.model.name
-    metric = f"integrity:{result.check}"
+    check = results[0].check
+    metric = f"integrity:{check}"
+    threats = [r.threat for r in results if r.threat is not None]
+    worst = max(results, key=lambda r: abs(r.value))
+    where = f" for {', '.join(threats)}" if threats else ""
     return Finding(
-        fingerprint=fingerprint(model, result.threat, metric, result.budget),
-        title=f"Evaluation unreliable ({result.check.replace('_', ' ')}): {result.detail}",
-        model=model,
-        threat=result.threat,
-        metric=metric,
-        budget=result.budget,
-        severity=config.integrity.severity,
-        value=result.value,
-        threshold=result.limit,
-        ci=(result.value, result.value),
-        n=result.n,
-        owner=config.owner_for(result.threat),
-        exploitation=(
-            "The robustness numbers for this threat may be overstated: an adaptive attacker "
-            "who works around the model's gradients (Athalye et al. 2018) can do better "
-            "than the scan's attack did."
+        fingerprint=fingerprint(model, None, metric, None),
+        title=(
+            f"Evaluation unreliable ({check.replace('_', ' ')}){where}: "
+            + "; ".join(r.detail for r in results)
         ),
-        remediation=(
-            "Do not trust this threat's robust accuracy until fixed: evaluate with the APGD "
-            'ensemble (attack = "autoattack") and black-box attacks; if the model has '
-            "non-differentiable preprocessing, attack through it with BPDA/EOT; raise steps "
-            "and restarts until robust accuracy stops falling."
+        model=model,
+        threat=None,
+        metric=metric,
+        budget=None,
+        severity=config.integrity.severity,
+        value=worst.value,
+        threshold=worst.limit,
+        ci=(worst.value, worst.value),
+        n=worst.n,
+        owner=config.owner_for(threats[0] if threats else None),
+        exploitation=(
+            "The robustness numbers of this scan may be overstated: an adaptive attacker "
+            "who works around the model's gradients or randomness (Athalye et al. 2018; "
+            "Tramer et al. 2020) can do better than the scan's attacks did."
+        ),
+        remediation=" ".join(
+            dict.fromkeys(f"{r.advice[0].upper()}{r.advice[1:]}." for r in results)
         ),
     )
 

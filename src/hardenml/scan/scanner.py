@@ -32,7 +32,13 @@ from hardenml.records import Finding, Measurement, UnitKey, finding_id_for
 from hardenml.scan.analysis import analyse
 from hardenml.scan.behaviour import SuiteResult, preflight, run_suites
 from hardenml.scan.evaluation import attack_batch, batch_plan, clean_probabilities
-from hardenml.scan.integrity import IntegrityResult, check_threat
+from hardenml.scan.integrity import (
+    IntegrityResult,
+    by_check,
+    check_model,
+    check_threat,
+    has_blackbox_stage,
+)
 from hardenml.scan.metrics import proportion
 from hardenml.scan.policy import (
     PolicyCheck,
@@ -313,14 +319,14 @@ def run_scan(
         elif gap["gap"] is not None:
             passed_ids[fid] = gap["gap"]
     integrity = _integrity(config, target, threats, x_all, y_all, outcomes, seed, progress)
-    for check in integrity:
-        fid = finding_id_for(
-            config.model.name, check.threat, f"integrity:{check.check}", check.budget
-        )
-        if check.flagged:
-            findings.append(integrity_finding(config, check))
+    # One finding per model and signal, whichever threats it fired for.
+    for check, results in by_check(integrity).items():
+        fid = finding_id_for(config.model.name, None, f"integrity:{check}", None)
+        flagged = [r for r in results if r.flagged]
+        if flagged:
+            findings.append(integrity_finding(config, flagged))
         else:
-            passed_ids[fid] = check.value
+            passed_ids[fid] = max(r.value for r in results)
     analysis.integrity = [c.as_dict() for c in integrity]
     result = ScanResult(
         run_id=run_id,
@@ -412,8 +418,12 @@ def _integrity(
     seed: int,
     progress: Progress,
 ) -> list[IntegrityResult]:
-    """Evaluation-integrity checks for each white-box gradient threat, on a sub-sample."""
+    """Evaluation-integrity checks on a sub-sample of the scanned inputs: the model's own
+    once, then each white-box gradient threat's at its largest budget, against the scan's
+    outcome for it on those samples (so the threat is not rerun)."""
     cfg = config.integrity
+    if not cfg.enabled or not config.threats or not len(outcomes.get("index", ())):
+        return []
     gradient = [
         t
         for t in config.threats
@@ -421,22 +431,35 @@ def _integrity(
         and threats[t.name].norm in ("linf", "l2")
         and max(t.budgets) > 0
     ]
-    if not cfg.enabled or not gradient or not len(outcomes.get("index", ())):
-        return []
+    classes = len(target.classes)
+    blackbox = next(
+        (t.name for t in config.threats if has_blackbox_stage(threats[t.name], classes)), None
+    )
     index = outcomes["index"][: cfg.samples]
     x, y = x_all[index], y_all[index]
-    advance = progress.task("evaluation integrity checks", len(gradient))
-    results: list[IntegrityResult] = []
+    advance = progress.task("evaluation integrity checks", 1 + len(gradient))
+    results = check_model(
+        target,
+        x,
+        y,
+        config=cfg,
+        seed=derive_seed(seed, "integrity"),
+        gradients=bool(gradient),
+        blackbox=blackbox,
+    )
+    advance(1)
     for t in gradient:
+        budget = max(t.budgets)
         results += check_threat(
             t.name,
             threats[t.name],
             target,
             x,
             y,
-            max(t.budgets),
+            budget,
             config=cfg,
             seed=derive_seed(seed, "integrity", t.name),
+            robust=torch.from_numpy(outcomes[f"robust/{unit_key(t.name, budget)}"][: cfg.samples]),
         )
         advance(1)
     return results

@@ -79,7 +79,13 @@ def _saved_bytes(target: Target, rows: int) -> int:
         seen[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    # A randomised model draws from torch's global generator: the measurement must not
+    # consume its draws, or a seeded evaluation would depend on whether it had run yet.
+    devices = [target.device.index or 0] if target.device.type == "cuda" else []
+    with (
+        torch.random.fork_rng(devices=devices),
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+    ):
         # The private forward: a measurement is not a query of the model.
         out = target._forward(x)
     return sum(seen.values()) + out.numel() * out.element_size()

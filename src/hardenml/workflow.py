@@ -141,6 +141,12 @@ class Workspace:
                     if self.config.behaviour
                     else {}
                 ),
+                # The declared preprocessing is part of the model the scan measured.
+                **(
+                    {"preprocessing": list(self.config.model.preprocessing)}
+                    if self.config.model.preprocessing
+                    else {}
+                ),
             }
         )
         return hashlib.sha256(body.encode()).hexdigest()

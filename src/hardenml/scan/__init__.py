@@ -4,14 +4,18 @@ from hardenml.scan.behaviour import SuiteResult, run_suites
 from hardenml.scan.metrics import proportion
 from hardenml.scan.policy import PolicyCheck, checks_for, finding_for
 from hardenml.scan.scanner import ScanResult, run_scan
+from hardenml.scan.threat_models import SharedThreatModel, shared_threat_models, worst_case
 
 __all__ = [
     "PolicyCheck",
     "ScanResult",
+    "SharedThreatModel",
     "SuiteResult",
     "checks_for",
     "finding_for",
     "proportion",
     "run_scan",
     "run_suites",
+    "shared_threat_models",
+    "worst_case",
 ]

@@ -25,10 +25,14 @@ Constraints (keyword-only, feature indices into the flattened row):
 `budget`, integer ones at most `floor(budget)`. Category switches are bounded by
 `max_switches`, not by `budget`, so the threat's norm is "none": the entry point clamps
 to the input bounds and does not project. Inputs must already satisfy the constraints.
+Two tabular threats with the same declared constraints share a threat model at the same
+budget (`threat_space`), so the gate judges them on their per-sample worst case.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -176,6 +180,21 @@ class _Tabular(Threat):
         self.one_hot = one_hot
         self.feature_bounds = feature_bounds
         self.max_switches = max_switches
+
+    def threat_space(self) -> str:
+        """Tabular threats with the same declared constraints bound the same set at the same
+        budget, whatever their search: `tabular` and a short digest of the constraints."""
+        declared = [
+            sorted(int(i) for i in self.integer),
+            sorted(int(i) for i in self.immutable),
+            sorted(sorted(int(i) for i in group) for group in self.one_hot),
+            None
+            if self.feature_bounds is None
+            else [[float(v) for v in pair] for pair in self.feature_bounds],
+            int(self.max_switches),
+        ]
+        digest = hashlib.sha256(json.dumps(declared).encode()).hexdigest()[:8]
+        return f"tabular-{digest}"
 
     def _setup(self, target: Target, x: Tensor) -> tuple[FeatureConstraints, Tensor]:
         flat = x.reshape(x.shape[0], -1)

@@ -143,6 +143,7 @@ def checks_for(
         key = metric_key("robust_accuracy", req.threat, req.budget)
         shared = governing(threat_models, req.threat, req.budget)
         worst = by_key.get(shared.measurement_key) if shared is not None else None
+        judged_on = shared if worst is not None else None
         checks.append(
             PolicyCheck(
                 key,
@@ -150,12 +151,12 @@ def checks_for(
                 req.threat,
                 req.budget,
                 req.min_accuracy,
-                worst or by_key.get(key),
+                worst if worst is not None else by_key.get(key),
                 mode,
                 n_max,
                 passes,
-                threat_model=str(shared.model) if worst is not None and shared else None,
-                attacks=shared.threats if worst is not None and shared else (),
+                threat_model=None if judged_on is None else str(judged_on.model),
+                attacks=() if judged_on is None else judged_on.threats,
             )
         )
     # Behavioural suites run once over the evaluated samples, after the threats: a point

@@ -138,25 +138,28 @@ def test_bit_depth_and_jpeg_steps_run_forward_exactly(digits_mlp) -> None:
     assert not torch.equal(out.detach(), flat(images.detach()))
 
 
-def test_model_preprocessing_reaches_the_target_from_the_config(tmp_path: Path, digits_mlp) -> None:
-    path = tmp_path / "mlp.pt"
-    torch.jit.trace(digits_mlp, torch.rand(1, 64)).save(str(path))
-    text = f"""
+def _config(preprocessing: str) -> str:
+    return f"""
 version = 1
 [project]
 name = "p"
 [model]
 name = "m"
 kind = "torchscript"
-path = "{path.name}"
+path = "mlp.pt"
 classes = {DIGITS_CLASSES}
-preprocessing = ["bit-depth:4"]
+preprocessing = [{preprocessing}]
 [model.input]
 shape = [64]
 [data]
 source = "digits"
 """
-    config = parse_config(text, root=tmp_path)
+
+
+def test_model_preprocessing_reaches_the_target_from_the_config(tmp_path: Path, digits_mlp) -> None:
+    path = tmp_path / "mlp.pt"
+    torch.jit.trace(digits_mlp, torch.rand(1, 64)).save(str(path))
+    config = parse_config(_config('"bit-depth:4"'), root=tmp_path)
     target = load_target(config.model, path)
     assert target.input_spec.preprocessing == ("bit-depth:4",)
     x = torch.rand(5, 64)
@@ -207,26 +210,11 @@ def test_without_square_useless_gradients_stay_in_the_gradient_stages(
 
 
 def test_a_jpeg_step_on_flat_inputs_is_a_config_error(tmp_path: Path) -> None:
-    text = """
-version = 1
-[project]
-name = "p"
-[model]
-name = "m"
-kind = "torchscript"
-path = "m.pt"
-classes = ["a", "b"]
-preprocessing = ["jpeg:75"]
-[model.input]
-shape = [64]
-[data]
-source = "digits"
-"""
     with pytest.raises(ConfigError) as info:
-        parse_config(text, root=tmp_path)
+        parse_config(_config('"jpeg:75"'), root=tmp_path)
     message = str(info.value)
     assert "model.preprocessing[0] (line 10)" in message and "image inputs" in message
     with pytest.raises(ConfigError, match=r"'quantize:N' with N \(levels\) an integer 2\.\.65536"):
-        parse_config(text.replace('"jpeg:75"', '"quantize:1"'), root=tmp_path)
+        parse_config(_config('"bit-depth:4", "quantize:1"'), root=tmp_path)
     with pytest.raises(ConfigError, match="one of 'bit-depth:N'"):
-        parse_config(text.replace('"jpeg:75"', '"blur:3"'), root=tmp_path)
+        parse_config(_config('"blur:3"'), root=tmp_path)

@@ -12,7 +12,7 @@ from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.report.common import json_safe
 
-GATE_REPORT_SCHEMA_VERSION = "1.1"
+GATE_REPORT_SCHEMA_VERSION = "1.2"
 
 
 def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:

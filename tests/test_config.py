@@ -43,8 +43,20 @@ def test_starter_config_from_init_is_valid(tmp_path: Path):
     result = CliRunner().invoke(app, ["init", "--path", str(tmp_path / "hardenml.toml")])
     assert result.exit_code == 0, result.output
     cfg = load_config(tmp_path / "hardenml.toml")
-    validate_threats(cfg)
-    assert cfg.policy.robust[0].threat == "pgd-linf"
+    threats = validate_threats(cfg)
+    # The release path gates on the ensemble, evaluated sequentially (issue 10, item 5).
+    assert cfg.policy.robust[0].threat == "autoattack-linf"
+    assert type(threats["autoattack-linf"]).__name__ == "AutoAttackEnsemble"
+    assert cfg.scan.sequential
+    # Its commented examples parse too: the declared preprocessing and the PGD curve.
+    text = (tmp_path / "hardenml.toml").read_text()
+    text = text.replace('# preprocessing = ["bit-depth:4"]', 'preprocessing = ["bit-depth:4"]')
+    start, end = text.index("# [[threats]]"), text.index("[scan]")
+    curve = "\n".join(line.removeprefix("# ") for line in text[start:end].splitlines())
+    example = parse_config(text[:start] + curve + "\n" + text[end:], root=tmp_path)
+    validate_threats(example)
+    assert example.model.preprocessing == ["bit-depth:4"]
+    assert [t.name for t in example.threats] == ["autoattack-linf", "pgd-linf"]
 
 
 def test_malformed_toml_names_the_line():

@@ -84,6 +84,13 @@ def test_builds_with_defaults(name: str) -> None:
     threat = threat_class(name)()
     assert threat.norm in BUDGETS, f"{name} declares unknown norm {threat.norm!r}"
     assert type(threat).__name__ in repr(threat)
+    # The space its budget bounds, for the worst case over a threat model: a norm ball's
+    # norm, else None or a name of the threat's own that no norm-ball threat shares.
+    space = threat.threat_space()
+    if threat.norm in ("linf", "l2"):
+        assert space == threat.norm
+    else:
+        assert space is None or space not in ("linf", "l2")
 
 
 @pytest.mark.parametrize("name", available_threats())

@@ -141,6 +141,34 @@ def registered_plugins(group: str) -> list[str]:
     return sorted({ep.name for ep in entry_points(group=group)})
 
 
+# Steps `model.preprocessing` may declare, `name:value` (`hardenml.targets.preprocessing`
+# runs them): name -> (what the value is, its lowest and highest allowed value).
+PREPROCESSING_STEPS: dict[str, tuple[str, int, int]] = {
+    "bit-depth": ("bits per value", 1, 16),
+    "quantize": ("levels", 2, 65536),
+    "jpeg": ("JPEG quality", 1, 95),
+}
+
+
+def _check_preprocessing_step(step: str, shape: list[int]) -> None:
+    """Raise `ValueError` saying what one `model.preprocessing` entry should be."""
+    name, sep, value = step.partition(":")
+    if name not in PREPROCESSING_STEPS or not sep:
+        choices = ", ".join(
+            f"'{n}:N' (N = {what}, {lo}..{hi})" for n, (what, lo, hi) in PREPROCESSING_STEPS.items()
+        )
+        raise ValueError(f"one of {choices}")
+    what, lo, hi = PREPROCESSING_STEPS[name]
+    if not re.fullmatch(r"\d+", value) or not lo <= int(value) <= hi:
+        raise ValueError(f"'{name}:N' with N ({what}) an integer {lo}..{hi}")
+    images = len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))
+    if name == "jpeg" and not images:
+        raise ValueError(
+            f"image inputs for {step!r}: model.input.shape [c, h, w] with 1 or 3 channels, "
+            f"or [h, w]; the model declares {shape}"
+        )
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     # A registered target kind (`hardenml.targets`): pytorch, torchscript, sklearn, onnx,
@@ -167,6 +195,11 @@ class ModelConfig(_Strict):
     def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
         return _finite_values("ModelConfig", v)
 
+    # Non-differentiable steps the deployed model applies to its raw input, which the model
+    # file leaves out: the target runs them forward and passes gradients straight through
+    # (BPDA, Athalye et al. 2018), e.g. ["bit-depth:4"] or ["jpeg:75"].
+    preprocessing: list[str] = Field(default_factory=list)
+
     @field_validator("kind")
     @classmethod
     def _registered_kind(cls, v: str) -> str:
@@ -182,6 +215,11 @@ class ModelConfig(_Strict):
                 f"factory = {self.factory!r} is not 'package.module:function' (the function "
                 "that builds the nn.Module whose weights are in `path`)"
             )
+        for i, step in enumerate(self.preprocessing):
+            try:
+                _check_preprocessing_step(step, self.input.shape)
+            except ValueError as exc:
+                raise _at(("preprocessing", i), step, str(exc)) from None
         return self
 
 

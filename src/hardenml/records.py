@@ -37,6 +37,28 @@ class UnitKey(NamedTuple):
         return cls(threat, float(budget))
 
 
+class ThreatModel(NamedTuple):
+    """A set of perturbations an attacker may choose from: the space a budget is measured
+    in (a norm, "linf" or "l2"; or what a threat names for its own kind of set) and the
+    budget. Every threat a scan runs with the same `ThreatModel` attacks the same set, so
+    a sample is robust to it only if every one of those attacks failed on it.
+
+    Written `space@budget` (`linf@0.1`), like `UnitKey`; the worst case over its attacks
+    is the measurement `robust_accuracy_worst[linf@0.1]`.
+    """
+
+    space: str
+    budget: float
+
+    def __str__(self) -> str:
+        return f"{self.space}@{self.budget:g}"
+
+
+# The per-sample worst case over every attack a scan ran in one threat model: its own metric,
+# so that the per-attack `robust_accuracy` numbers stay as they were measured.
+WORST_CASE_METRIC = "robust_accuracy_worst"
+
+
 def metric_key(metric: str, threat: str | None = None, budget: float | None = None) -> str:
     """The key of a metric, per unit where it has one: `robust_accuracy[pgd@0.1]`."""
     if threat is None:
@@ -49,7 +71,9 @@ def metric_key(metric: str, threat: str | None = None, budget: float | None = No
 @dataclass(frozen=True)
 class Measurement:
     """One number the scan measured, with how sure we are of it: `value` over `n` samples,
-    its interval at `confidence`, and the seed that reproduces it."""
+    its interval at `confidence`, and the seed that reproduces it. `threat` names the
+    threat, except for `WORST_CASE_METRIC`, where it is the threat model's space
+    (`ThreatModel.space`, e.g. "linf") and `budget` its budget."""
 
     metric: str
     threat: str | None

@@ -169,6 +169,12 @@ class Workspace:
                     if self.config.model.stochastic.rule is not None
                     else {}
                 ),
+                # The declared preprocessing is part of the model the scan measured.
+                **(
+                    {"preprocessing": list(self.config.model.preprocessing)}
+                    if self.config.model.preprocessing
+                    else {}
+                ),
             }
         )
         return hashlib.sha256(body.encode()).hexdigest()

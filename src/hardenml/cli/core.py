@@ -121,6 +121,9 @@ def gate(
         n = "-" if m is None else str(m.n)
         table.add_row(escape(c.name), value, ci, n, f">= {c.threshold:.3f}", c.decision, verdict)
     console.print(table)
+    for c in decision.checks:
+        if c.attacks:
+            console.print(f"  {escape(c.name)}: {escape(c.judged_on)}")
     for check in decision.extra_checks:
         mark = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
         if check.name == "policy":

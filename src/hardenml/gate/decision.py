@@ -18,7 +18,7 @@ from typing import Any
 from hardenml.config import HardenConfig
 from hardenml.ledger import ChainHead, Event, FindingState, RunRecord
 from hardenml.records import Measurement
-from hardenml.scan import PolicyCheck, checks_for
+from hardenml.scan import PolicyCheck, SharedThreatModel, checks_for
 from hardenml.scan.policy import behaviour_reason
 
 EXIT_PASS = 0
@@ -115,6 +115,8 @@ def decide(
         measurements,
         sequential=bool(scan_info.get("sequential")),
         n_max=int(scan_info.get("n_max", 0)),
+        # The grouping the scan recorded: the run's worst cases are over those threats.
+        threat_models=[SharedThreatModel.from_dict(d) for d in scan_info.get("threat_models", [])],
     )
     reasons = []
     for check in checks:
@@ -132,9 +134,10 @@ def decide(
             reasons.append(behaviour_reason(suite, check.measurement))
         elif not check.passed:
             m = check.measurement
+            judged = f", {check.judged_on}" if check.attacks else ""
             reasons.append(
-                f"{check.name} = {m.value:.3f} (95% CI {m.ci_low:.3f}-{m.ci_high:.3f}, n={m.n}) "
-                f"< required {check.threshold:.3f}"
+                f"{check.name} = {m.value:.3f} (95% CI {m.ci_low:.3f}-{m.ci_high:.3f}, n={m.n}"
+                f"{judged}) < required {check.threshold:.3f}"
             )
     blocking = sorted(
         (

@@ -5,11 +5,13 @@ from hardenml.scan.metrics import proportion
 from hardenml.scan.policy import PolicyCheck, checks_for, finding_for
 from hardenml.scan.scanner import ScanResult, run_scan
 from hardenml.scan.stochastic import StochasticCheck, stochastic_view
+from hardenml.scan.threat_models import SharedThreatModel, shared_threat_models, worst_case
 
 __all__ = [
     "PolicyCheck",
     "ScanResult",
     "StochasticCheck",
+    "SharedThreatModel",
     "SuiteResult",
     "checks_for",
     "finding_for",
@@ -17,4 +19,6 @@ __all__ = [
     "run_scan",
     "run_suites",
     "stochastic_view",
+    "shared_threat_models",
+    "worst_case",
 ]

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from hardenml.config import FEATURE_NOISE, BehaviourSuite, HardenConfig
 from hardenml.records import Finding, Measurement, fingerprint, metric_key
 from hardenml.scan.sequential import Decision, SequentialCheck, sequential_check
+from hardenml.scan.threat_models import SharedThreatModel, governing
 from hardenml.threats import Threat
 
 
@@ -20,6 +21,11 @@ class PolicyCheck:
     `sequential` mode (a scan allowed to stop early) it is decided by the anytime-valid
     interval: pass when it lies wholly at or above the threshold, fail when wholly below,
     undecided otherwise, which `undecided_passes` maps to a verdict.
+
+    A robustness requirement whose threat shares its threat model with other threats of
+    the scan is judged on the per-sample worst case over all of them: `threat_model`
+    names it (`linf@0.1`), `attacks` the threats, and `measurement` is its
+    `robust_accuracy_worst` measurement (`hardenml.scan.threat_models`).
     """
 
     name: str
@@ -31,6 +37,16 @@ class PolicyCheck:
     mode: Literal["point", "sequential"] = "point"
     n_max: int = 0
     undecided_passes: bool = False
+    threat_model: str | None = None
+    attacks: tuple[str, ...] = ()
+
+    @property
+    def judged_on(self) -> str:
+        """Words for what the value is, where it is more than the named threat's own
+        result: `worst case over pgd, square at linf@0.1`; empty otherwise."""
+        if not self.attacks:
+            return ""
+        return f"worst case over {', '.join(self.attacks)} at {self.threat_model}"
 
     @property
     def sequential(self) -> SequentialCheck | None:
@@ -85,6 +101,8 @@ class PolicyCheck:
             "anytime_ci": None if seq is None else [seq.ci_low, seq.ci_high],
             "settled": None if seq is None else seq.settled,
             "n": None if m is None else m.n,
+            "threat_model": self.threat_model,
+            "attacks": list(self.attacks),
         }
 
 
@@ -94,8 +112,14 @@ def checks_for(
     *,
     sequential: bool = False,
     n_max: int = 0,
+    threat_models: Sequence[SharedThreatModel] = (),
 ) -> list[PolicyCheck]:
-    """The policy's checks against `measurements`; `sequential` when the scan may stop early."""
+    """The policy's checks against `measurements`; `sequential` when the scan may stop early.
+
+    `threat_models`: those the scan attacked with more than one threat. A robustness
+    requirement in one of them is judged on its worst-case measurement, so no attack's
+    success is averaged away; a run recorded without that measurement (before it existed)
+    is judged on the requirement's own threat."""
     by_key = {m.key: m for m in measurements}
     policy = config.policy
     mode: Literal["point", "sequential"] = "sequential" if sequential else "point"
@@ -117,6 +141,9 @@ def checks_for(
         )
     for req in policy.robust:
         key = metric_key("robust_accuracy", req.threat, req.budget)
+        shared = governing(threat_models, req.threat, req.budget)
+        worst = by_key.get(shared.measurement_key) if shared is not None else None
+        judged_on = shared if worst is not None else None
         checks.append(
             PolicyCheck(
                 key,
@@ -124,10 +151,12 @@ def checks_for(
                 req.threat,
                 req.budget,
                 req.min_accuracy,
-                by_key.get(key),
+                worst if worst is not None else by_key.get(key),
                 mode,
                 n_max,
                 passes,
+                threat_model=None if judged_on is None else str(judged_on.model),
+                attacks=() if judged_on is None else judged_on.threats,
             )
         )
     # Behavioural suites run once over the evaluated samples, after the threats: a point
@@ -224,9 +253,10 @@ def finding_for(
         corruption = threat is not None and threat.family == "corruption"
         what = "Accuracy" if corruption else "Robust accuracy"
         at = f"severity {check.budget:g}" if corruption else f"budget {check.budget:g}"
+        judged = f" ({check.judged_on})" if check.attacks else ""
         title = (
-            f"{what} under {check.threat} at {at} is {m.value:.1%}, below the policy's "
-            f"{check.threshold:.1%}"
+            f"{what} under {check.threat} at {at} is {m.value:.1%}{judged}, below the "
+            f"policy's {check.threshold:.1%}"
         )
         who = (
             threat.describe(check.budget)
@@ -234,6 +264,13 @@ def finding_for(
             else f"the threat {check.threat} at budget {check.budget:g}"
         )
         exploitation = f"{who[0].upper()}{who[1:]}: it {_flips(m, clean)}."
+        if check.attacks:
+            exploitation = (
+                f"{who[0].upper()}{who[1:]}, or any other attack the scan ran in the same "
+                f"threat model ({', '.join(check.attacks)} at {check.threat_model}): a sample "
+                f"counts as robust only if every one of them failed, and together they "
+                f"{_flips(m, clean)}."
+            )
         remediation = (
             (remedy or generic_remedy)(threat, check.budget)
             if threat is not None

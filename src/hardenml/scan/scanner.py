@@ -28,7 +28,7 @@ from hardenml._progress import Progress, SilentProgress
 from hardenml.config import HardenConfig
 from hardenml.data import Dataset
 from hardenml.imaging import delta_pixels, png_bytes, to_pixels, upscale
-from hardenml.records import Finding, Measurement, UnitKey, finding_id_for
+from hardenml.records import WORST_CASE_METRIC, Finding, Measurement, UnitKey, finding_id_for
 from hardenml.scan.analysis import analyse
 from hardenml.scan.behaviour import SuiteResult, preflight, run_suites
 from hardenml.scan.evaluation import attack_batch, batch_plan, clean_probabilities
@@ -49,6 +49,7 @@ from hardenml.scan.policy import (
     slice_finding,
 )
 from hardenml.scan.stochastic import StochasticCheck, stochastic_view
+from hardenml.scan.threat_models import SharedThreatModel, shared_threat_models, worst_case
 from hardenml.stats import derive_seed
 from hardenml.targets import Target
 from hardenml.threats import Threat, check_access
@@ -91,6 +92,8 @@ class ScanResult:
     passed_ids: dict[str, float] = field(default_factory=dict)
     # Whether the model's outputs change between calls, and the rule it was evaluated under.
     stochastic: StochasticCheck | None = None
+    # Threat models more than one threat attacked: the policy judges those on the worst case.
+    threat_models: list[SharedThreatModel] = field(default_factory=list)
 
     def measurement(self, key: str) -> Measurement:
         return next(m for m in self.measurements if m.key == key)
@@ -106,6 +109,7 @@ class ScanResult:
             "batches_resumed": self.batches_resumed,
             "stop_reason": self.stop_reason,
             "queries": self.queries,
+            "threat_models": [model.as_dict() for model in self.threat_models],
         }
 
 
@@ -193,6 +197,7 @@ def run_scan(
     n_cap = min(len(data), max_samples or len(data))
     batches = batch_plan(len(data), seed=seed, batch_size=config.scan.batch_size, cap=n_cap)
     units = [(t.name, b) for t in config.threats for b in t.budgets]
+    shared = shared_threat_models(units, threats)
 
     checkpoint = (
         Checkpoint(config.artifacts_dir / "checkpoints" / fingerprint[:16]) if fingerprint else None
@@ -205,7 +210,11 @@ def run_scan(
     parts: list[dict[str, np.ndarray]] = []
     advance = progress.task(f"scanning {len(units)} threat/budget pairs", n_cap)
     stop_reason = "complete"
-    gated = [c for c in checks_for(config, [], sequential=True, n_max=n_cap) if _gates_early(c)]
+    gated = [
+        c
+        for c in checks_for(config, [], sequential=True, n_max=n_cap, threat_models=shared)
+        if _gates_early(c)
+    ]
     for b, index in enumerate(batches):
         if b in done:
             arrays = done[b]
@@ -232,7 +241,11 @@ def run_scan(
             and all(
                 c.sequential is not None and c.sequential.settled
                 for c in checks_for(
-                    config, _measure(parts, units, confidence, seed), sequential=True, n_max=n_cap
+                    config,
+                    _measure(parts, units, confidence, seed, shared),
+                    sequential=True,
+                    n_max=n_cap,
+                    threat_models=shared,
                 )
                 if _gates_early(c)
             )
@@ -249,12 +262,16 @@ def run_scan(
     if stop_reason == "complete" and n_cap < len(data):
         stop_reason = "sample budget"
 
-    measurements = _measure(parts, units, confidence, seed)
+    measurements = _measure(parts, units, confidence, seed, shared)
     outcomes = _stack(parts)
     behaviour = _behaviour(config, target, data, outcomes, seed, progress)
     behaviour_measurements = [r.measurement() for r in behaviour]
     checks = checks_for(
-        config, measurements + behaviour_measurements, sequential=sequential, n_max=n_cap
+        config,
+        measurements + behaviour_measurements,
+        sequential=sequential,
+        n_max=n_cap,
+        threat_models=shared,
     )
     evidence = {
         unit_key(name, budget): _save_evidence(
@@ -283,16 +300,17 @@ def run_scan(
                 c.measurement.value
             )
             continue
-        key = (
-            unit_key(c.threat, c.budget)
+        # A worst-case check shows the examples of every attack it counts.
+        keys = (
+            [unit_key(threat, c.budget) for threat in (c.attacks or (c.threat,))]
             if c.threat is not None and c.budget is not None
-            else c.name
+            else [c.name]
         )
         findings.append(
             finding_for(
                 config,
                 c,
-                evidence.get(key, []),
+                [entry for key in keys for entry in evidence.get(key, [])],
                 threat=threats.get(c.threat) if c.threat is not None else None,
                 clean=clean,
                 remedy=remedy,
@@ -354,6 +372,7 @@ def run_scan(
         analysis=analysis.payload(),
         passed_ids=passed_ids,
         stochastic=stochastic,
+        threat_models=shared,
     )
     return result
 
@@ -527,21 +546,44 @@ def _stack(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _measure(
-    parts: list[dict[str, np.ndarray]], units: list[tuple[str, float]], confidence: float, seed: int
+    parts: list[dict[str, np.ndarray]],
+    units: list[tuple[str, float]],
+    confidence: float,
+    seed: int,
+    shared: list[SharedThreatModel],
 ) -> list[Measurement]:
+    """Clean accuracy, robust accuracy per threat and budget, and the per-sample worst case
+    of each threat model more than one threat attacked (`robust_accuracy_worst[linf@0.1]`)."""
     y = np.concatenate([p["y"] for p in parts])
     clean = np.concatenate([p["clean_probs"] for p in parts]).argmax(1) == y
     n = len(y)
     out = [proportion("clean_accuracy", int(clean.sum()), n, confidence=confidence, seed=seed)]
+    robust = {
+        unit_key(name, budget): np.concatenate(
+            [p[f"robust/{unit_key(name, budget)}"] for p in parts]
+        )
+        for name, budget in units
+    }
     for name, budget in units:
-        robust = np.concatenate([p[f"robust/{unit_key(name, budget)}"] for p in parts])
         out.append(
             proportion(
                 "robust_accuracy",
-                int(robust.sum()),
+                int(robust[unit_key(name, budget)].sum()),
                 n,
                 threat=name,
                 budget=budget,
+                confidence=confidence,
+                seed=seed,
+            )
+        )
+    for model in shared:
+        out.append(
+            proportion(
+                WORST_CASE_METRIC,
+                int(worst_case(robust, model).sum()),
+                n,
+                threat=model.model.space,
+                budget=model.model.budget,
                 confidence=confidence,
                 seed=seed,
             )

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hardenml.targets.preprocessing import preprocess
+
 
 class TargetError(Exception):
     """The model cannot be used as declared; the message says why and what to do."""
@@ -20,6 +22,9 @@ class InputSpec:
 
     `shape` excludes the batch dimension. `mean`/`std` are the model's own
     normalisation, applied inside the target so that attacks never see it.
+    `preprocessing`: the declared non-differentiable steps (`model.preprocessing`, e.g.
+    "bit-depth:4"), applied before the normalisation, forward exactly and backward as the
+    identity (`hardenml.targets.preprocessing`).
     """
 
     shape: tuple[int, ...]
@@ -27,6 +32,7 @@ class InputSpec:
     bounds: tuple[float, float] = (0.0, 1.0)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    preprocessing: tuple[str, ...] = ()
 
     def normalizer(self) -> tuple[Tensor, Tensor] | None:
         """Broadcastable (mean, std) over a batch, or None when there is none."""
@@ -45,7 +51,8 @@ class InputSpec:
 
 
 class Target(ABC):
-    """A model under test. Subclasses implement `_forward`; `logits` is the checked entry.
+    """A model under test. Subclasses implement `_forward`; `logits` is the checked entry,
+    which applies the declared preprocessing (`input_spec.preprocessing`) first.
 
     Outputs are logits (or log-probabilities, which softmax maps back to the same
     probabilities), shape `(n, len(classes))`. `queries` counts the inputs sent.
@@ -89,7 +96,10 @@ class Target(ABC):
                 f"input of shape {tuple(x.shape[1:])} per sample, but the model declares "
                 f"input shape {self.input_spec.shape}: fix model.input.shape or the data"
             )
-        out = self._forward(x)
+        spec = self.input_spec
+        out = self._forward(
+            preprocess(x, spec.preprocessing, spec.bounds) if spec.preprocessing else x
+        )
         n = x.shape[0]
         if out.ndim != 2 or out.shape[0] != n or out.shape[1] != len(self.classes):
             raise TargetError(

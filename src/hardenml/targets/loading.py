@@ -34,6 +34,7 @@ def input_spec_from_config(model: ModelConfig) -> InputSpec:
         bounds=(float(spec.bounds[0]), float(spec.bounds[1])),
         mean=tuple(spec.mean) if spec.mean is not None else None,
         std=tuple(spec.std) if spec.std is not None else None,
+        preprocessing=tuple(model.preprocessing),
     )
 
 

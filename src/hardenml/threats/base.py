@@ -197,6 +197,14 @@ class Threat(ABC):
         `(n, *input shape)`."""
         return None
 
+    def threat_space(self) -> str | None:
+        """The space this threat's budget bounds, shared by every threat whose perturbations
+        at the same budget form the same set (`hardenml.records.ThreatModel`): the norm for
+        a norm ball, "linf" or "l2", measured in the target's raw input space. None where a
+        budget means something of the threat's own (a corruption's severity): such a threat
+        is a threat model by itself, and no other attack's result counts against it."""
+        return self.norm if self.norm in ("linf", "l2") else None
+
     def describe(self, budget: float) -> str:
         """One sentence on who this threat stands for at `budget`, for findings and reports."""
         name = self.title or type(self).__name__

@@ -17,17 +17,16 @@ No corruption takes arguments.
 
 from __future__ import annotations
 
-import io
 import math
 from abc import abstractmethod
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from hardenml.targets import Target
+from hardenml.targets.preprocessing import jpeg_roundtrip
 from hardenml.threats.base import Access, Family, Norm, Threat, ThreatError
 
 
@@ -149,19 +148,7 @@ class JPEGCompression(Corruption):
     severities = (80, 65, 58, 50, 40)
 
     def corrupt(self, images: Tensor, level: float, generator: torch.Generator) -> Tensor:
-        from PIL import Image
-
-        pixels = (images.detach().cpu().numpy() * 255).round().astype(np.uint8)
-        out = np.empty_like(pixels)
-        for i, image in enumerate(pixels):
-            planes = [image.transpose(1, 2, 0)] if image.shape[0] == 3 else list(image)
-            decoded = []
-            for plane in planes:
-                buffer = io.BytesIO()
-                Image.fromarray(plane).save(buffer, format="JPEG", quality=int(level))
-                decoded.append(np.asarray(Image.open(buffer)))
-            out[i] = decoded[0].transpose(2, 0, 1) if image.shape[0] == 3 else np.stack(decoded)
-        return torch.from_numpy(out).to(images.device, images.dtype) / 255
+        return jpeg_roundtrip(images, int(level))
 
 
 def _warp(images: Tensor, theta: Tensor) -> Tensor:

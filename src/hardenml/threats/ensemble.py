@@ -10,6 +10,13 @@ diverse parameter-free attacks", https://arxiv.org/abs/2003.01690. Like AutoAtta
    AutoAttack's `p_init = 0.8`; a gradient-free check that catches gradient masking.
    Skipped, with a logged warning, when that module is not installed.
 
+Samples whose input gradient is useless (zero or non-finite at the input and at a point
+inside the ball; `hardenml.threats._gradient.gradient_is_useless`, two gradient passes)
+skip the gradient stages and go straight to Square: no signed-gradient step can move
+them, and on an input-quantising model, whose gradient is zero almost everywhere, the
+1,000 APGD iterations per sample would buy nothing. Without Square in the chain they
+stay in the gradient stages, which then at least try their random starts.
+
 Iteration budget per sample, at most: `steps * (1 + targets)` forward and backward passes
 plus `square_queries` forward passes; with the defaults (AutoAttack's: steps=100,
 targets=9, square_queries=5000) that is 1,000 gradient iterations and 5,000 queries.
@@ -33,6 +40,7 @@ import torch
 from torch import Tensor
 
 from hardenml.targets import Target
+from hardenml.threats._gradient import gradient_is_useless
 from hardenml.threats.apgd import LinfAPGDCE, LinfAPGDDLR
 from hardenml.threats.base import Norm, Threat
 
@@ -82,10 +90,32 @@ class AutoAttackEnsemble(Threat):
     ) -> Tensor:
         adv = x.clone()
         standing = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        for attack in self.attacks(len(target.classes)):
-            idx = standing.nonzero().flatten()
+        chain = self.attacks(len(target.classes))
+        # Samples no gradient can move go to the gradient-free stage directly, when there is one.
+        skip_gradients = torch.zeros_like(standing)
+        if any(not attack.needs_gradients for attack in chain):
+            started = time.perf_counter()
+            skip_gradients = gradient_is_useless(target, x, y, budget)
+            seconds = time.perf_counter() - started
+            log.info(
+                "gradient check: %d of %d samples have zero or non-finite gradients and go "
+                "straight to the black-box stage (%.2fs)",
+                int(skip_gradients.sum()),
+                x.shape[0],
+                seconds,
+                extra={
+                    "component": "GradientCheck",
+                    "attacked": x.shape[0],
+                    "broken": 0,
+                    "seconds": seconds,
+                    "skipped": int(skip_gradients.sum()),
+                },
+            )
+        for attack in chain:
+            eligible = standing & ~skip_gradients if attack.needs_gradients else standing
+            idx = eligible.nonzero().flatten()
             if idx.numel() == 0:
-                break
+                continue
             started = time.perf_counter()
             # Through the checked entry point, so each component's budget and bounds hold.
             result = attack(target, x[idx], y[idx], budget=budget, generator=generator)

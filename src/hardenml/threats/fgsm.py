@@ -2,8 +2,11 @@
 
 Goodfellow, Shlens & Szegedy 2015, "Explaining and Harnessing Adversarial Examples",
 https://arxiv.org/abs/1412.6572. One step of length `budget` along the sign of the
-cross-entropy gradient: `x + budget * sign(grad_x CE(f(x), y))`. Deterministic, so the
-generator is not used; it takes no hyperparameters.
+loss gradient: `x + budget * sign(grad_x L(f(x), y))`. Deterministic, so the generator is
+not used.
+
+Arguments (keyword-only): loss, "ce" (cross-entropy, the paper's; default), "margin" or
+"dlr", as for `pgd` (`hardenml.threats.pgd`).
 
 Inputs `x` have shape `(n, *input_spec.shape)` in the raw input space.
 """
@@ -16,13 +19,17 @@ import torch
 from torch import Tensor
 
 from hardenml.targets import Target
-from hardenml.threats._gradient import projected_gradient
+from hardenml.threats._gradient import Loss, check_loss, projected_gradient
 from hardenml.threats.base import Norm, Threat
 
 
 class FGSM(Threat):
     norm: ClassVar[Norm] = "linf"
     title: ClassVar[str] = "FGSM (Goodfellow et al. 2015)"
+
+    def __init__(self, *, loss: Loss = "ce") -> None:
+        check_loss(loss)
+        self.loss = loss
 
     def run(
         self, target: Target, x: Tensor, y: Tensor, budget: float, generator: torch.Generator
@@ -41,4 +48,5 @@ class FGSM(Threat):
             start_random=False,
             early_stop=False,
             generator=generator,
+            loss=self.loss,
         )

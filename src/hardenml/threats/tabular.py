@@ -29,10 +29,14 @@ Constraints (keyword-only, feature indices into the flattened row):
 continuous ones move at most that, integer ones at most its floor. Category switches are bounded by
 `max_switches`, not by `budget`, so the threat's norm is "none": the entry point clamps
 to the input bounds and does not project. Inputs must already satisfy the constraints.
+Two tabular threats with the same declared constraints share a threat model at the same
+budget (`threat_space`), so the gate judges them on their per-sample worst case.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -229,6 +233,21 @@ class _Tabular(Threat):
             f"an attacker who changes each mutable feature by at most {budget:g}"
             f"{unit[self.budget_units]} within its declared bounds and types, using {self.title}"
         )
+
+    def threat_space(self) -> str:
+        """Tabular threats with the same declared constraints bound the same set at the same
+        budget, whatever their search: `tabular` and a short digest of the constraints."""
+        declared = [
+            sorted(int(i) for i in self.integer),
+            sorted(int(i) for i in self.immutable),
+            sorted(sorted(int(i) for i in group) for group in self.one_hot),
+            None
+            if self.feature_bounds is None
+            else [[float(v) for v in pair] for pair in self.feature_bounds],
+            int(self.max_switches),
+        ]
+        digest = hashlib.sha256(json.dumps(declared).encode()).hexdigest()[:8]
+        return f"tabular-{digest}"
 
     def _setup(self, target: Target, x: Tensor) -> tuple[FeatureConstraints, Tensor]:
         flat = x.reshape(x.shape[0], -1)

@@ -19,6 +19,7 @@ from hardenml.records import UnitKey
 from hardenml.scan.behaviour import SuiteResult, run_suites
 from hardenml.scan.evaluation import attack_batch, batch_plan, clean_probabilities
 from hardenml.scan.stochastic import stochastic_view
+from hardenml.scan.threat_models import governing, shared_threat_models, worst_case
 from hardenml.targets import Target
 from hardenml.threats import Threat, check_access
 
@@ -27,12 +28,20 @@ from hardenml.threats import Threat, check_access
 class Outcomes:
     """`clean[i]`/`robust[key][i]`: sample i classified right (under attack); `probs`:
     (n, classes) clean probabilities. Robust keys are `threat@budget`. `behaviour`: one
-    result per declared behavioural suite, in config order."""
+    result per declared behavioural suite, in config order. `worst[key]`: for a required
+    `threat@budget` whose threat model other threats attacked too, robust under all of
+    them (the per-sample worst case the gate judges; `hardenml.scan.threat_models`)."""
 
     clean: np.ndarray
     probs: np.ndarray
     robust: dict[str, np.ndarray]
     behaviour: list[SuiteResult] = field(default_factory=list)
+    worst: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def judged(self, key: str) -> np.ndarray:
+        """What a requirement on `key` is judged on: the worst case over its threat model
+        where there is one, else the threat's own outcomes."""
+        return self.worst.get(key, self.robust[key])
 
 
 def robust_key(threat: str, budget: float) -> str:
@@ -50,8 +59,9 @@ def evaluate(
     label: str = "",
 ) -> Outcomes:
     """Clean correctness and probabilities, robust correctness for every threat and
-    budget that `policy.robust` names, and every behavioural suite (same seed, same draws
-    for both models).
+    budget that `policy.robust` names (and every other threat sharing its threat model,
+    for the worst case), and every behavioural suite (same seed, same draws for both
+    models).
 
     The threats run through the scan's own loop (`hardenml.scan.evaluation`): the same
     batches, order and generators, so a full scan of the same model measures exactly the
@@ -65,7 +75,14 @@ def evaluate(
     target, _ = stochastic_view(config, target, x, seed=seed)
     n = len(data)
     prob = clean_probabilities(target, x)
-    units = list(dict.fromkeys(UnitKey(r.threat, r.budget) for r in config.policy.robust))
+    required = list(dict.fromkeys(UnitKey(r.threat, r.budget) for r in config.policy.robust))
+    shared = shared_threat_models([(t.name, b) for t in config.threats for b in t.budgets], threats)
+    governed = {unit: governing(shared, unit.threat, unit.budget) for unit in required}
+    units = list(
+        dict.fromkeys(
+            required + [u for model in governed.values() if model is not None for u in model.units]
+        )
+    )
     chunk_of = {t.name: t.batch_size for t in config.threats}
     robust = {str(unit): np.zeros(n, dtype=bool) for unit in units}
     plan = batch_plan(n, seed=seed, batch_size=config.scan.batch_size)
@@ -93,5 +110,13 @@ def evaluate(
         seed=seed,
     )
     return Outcomes(
-        clean=prob.argmax(axis=1) == data.y, probs=prob, robust=robust, behaviour=behaviour
+        clean=prob.argmax(axis=1) == data.y,
+        probs=prob,
+        robust=robust,
+        behaviour=behaviour,
+        worst={
+            str(unit): worst_case(robust, model)
+            for unit, model in governed.items()
+            if model is not None
+        },
     )

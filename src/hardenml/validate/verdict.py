@@ -5,7 +5,8 @@ Five kinds of check, each with a reason:
 - clean accuracy is non-inferior: the lower end of the paired bootstrap interval of
   (candidate - baseline) is above `-policy.clean_margin`; the exact McNemar test is
   reported beside it.
-- robust accuracy, per `policy.robust` requirement: where the baseline falls short of
+- robust accuracy, per `policy.robust` requirement (the per-sample worst case over the
+  threats sharing its threat model, as the gate judges it): where the baseline falls short of
   the requirement the candidate must improve on it (interval above 0 and McNemar
   significant at `1 - confidence`); where the baseline already met it, non-inferior
   within `clean_margin`.
@@ -168,11 +169,12 @@ def compare(
 
     for req in policy.robust:
         key = robust_key(req.threat, req.budget)
-        base, cand = baseline.robust[key], candidate.robust[key]
+        base, cand = baseline.judged(key), candidate.judged(key)
         diff, lo, hi = mean_difference_interval(base, cand, counts, conf)
         test = mcnemar_exact(base, cand)
+        worst = " (worst case over its threat model)" if key in candidate.worst else ""
         shown = (
-            f"{base.mean():.3f} -> {cand.mean():.3f} ({_pct(diff)}, "
+            f"{base.mean():.3f} -> {cand.mean():.3f}{worst} ({_pct(diff)}, "
             f"{_interval(lo, hi, level)}); exact McNemar p = {test.p_value:.3g}"
         )
         if base.mean() < req.min_accuracy:
@@ -239,7 +241,7 @@ def _policy_values(config: HardenConfig, outcomes: Outcomes) -> dict[str, tuple[
         values["clean_accuracy"] = (float(outcomes.clean.mean()), policy.min_clean_accuracy)
     for req in policy.robust:
         key = robust_key(req.threat, req.budget)
-        values[f"robust_accuracy[{key}]"] = (float(outcomes.robust[key].mean()), req.min_accuracy)
+        values[f"robust_accuracy[{key}]"] = (float(outcomes.judged(key).mean()), req.min_accuracy)
     return values
 
 

@@ -195,9 +195,9 @@ class RunCompleted:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> RunCompleted:
         return cls(
-            run_id=str(payload["run_id"]),
-            model=str(payload["model"]),
-            model_sha256=str(payload["model_sha256"]),
+            run_id=str(payload.get("run_id", "")),
+            model=str(payload.get("model", "")),
+            model_sha256=str(payload.get("model_sha256", "")),
             data_sha256=str(payload.get("data_sha256", "")),
             seed=int(payload.get("seed", 0)),
             n=int(payload.get("n", 0)),

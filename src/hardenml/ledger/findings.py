@@ -237,7 +237,10 @@ class RunRecord:
     @property
     def completed(self) -> RunCompleted:
         """The payload as its typed record."""
-        return RunCompleted.from_payload(self.payload)
+        return RunCompleted.from_payload(
+            {"run_id": self.run_id, "model": self.model, "model_sha256": self.model_sha256}
+            | self.payload
+        )
 
 
 def latest_run(

@@ -58,6 +58,8 @@ class FindingState:
     history: list[dict[str, Any]] = field(default_factory=list)
     accepted_until: str | None = None
     escalated_for_due: str | None = None
+    # The slice a slice-gap finding is about (`class=3`), None for every other finding.
+    slice: str | None = None
 
     def status_on(self, today: date | None = None) -> str:
         """The status as of `today`: an accepted risk whose date has passed is open again."""
@@ -117,6 +119,7 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
                 evidence=p["evidence"],
                 opened=event.ts,
                 history=[entry],
+                slice=p.get("slice"),
             )
             continue
         current = state.get(fid)

@@ -23,6 +23,7 @@ from hardenml.config import parse_config
 from hardenml.gate import GateDecision, decide
 from hardenml.imaging import png_bytes
 from hardenml.ledger import RunRecord
+from hardenml.records import fingerprint
 from hardenml.report import (
     HTML_NAME,
     JUNIT_NAME,
@@ -175,18 +176,21 @@ def test_sarif_validates_against_the_oasis_schema_and_points_at_config_lines(
     (result,) = run["results"]
     f = tabular.decision.blocking_findings[0]
     assert (
-        rules[result["ruleIndex"]]["id"] == result["ruleId"] == "hardenml/robust_accuracy/pgd-linf"
+        rules[result["ruleIndex"]]["id"]
+        == result["ruleId"]
+        == "hardenml/robust_accuracy/pgd-linf@0.1"
     )
     # Every check the gate ran has a rule, so a dashboard knows what passed as well.
     assert {r["id"] for r in rules} == {
         "hardenml/clean_accuracy",
-        "hardenml/robust_accuracy/pgd-linf",
+        "hardenml/robust_accuracy/pgd-linf@0.1",
         "hardenml/gate/validation",
         "hardenml/gate/regression",
     }
     assert result["level"] == "error" and f.severity == "critical"
     assert rules[result["ruleIndex"]]["properties"]["security-severity"] == "9.5"
     assert result["partialFingerprints"]["hardenmlFinding/v1"] == f.fingerprint
+    assert result["partialFingerprints"]["primaryLocationLineHash"] == f.fingerprint
     lines = tabular.ws.config.key_lines
     physical = result["locations"][0]["physicalLocation"]
     assert physical["artifactLocation"]["uri"] == "hardenml.toml"
@@ -206,13 +210,22 @@ def test_sarif_validates_against_the_oasis_schema_and_points_at_config_lines(
     ("severity", "level"),
     [("critical", "error"), ("high", "error"), ("medium", "warning"), ("low", "note")],
 )
-def test_sarif_level_follows_the_finding_severity(
+def test_sarif_level_follows_the_severity_of_a_finding_that_does_not_fail_the_gate(
     tabular: Gated, severity: str, level: str
 ) -> None:
-    f = dataclasses.replace(tabular.decision.blocking_findings[0], severity=severity)
-    log = sarif_report(tabular.ws.config, tabular.decision, [f])
+    # A finding at a budget the policy sets no threshold for, of a severity the gate lets
+    # through: only its severity decides its level.
+    f = tabular.decision.blocking_findings[0]
+    fp = fingerprint(f.model, f.threat, f.metric, 0.02)
+    aside = dataclasses.replace(
+        f, severity=severity, budget=0.02, fingerprint=fp, finding_id=f"HML-{fp[:8]}"
+    )
+    log = sarif_report(tabular.ws.config, tabular.decision, [aside])
     validate_sarif(log)
-    assert [r["level"] for r in log["runs"][0]["results"]] == [level]
+    levels = {r["ruleId"]: r["level"] for r in log["runs"][0]["results"]}
+    assert levels["hardenml/robust_accuracy/pgd-linf@0.02"] == level
+    # The failed check at 0.1 has no finding in this list: its own result is an error.
+    assert levels["hardenml/robust_accuracy/pgd-linf@0.1"] == "error"
 
 
 def test_sarif_lists_an_unmeasured_check_without_a_finding(tabular: Gated) -> None:

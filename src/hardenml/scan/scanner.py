@@ -82,6 +82,8 @@ class ScanResult:
     analysis: dict[str, Any] = field(default_factory=dict, repr=False)
     # Findings this scan checked and found holding: id -> measured value (they get fixed).
     passed_ids: dict[str, float] = field(default_factory=dict)
+    # Wall-clock seconds by piece of work (`ScanTimings.as_dict`), for JUnit's `time`.
+    seconds: dict[str, Any] = field(default_factory=dict)
 
     def measurement(self, key: str) -> Measurement:
         return next(m for m in self.measurements if m.key == key)
@@ -97,6 +99,51 @@ class ScanResult:
             "batches_resumed": self.batches_resumed,
             "stop_reason": self.stop_reason,
             "queries": self.queries,
+            "seconds": self.seconds,
+        }
+
+
+# Batch arrays that hold how long the batch took, not per-sample outcomes: checkpointed with
+# the batch (a resumed scan still knows the time it spent), kept out of the outcomes.
+SECONDS_PREFIX = "seconds/"
+CLEAN_SECONDS = f"{SECONDS_PREFIX}clean"
+
+
+@dataclass
+class ScanTimings:
+    """Where a scan spent its time: the clean forward passes, each threat at each budget
+    (summed over batches, including batches a resumed scan read from its checkpoint), each
+    behavioural suite, each threat's integrity checks and the analysis."""
+
+    clean: float = 0.0
+    units: dict[str, float] = field(default_factory=dict)
+    behaviour: dict[str, float] = field(default_factory=dict)
+    integrity: dict[str, float] = field(default_factory=dict)
+    analysis: float = 0.0
+
+    def add_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Count a batch's timing arrays and return the batch without them."""
+        outcomes = {}
+        for key, value in arrays.items():
+            if not key.startswith(SECONDS_PREFIX):
+                outcomes[key] = value
+            elif key == CLEAN_SECONDS:
+                self.clean += float(value.sum())
+            else:
+                unit = key.removeprefix(SECONDS_PREFIX)
+                self.units[unit] = self.units.get(unit, 0.0) + float(value.sum())
+        return outcomes
+
+    def as_dict(self) -> dict[str, Any]:
+        def r(x: float) -> float:
+            return round(x, 3)
+
+        return {
+            "clean": r(self.clean),
+            "units": {k: r(v) for k, v in self.units.items()},
+            "behaviour": {k: r(v) for k, v in self.behaviour.items()},
+            "integrity": {k: r(v) for k, v in self.integrity.items()},
+            "analysis": r(self.analysis),
         }
 
 
@@ -192,6 +239,7 @@ def run_scan(
         log(f"resuming: {len(done)} of {len(batches)} batches already done")
 
     parts: list[dict[str, np.ndarray]] = []
+    timings = ScanTimings()
     advance = progress.task(f"scanning {len(units)} threat/budget pairs", n_cap)
     stop_reason = "complete"
     gated = [c for c in checks_for(config, [], sequential=True, n_max=n_cap) if _gates_early(c)]
@@ -213,7 +261,7 @@ def run_scan(
             )
             if checkpoint:
                 checkpoint.save(b, arrays)
-        parts.append(arrays)
+        parts.append(timings.add_batch(arrays))
         advance(len(index))
         if (
             sequential
@@ -241,6 +289,7 @@ def run_scan(
     measurements = _measure(parts, units, confidence, seed)
     outcomes = _stack(parts)
     behaviour = _behaviour(config, target, data, outcomes, seed, progress)
+    timings.behaviour = {r.name: r.seconds for r in behaviour}
     behaviour_measurements = [r.measurement() for r in behaviour]
     checks = checks_for(
         config, measurements + behaviour_measurements, sequential=sequential, n_max=n_cap
@@ -288,6 +337,7 @@ def run_scan(
             )
         )
     corruption_threats = {name for name, t in threats.items() if t.family == "corruption"}
+    analysis_started = time.perf_counter()
     analysis = analyse(
         config,
         data,
@@ -297,6 +347,7 @@ def run_scan(
         seed=seed,
         reference=reference,
     )
+    timings.analysis = time.perf_counter() - analysis_started
     measurements += analysis.measurements + behaviour_measurements
     analysis.behaviour = [r.as_dict() for r in behaviour]
     for gap in analysis.slices:
@@ -307,7 +358,9 @@ def run_scan(
             findings.append(slice_finding(config, gap, threat, budget))
         elif gap["gap"] is not None:
             passed_ids[fid] = gap["gap"]
-    integrity = _integrity(config, target, threats, x_all, y_all, outcomes, seed, progress)
+    integrity = _integrity(
+        config, target, threats, x_all, y_all, outcomes, seed, progress, timings.integrity
+    )
     for check in integrity:
         fid = finding_id_for(
             config.model.name, check.threat, f"integrity:{check.check}", check.budget
@@ -342,6 +395,7 @@ def run_scan(
         outcomes=outcomes,
         analysis=analysis.payload(),
         passed_ids=passed_ids,
+        seconds=timings.as_dict(),
     )
     return result
 
@@ -405,8 +459,10 @@ def _integrity(
     outcomes: dict[str, np.ndarray],
     seed: int,
     progress: Progress,
+    seconds: dict[str, float],
 ) -> list[IntegrityResult]:
-    """Evaluation-integrity checks for each white-box gradient threat, on a sub-sample."""
+    """Evaluation-integrity checks for each white-box gradient threat, on a sub-sample;
+    the time each threat's checks took goes into `seconds`."""
     cfg = config.integrity
     gradient = [
         t
@@ -422,6 +478,7 @@ def _integrity(
     advance = progress.task("evaluation integrity checks", len(gradient))
     results: list[IntegrityResult] = []
     for t in gradient:
+        started = time.perf_counter()
         results += check_threat(
             t.name,
             threats[t.name],
@@ -432,6 +489,7 @@ def _integrity(
             config=cfg,
             seed=derive_seed(seed, "integrity", t.name),
         )
+        seconds[t.name] = time.perf_counter() - started
         advance(1)
     return results
 
@@ -460,14 +518,17 @@ def _scan_batch(
     evidence_room: dict[str, int],
 ) -> dict[str, np.ndarray]:
     """Every threat and budget on one batch: per-sample outcomes as plain arrays."""
+    started = time.perf_counter()
     arrays: dict[str, np.ndarray] = {
         "index": index,
         "y": y.numpy(),
         "clean_probs": clean_probabilities(target, x),
     }
+    arrays[CLEAN_SECONDS] = np.array([time.perf_counter() - started])
     chunk_of = {t.name: t.batch_size for t in config.threats}
     for name, budget in units:
         key = unit_key(name, budget)
+        started = time.perf_counter()
         outcome = attack_batch(
             target,
             threats[name],
@@ -478,6 +539,7 @@ def _scan_batch(
             batch=batch,
             chunk=chunk_of[name],
         )
+        arrays[f"{SECONDS_PREFIX}{key}"] = np.array([time.perf_counter() - started])
         arrays[f"robust/{key}"] = outcome.robust
         arrays[f"adv_probs/{key}"] = outcome.adv_probs
         arrays[f"margin/{key}"] = outcome.margins

@@ -27,10 +27,12 @@ class JsonGateReport(ReportFormat):
 class JUnitReport(ReportFormat):
     filename = "report.xml"
     media_type = "application/xml"
-    description = "JUnit XML: one test case per check and finding, for CI test tabs"
+    description = "JUnit XML: one test case per problem, for CI test tabs"
 
     def render(self, context: ReportContext) -> str:
-        return junit_report(context.config, context.decision)
+        return junit_report(
+            context.config, context.decision, context.findings, repo_root=context.repo_root
+        )
 
 
 class SarifReport(ReportFormat):

@@ -423,7 +423,8 @@ def test_corruption_measurements_get_their_own_curves(tmp_path: Path) -> None:
 def test_model_card_section(tabular: Gated) -> None:
     card = (tabular.reports / MODEL_CARD_NAME).read_text()
     f = tabular.decision.blocking_findings[0]
-    assert card.startswith("## Robustness\n")
+    front, _, card = card.removeprefix("---\n").partition("\n---\n\n")
+    assert "model-index:" in front and card.startswith("## Robustness\n")
     assert "**Release gate: FAIL** (exit code 1" in card
     value = tabular.decision.checks[1].measurement.value  # type: ignore[union-attr]
     assert f"| robust\\_accuracy\\[pgd-linf@0.1\\] | {value:.3f} |" in card

@@ -1,7 +1,7 @@
 """Metrics with confidence intervals, policy checks and findings."""
 
 from hardenml.scan.behaviour import SuiteResult, run_suites
-from hardenml.scan.metrics import proportion
+from hardenml.scan.metrics import interval_method, proportion
 from hardenml.scan.policy import PolicyCheck, checks_for, finding_for
 from hardenml.scan.scanner import ScanResult, run_scan
 
@@ -11,6 +11,7 @@ __all__ = [
     "SuiteResult",
     "checks_for",
     "finding_for",
+    "interval_method",
     "proportion",
     "run_scan",
     "run_suites",

@@ -120,7 +120,8 @@ def decide(
         elif not check.passed:
             m = check.measurement
             reasons.append(
-                f"{check.name} = {m.value:.3f} (95% CI {m.ci_low:.3f}-{m.ci_high:.3f}, n={m.n}) "
+                f"{check.name} = {m.value:.3f} ({m.confidence:.0%} CI {m.ci_low:.3f}-"
+                f"{m.ci_high:.3f}, n={m.n}) "
                 f"< required {check.threshold:.3f}"
             )
     blocking = sorted(

@@ -42,6 +42,11 @@ PAGE_FACTS = """() => ({
   findings: [...document.querySelectorAll('#findings tbody tr')].map(tr => ({
     id: tr.dataset.findingId, cells: [...tr.cells].map(td => td.textContent.trim())})),
   images: [...document.images].map(img => ({ok: img.complete, width: img.naturalWidth})),
+  summary: {
+    top: document.querySelector('#summary').getBoundingClientRect().top,
+    firstSection: document.querySelector('h2').getBoundingClientRect().top,
+    rows: [...document.querySelectorAll('#deciding tbody tr')].map(tr => tr.dataset.kind),
+  },
 })"""
 
 
@@ -95,6 +100,9 @@ def test_tabular_report_renders_plots_and_findings_without_errors(
     assert rows[0]["cells"][:4] == [f.finding_id, "critical", "open", "yes"]
     assert rows[0]["cells"][8] == OWNER
     assert facts["images"] == []
+    # The before/after summary is drawn above every section, one row per problem.
+    summary = facts["summary"]
+    assert summary["top"] < summary["firstSection"] and summary["rows"] == ["policy check"]
 
 
 def test_image_report_renders_thumbnails_and_a_reliability_diagram(

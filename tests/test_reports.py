@@ -488,7 +488,10 @@ def test_failed_gate_checks_reach_junit_sarif_html_and_the_card(tabular: Gated) 
     page = html_report(
         config, decision, tabular.findings, baseline=default_baseline(decision, None)
     )
-    assert page.count('<td class="bad">FAIL</td>') == 1 + len(failed)
+    body = page[page.index("</header>") :]
+    assert body.count('<td class="bad">FAIL</td>') == 1 + len(failed)
+    summary = page[page.index('<section id="summary">') : page.index("</section>")]
+    assert summary.count('<td class="bad">FAIL</td>') == 1 + len(failed)
     assert 'data-series="baseline"' in page and "released-run" in page
     card = model_card_section(config, decision, tabular.findings)
     assert card.count("**FAIL** |") == 1 + len(failed)

@@ -28,7 +28,9 @@ _ALLOWED_FROM = {
 }
 
 
-_HISTORY_KEYS = ("run_id", "value", "severity", "reason", "by", "owner", "until", "due", "to")
+_HISTORY_KEYS = (
+    "run_id", "value", "threshold", "severity", "reason", "by", "owner", "until", "due", "to",
+)  # fmt: skip
 
 
 class ReviewError(ValueError):
@@ -127,8 +129,13 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
             continue
         current.history.append(entry)
         if event.kind in ("finding.observed", "finding.reopened"):
+            # Everything the scan measured and judged takes this run's value, the threshold
+            # too: the policy may have changed since the finding was opened, and a title
+            # saying "below the policy's 90%" beside a threshold of 0.8 is a stale record.
             current.value, current.ci = p["value"], p["ci"]
+            current.threshold = p["threshold"]
             current.severity, current.title = p["severity"], p["title"]
+            current.exploitation, current.remediation = p["exploitation"], p["remediation"]
             current.evidence = p.get("evidence") or current.evidence
             if event.kind == "finding.reopened":
                 current.status, current.due = "reopened", p["due"]

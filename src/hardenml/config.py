@@ -461,6 +461,18 @@ def _at(loc: tuple[str | int, ...], value: Any, message: str) -> ValidationError
     )
 
 
+class ExplainConfig(_Strict):
+    """Attribution maps for the adversarial examples a finding keeps (`[explain]`, needs
+    the `hardenml[explain]` extra): Integrated Gradients of each original and its
+    adversarial input, and of the flip between them (see `hardenml.scan.explain`)."""
+
+    enabled: bool = False
+    # Riemann steps along each path; the completeness gap the reports show shrinks with it.
+    steps: int = Field(default=32, ge=2, le=1024)
+    # Examples explained per threat and budget (of the at most 32 kept as evidence).
+    examples: int = Field(default=8, gt=0, le=32)
+
+
 class LedgerConfig(_Strict):
     path: Path = Path("hardenml.db")
     artifacts: Path = Path("artifacts")
@@ -484,6 +496,7 @@ class HardenConfig(_Strict):
     # Behavioural test suites (`[[behaviour]]`), run by the scan and required by the validator.
     behaviour: list[BehaviourSuite] = Field(default_factory=list)
     integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
     # Owner by threat name (or "*" for the rest), like CODEOWNERS.
     owners: dict[str, str] = Field(default_factory=dict)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)

@@ -151,6 +151,12 @@ class Workspace:
                     if self.config.behaviour
                     else {}
                 ),
+                # Likewise explanations: a run without them does not stand in for one with.
+                **(
+                    {"explain": self.config.explain.model_dump(mode="json")}
+                    if self.config.explain.enabled
+                    else {}
+                ),
             }
         )
         return hashlib.sha256(body.encode()).hexdigest()

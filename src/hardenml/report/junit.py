@@ -45,7 +45,7 @@ from hardenml.scan import PolicyCheck
 # Characters XML 1.0 cannot carry at all, even escaped.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # Evidence kinds that are pictures a CI page can show.
-ATTACHED_KINDS = ("thumbnail",)
+ATTACHED_KINDS = ("thumbnail", "attribution_map")
 
 
 def _x(text: object) -> str:

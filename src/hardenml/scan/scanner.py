@@ -32,6 +32,7 @@ from hardenml.records import Finding, Measurement, UnitKey, finding_id_for
 from hardenml.scan.analysis import analyse
 from hardenml.scan.behaviour import SuiteResult, preflight, run_suites
 from hardenml.scan.evaluation import attack_batch, batch_plan, clean_probabilities
+from hardenml.scan.explain import explain_evidence, require_explainer
 from hardenml.scan.integrity import IntegrityResult, check_threat
 from hardenml.scan.metrics import proportion
 from hardenml.scan.policy import (
@@ -223,6 +224,7 @@ def run_scan(
 
     x_all, y_all = torch.from_numpy(data.x), torch.from_numpy(data.y)
     check_access(target, threats)
+    require_explainer(config)
     target.check(x_all, need_gradients=any(t.needs_gradients for t in threats.values()))
     feature_names = data.provenance.get("feature_names")
     preflight(config, tuple(data.x.shape[1:]), feature_names)
@@ -305,6 +307,23 @@ def run_scan(
         for name, budget in units
         if len(outcomes.get(f"evidence/{unit_key(name, budget)}/y", ()))
     }
+    if config.explain.enabled:
+        # Only the evidence a finding will carry: the units whose policy check failed.
+        failing = {
+            unit_key(c.threat, c.budget)
+            for c in checks
+            if not c.passed and c.threat is not None and c.budget is not None
+        }
+        for key in sorted(failing & set(evidence)):
+            kept = {k: outcomes[f"evidence/{key}/{k}"] for k in ("x", "x_adv", "y", "pred")}
+            evidence[key] += explain_evidence(
+                config,
+                target,
+                config.artifacts_dir / run_id,
+                key,
+                kept,
+                lambda path: _shown(path, config.root),
+            )
     evidence |= {
         r.check_name: _save_behaviour_evidence(config.artifacts_dir / run_id, r, config.root)
         for r in behaviour

@@ -137,8 +137,9 @@ def test_bad_attack_value_is_reported():
 
 
 def test_missing_config_file_explains_init(tmp_path: Path):
+    (tmp_path / ".git").mkdir()  # bounds the search upwards
     with pytest.raises(ConfigError, match="hardenml init"):
-        find_config(None, cwd=tmp_path)
+        find_config(None, cwd=tmp_path, environ={})
 
 
 @settings(max_examples=40, deadline=None)
@@ -181,3 +182,41 @@ def test_attack_parameters_are_checked_against_the_constructor(old, new, key, ex
     (p,) = problems(text)
     assert p.key == key and expected in p.expected, p
     assert text.splitlines()[p.line - 1].startswith(key.rpartition(".")[2])
+
+
+def test_config_is_found_in_the_nearest_folder_above(tmp_path: Path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "hardenml.toml").write_text(GOOD)
+    deep = tmp_path / "models" / "v2"
+    deep.mkdir(parents=True)
+    assert find_config(None, cwd=deep, environ={}) == tmp_path / "hardenml.toml"
+    # The nearest wins.
+    (tmp_path / "models" / "hardenml.toml").write_text(GOOD)
+    assert find_config(None, cwd=deep, environ={}) == tmp_path / "models" / "hardenml.toml"
+
+
+def test_the_search_stops_at_the_repository_root(tmp_path: Path):
+    (tmp_path / "hardenml.toml").write_text(GOOD)  # outside the project
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "src").mkdir()
+    with pytest.raises(ConfigError) as info:
+        find_config(None, cwd=project / "src", environ={})
+    (problem,) = info.value.problems
+    assert f"up to {project}" in problem.expected and "HARDENML_CONFIG" in problem.expected
+
+
+def test_hardenml_config_names_the_file(tmp_path: Path):
+    (tmp_path / "hardenml.toml").write_text(GOOD)
+    other = tmp_path / "ci" / "release.toml"
+    other.parent.mkdir()
+    other.write_text(GOOD)
+    env = {"HARDENML_CONFIG": "ci/release.toml"}
+    assert find_config(None, cwd=tmp_path, environ=env) == tmp_path / "ci" / "release.toml"
+    # --config still wins over the variable.
+    explicit = tmp_path / "hardenml.toml"
+    assert find_config(explicit, cwd=tmp_path, environ=env) == explicit
+    with pytest.raises(ConfigError) as info:
+        find_config(None, cwd=tmp_path, environ={"HARDENML_CONFIG": "missing.toml"})
+    (problem,) = info.value.problems
+    assert problem.key == "HARDENML_CONFIG" and problem.value == "missing.toml"

@@ -187,3 +187,47 @@ def test_overdue_as_of_previews_and_escalation_happens_once(scanned):
         until=date.today() + timedelta(days=20),
     )
     assert escalate_overdue(ws.ledger, ws.config, today=later) == []
+
+
+def _set_min_robust(config: Path, value: float) -> None:
+    text = config.read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("min_accuracy = "))
+    config.write_text(text.replace(line, f"min_accuracy = {value}"))
+
+
+def test_a_reopened_finding_takes_the_new_threshold(scanned):
+    """Opened at 0.9, fixed when the policy drops to 0.0, reopened at 0.8: the title, the
+    threshold and every report say 0.8, never the 0.9 it was first opened with."""
+    config, fid = scanned
+    ws = workflow.Workspace.open(config)
+    assert findings_state(ws.ledger.events())[fid].threshold == 0.9
+    _set_min_robust(config, 0.0)
+    workflow.scan(workflow.Workspace.open(config))
+    assert findings_state(ws.ledger.events())[fid].status == "fixed"
+    _set_min_robust(config, 0.8)
+    ws = workflow.Workspace.open(config)
+    decision = workflow.gate(ws, rescan=True)
+    finding = findings_state(ws.ledger.events())[fid]
+    assert finding.status == "reopened"
+    assert finding.threshold == 0.8 and "below the policy's 80.0%" in finding.title
+    assert [h["threshold"] for h in finding.history if "threshold" in h] == [0.9, 0.8]
+    shown = json.loads(cli("findings", "show", fid, "--json", "--config", str(config)).output)
+    assert shown["threshold"] == 0.8 and shown["title"] == finding.title
+    reports = ws.config.reports_dir
+    sarif = json.loads((reports / "report.sarif").read_text())
+    (result,) = [r for r in sarif["runs"][0]["results"] if r["properties"].get("finding_id") == fid]
+    assert result["properties"]["threshold"] == 0.8
+    html = (reports / "report.html").read_text()
+    row = html[html.index(f'<tr data-finding-id="{fid}">') :]
+    assert '<td class="num">0.800</td>' in row[: row.index("</tr>")]
+    assert not decision.passed
+
+
+def test_an_observed_finding_takes_the_new_threshold(scanned):
+    config, fid = scanned
+    _set_min_robust(config, 0.85)
+    ws = workflow.Workspace.open(config)
+    workflow.scan(ws)
+    finding = findings_state(ws.ledger.events())[fid]
+    assert finding.status == "open" and finding.history[-1]["kind"] == "finding.observed"
+    assert finding.threshold == 0.85 and "below the policy's 85.0%" in finding.title

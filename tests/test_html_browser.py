@@ -42,6 +42,11 @@ PAGE_FACTS = """() => ({
   findings: [...document.querySelectorAll('#findings tbody tr')].map(tr => ({
     id: tr.dataset.findingId, cells: [...tr.cells].map(td => td.textContent.trim())})),
   images: [...document.images].map(img => ({ok: img.complete, width: img.naturalWidth})),
+  summary: {
+    top: document.querySelector('#summary').getBoundingClientRect().top,
+    firstSection: document.querySelector('h2').getBoundingClientRect().top,
+    rows: [...document.querySelectorAll('#deciding tbody tr')].map(tr => tr.dataset.kind),
+  },
 })"""
 
 
@@ -95,6 +100,9 @@ def test_tabular_report_renders_plots_and_findings_without_errors(
     assert rows[0]["cells"][:4] == [f.finding_id, "critical", "open", "yes"]
     assert rows[0]["cells"][8] == OWNER
     assert facts["images"] == []
+    # The before/after summary is drawn above every section, one row per problem.
+    summary = facts["summary"]
+    assert summary["top"] < summary["firstSection"] and summary["rows"] == ["policy check"]
 
 
 def test_image_report_renders_thumbnails_and_a_reliability_diagram(
@@ -121,4 +129,30 @@ def test_image_report_renders_thumbnails_and_a_reliability_diagram(
     assert [r["id"] for r in facts["findings"]] == expected_rows(gated)
     images = facts["images"]
     assert len(images) == 3 * min(8, gated.decision.blocking_findings[0].evidence[0]["count"])
+    assert all(img["ok"] and img["width"] == 64 for img in images)
+
+
+def test_image_report_with_attribution_maps_renders_them(
+    digits_mlp: nn.Module, tmp_path: Path
+) -> None:
+    pytest.importorskip("captum")
+    from hardenml.workflow import Workspace, gate
+    from test_reports_support import save_weights, write_config
+
+    save_weights(digits_mlp, tmp_path / "model.safetensors")
+    config = write_config(tmp_path, shape="[1, 8, 8]")
+    config.write_text(config.read_text() + "\n[explain]\nenabled = true\nexamples = 2\n")
+    ws = Workspace.open(config)
+    gate(ws)
+    facts, problems = open_report(ws.config.reports_dir / HTML_NAME)
+    assert problems == []
+    images = facts["images"]
+    shown = min(
+        8,
+        next(f for f in ws.ledger.events() if f.kind == "finding.opened").payload["evidence"][0][
+            "count"
+        ],
+    )
+    # Three pictures per example, and two attribution maps for each of the two explained.
+    assert len(images) == 3 * shown + 2 * 2
     assert all(img["ok"] and img["width"] == 64 for img in images)

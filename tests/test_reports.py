@@ -23,6 +23,7 @@ from hardenml.config import parse_config
 from hardenml.gate import GateDecision, decide
 from hardenml.imaging import png_bytes
 from hardenml.ledger import RunRecord
+from hardenml.records import fingerprint
 from hardenml.report import (
     HTML_NAME,
     JUNIT_NAME,
@@ -116,11 +117,12 @@ def test_gate_writes_every_report_into_the_reports_dir(tabular: Gated) -> None:
     assert not list(tabular.reports.glob("*.tmp"))
 
 
-def test_junit_has_one_case_per_check_and_per_blocking_finding(tabular: Gated) -> None:
+def test_junit_has_one_case_per_check_and_the_finding_inside_its_check(tabular: Gated) -> None:
     decision = tabular.decision
     root = ET.parse(tabular.reports / JUNIT_NAME).getroot()
     assert root.tag == "testsuites" and root.get("name") == f"hardenml gate: {PROJECT}"
-    policy, gate_suite, findings = root.findall("testsuite")
+    # The blocking finding is the failed robustness check's: one problem, one case.
+    policy, gate_suite = root.findall("testsuite")
     assert [c.get("name") for c in gate_suite.findall("testcase")] == [
         g.name for g in decision.extra_checks
     ]
@@ -131,15 +133,10 @@ def test_junit_has_one_case_per_check_and_per_blocking_finding(tabular: Gated) -
     failure = cases[1].find("failure")
     assert failure is not None and failure.get("type") == "PolicyViolation"
     assert failure.get("message") == decision.reasons[0]
-    (blocking,) = findings.findall("testcase")
     f = decision.blocking_findings[0]
-    assert blocking.get("name") == f"{f.finding_id} robust_accuracy[pgd-linf@0.1]"
-    bad = blocking.find("failure")
-    assert bad is not None and bad.get("type") == f.severity
-    assert bad.get("message") == decision.reasons[1]
-    assert OWNER in (bad.text or "")
-    total = len(decision.checks) + len(decision.extra_checks) + 1
-    assert (root.get("tests"), root.get("failures")) == (str(total), "2")
+    assert f.finding_id in (failure.text or "") and OWNER in (failure.text or "")
+    total = len(decision.checks) + len(decision.extra_checks)
+    assert (root.get("tests"), root.get("failures")) == (str(total), "1")
     assert (policy.get("tests"), policy.get("failures")) == ("2", "1")
     props = {p.get("name"): p.get("value") for p in policy.iter("property")}
     assert props["model"] == MODEL and props["gate_status"] == "fail"
@@ -175,18 +172,21 @@ def test_sarif_validates_against_the_oasis_schema_and_points_at_config_lines(
     (result,) = run["results"]
     f = tabular.decision.blocking_findings[0]
     assert (
-        rules[result["ruleIndex"]]["id"] == result["ruleId"] == "hardenml/robust_accuracy/pgd-linf"
+        rules[result["ruleIndex"]]["id"]
+        == result["ruleId"]
+        == "hardenml/robust_accuracy/pgd-linf@0.1"
     )
     # Every check the gate ran has a rule, so a dashboard knows what passed as well.
     assert {r["id"] for r in rules} == {
         "hardenml/clean_accuracy",
-        "hardenml/robust_accuracy/pgd-linf",
+        "hardenml/robust_accuracy/pgd-linf@0.1",
         "hardenml/gate/validation",
         "hardenml/gate/regression",
     }
     assert result["level"] == "error" and f.severity == "critical"
     assert rules[result["ruleIndex"]]["properties"]["security-severity"] == "9.5"
     assert result["partialFingerprints"]["hardenmlFinding/v1"] == f.fingerprint
+    assert result["partialFingerprints"]["primaryLocationLineHash"] == f.fingerprint
     lines = tabular.ws.config.key_lines
     physical = result["locations"][0]["physicalLocation"]
     assert physical["artifactLocation"]["uri"] == "hardenml.toml"
@@ -206,13 +206,22 @@ def test_sarif_validates_against_the_oasis_schema_and_points_at_config_lines(
     ("severity", "level"),
     [("critical", "error"), ("high", "error"), ("medium", "warning"), ("low", "note")],
 )
-def test_sarif_level_follows_the_finding_severity(
+def test_sarif_level_follows_the_severity_of_a_finding_that_does_not_fail_the_gate(
     tabular: Gated, severity: str, level: str
 ) -> None:
-    f = dataclasses.replace(tabular.decision.blocking_findings[0], severity=severity)
-    log = sarif_report(tabular.ws.config, tabular.decision, [f])
+    # A finding at a budget the policy sets no threshold for, of a severity the gate lets
+    # through: only its severity decides its level.
+    f = tabular.decision.blocking_findings[0]
+    fp = fingerprint(f.model, f.threat, f.metric, 0.02)
+    aside = dataclasses.replace(
+        f, severity=severity, budget=0.02, fingerprint=fp, finding_id=f"HML-{fp[:8]}"
+    )
+    log = sarif_report(tabular.ws.config, tabular.decision, [aside])
     validate_sarif(log)
-    assert [r["level"] for r in log["runs"][0]["results"]] == [level]
+    levels = {r["ruleId"]: r["level"] for r in log["runs"][0]["results"]}
+    assert levels["hardenml/robust_accuracy/pgd-linf@0.02"] == level
+    # The failed check at 0.1 has no finding in this list: its own result is an error.
+    assert levels["hardenml/robust_accuracy/pgd-linf@0.1"] == "error"
 
 
 def test_sarif_lists_an_unmeasured_check_without_a_finding(tabular: Gated) -> None:
@@ -414,7 +423,8 @@ def test_corruption_measurements_get_their_own_curves(tmp_path: Path) -> None:
 def test_model_card_section(tabular: Gated) -> None:
     card = (tabular.reports / MODEL_CARD_NAME).read_text()
     f = tabular.decision.blocking_findings[0]
-    assert card.startswith("## Robustness\n")
+    front, _, card = card.removeprefix("---\n").partition("\n---\n\n")
+    assert "model-index:" in front and card.startswith("## Robustness\n")
     assert "**Release gate: FAIL** (exit code 1" in card
     value = tabular.decision.checks[1].measurement.value  # type: ignore[union-attr]
     assert f"| robust\\_accuracy\\[pgd-linf@0.1\\] | {value:.3f} |" in card
@@ -478,7 +488,10 @@ def test_failed_gate_checks_reach_junit_sarif_html_and_the_card(tabular: Gated) 
     page = html_report(
         config, decision, tabular.findings, baseline=default_baseline(decision, None)
     )
-    assert page.count('<td class="bad">FAIL</td>') == 1 + len(failed)
+    body = page[page.index("</header>") :]
+    assert body.count('<td class="bad">FAIL</td>') == 1 + len(failed)
+    summary = page[page.index('<section id="summary">') : page.index("</section>")]
+    assert summary.count('<td class="bad">FAIL</td>') == 1 + len(failed)
     assert 'data-series="baseline"' in page and "released-run" in page
     card = model_card_section(config, decision, tabular.findings)
     assert card.count("**FAIL** |") == 1 + len(failed)

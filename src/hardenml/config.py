@@ -9,9 +9,10 @@ line.
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -588,6 +589,18 @@ def _at(loc: tuple[str | int, ...], value: Any, message: str) -> ValidationError
     )
 
 
+class ExplainConfig(_Strict):
+    """Attribution maps for the adversarial examples a finding keeps (`[explain]`, needs
+    the `hardenml[explain]` extra): Integrated Gradients of each original and its
+    adversarial input, and of the flip between them (see `hardenml.scan.explain`)."""
+
+    enabled: bool = False
+    # Riemann steps along each path; the completeness gap the reports show shrinks with it.
+    steps: int = Field(default=32, ge=2, le=1024)
+    # Examples explained per threat and budget (of the at most 32 kept as evidence).
+    examples: int = Field(default=8, gt=0, le=32)
+
+
 class LedgerConfig(_Strict):
     path: Path = Path("hardenml.db")
     artifacts: Path = Path("artifacts")
@@ -611,6 +624,7 @@ class HardenConfig(_Strict):
     # Behavioural test suites (`[[behaviour]]`), run by the scan and required by the validator.
     behaviour: list[BehaviourSuite] = Field(default_factory=list)
     integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
     # Owner by threat name (or "*" for the rest), like CODEOWNERS.
     owners: dict[str, str] = Field(default_factory=dict)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
@@ -712,15 +726,63 @@ class ConfigError(Exception):
         super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
-def find_config(explicit: Path | None = None, cwd: Path | None = None) -> Path:
-    """The config to use: `explicit` if given, else `hardenml.toml` in `cwd`."""
-    path = explicit if explicit is not None else (cwd or Path.cwd()) / CONFIG_FILENAME
-    if not path.is_file():
-        hint = "" if explicit else "; run `hardenml init` to write a starter, or pass --config PATH"
-        raise ConfigError(
-            path, [ConfigProblem("<file>", str(path), f"an existing TOML file{hint}")]
-        )
-    return path
+CONFIG_ENV = "HARDENML_CONFIG"
+
+
+def find_config(
+    explicit: Path | None = None,
+    cwd: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Path:
+    """The config to use: `explicit` if given; else the file `$HARDENML_CONFIG` names
+    (relative to `cwd`); else `hardenml.toml` in `cwd` or the nearest folder above it. The
+    search stops at the root of the git repository holding `cwd` (the first folder with a
+    `.git`), so a config outside the project is never picked up by accident."""
+    here = cwd or Path.cwd()
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(
+                explicit, [ConfigProblem("<file>", str(explicit), "an existing TOML file")]
+            )
+        return explicit
+    named = (os.environ if environ is None else environ).get(CONFIG_ENV)
+    if named:
+        path = Path(named) if Path(named).is_absolute() else here / named
+        if not path.is_file():
+            raise ConfigError(
+                path,
+                [
+                    ConfigProblem(
+                        CONFIG_ENV,
+                        named,
+                        "the path of an existing TOML file (or unset it to search for "
+                        f"{CONFIG_FILENAME} from the working folder up)",
+                    )
+                ],
+            )
+        return path
+    start = here.resolve()
+    last = start
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate if folder != start else here / CONFIG_FILENAME
+        last = folder
+        if (folder / ".git").exists():
+            break
+    where = f"{start}" if last == start else f"{start} and the folders above it up to {last}"
+    raise ConfigError(
+        here / CONFIG_FILENAME,
+        [
+            ConfigProblem(
+                "<file>",
+                CONFIG_FILENAME,
+                f"an existing TOML file (looked in {where}); run `hardenml init` to write a "
+                f"starter, pass --config PATH or set {CONFIG_ENV}",
+            )
+        ],
+    )
 
 
 def load_config(path: Path) -> HardenConfig:

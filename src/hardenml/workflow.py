@@ -9,6 +9,7 @@ import hashlib
 import math
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,9 @@ from hardenml.config import (
     ConfigError,
     ConfigProblem,
     HardenConfig,
+    LedgerConfig,
     ModelConfig,
+    ReportsConfig,
     find_config,
     load_config,
 )
@@ -57,6 +60,7 @@ from hardenml.patch import (
 )
 from hardenml.records import GATE_DECIDED, GateDecided
 from hardenml.report import write_all_reports, write_gate_report
+from hardenml.report.bundle import report_files
 from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.policy import Remedy, generic_remedy
 from hardenml.scan.scanner import Checkpoint
@@ -173,6 +177,12 @@ class Workspace:
                 **(
                     {"preprocessing": list(self.config.model.preprocessing)}
                     if self.config.model.preprocessing
+                    else {}
+                ),
+                # Likewise explanations: a run without them does not stand in for one with.
+                **(
+                    {"explain": self.config.explain.model_dump(mode="json")}
+                    if self.config.explain.enabled
                     else {}
                 ),
             }
@@ -389,6 +399,61 @@ def gate(
         say("gate: the policy is looser than at the last release: " + "; ".join(decision.loosened))
         _record_loosening(ws, decision)
     return decision
+
+
+def withdraw_reports(
+    config_path: Path | None = None,
+    report_path: Path | None = None,
+    *,
+    cwd: Path | None = None,
+) -> list[Path]:
+    """Remove the reports of the previous gate decision, when the gate could not decide:
+    a PASS left in place by an earlier run must never be read as this run's result. Returns
+    the files removed.
+
+    The folders come from the config even when it does not validate (its `[reports] dir`
+    and `[ledger] path`, read as plain TOML where possible, else the defaults); a config
+    that cannot be found leaves only an explicit `report_path` to remove.
+    """
+    candidates = [report_path] if report_path is not None else []
+    try:
+        source = find_config(config_path, cwd)
+    except ConfigError:
+        source = None
+    if source is not None:
+        reports_dir, ledger_dir = _report_folders(source)
+        candidates += report_files(reports_dir)
+        if report_path is None:
+            candidates.append(ledger_dir / GATE_REPORT_NAME)
+    removed = []
+    for path in candidates:
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _report_folders(source: Path) -> tuple[Path, Path]:
+    """(reports folder, ledger's folder) of the config at `source`, valid or not."""
+    try:
+        config = load_config(source)
+        return config.reports_dir, config.ledger_path.parent
+    except ConfigError:
+        pass
+    root = source.resolve().parent
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+        raw = {}
+
+    def string_at(table: str, key: str, default: Path) -> Path:
+        section = raw.get(table)
+        value = section.get(key) if isinstance(section, dict) else None
+        return Path(value) if isinstance(value, str) else default
+
+    folder = string_at("reports", "dir", ReportsConfig().dir)
+    db = string_at("ledger", "path", LedgerConfig().path)
+    return root / folder, (root / db).parent
 
 
 # --- patch, validate, promote, release (the second half of the loop) -------------------

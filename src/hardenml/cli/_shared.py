@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
-from hardenml.config import CONFIG_FILENAME, ConfigError
+from hardenml.config import CONFIG_ENV, CONFIG_FILENAME, ConfigError
 from hardenml.data import DataError
 from hardenml.gate import EXIT_FAIL, EXIT_INTERNAL, EXIT_TAMPERED, EXIT_USAGE
 from hardenml.ledger import LedgerError, LedgerTamperedError
@@ -61,7 +61,12 @@ SequentialOpt = Annotated[
 ]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help=f"Config file (default: ./{CONFIG_FILENAME})."),
+    typer.Option(
+        "--config",
+        "-c",
+        help=f"Config file (default: ${CONFIG_ENV}, else {CONFIG_FILENAME} in this folder or "
+        "the nearest one above it, within the git repository).",
+    ),
 ]
 TrustOpt = Annotated[
     bool, typer.Option("--trust", help="Allow loading pickle/joblib model files (runs code).")

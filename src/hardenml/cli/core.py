@@ -26,6 +26,7 @@ from hardenml.cli._shared import (
 )
 from hardenml.cli.findings import print_findings
 from hardenml.config import CONFIG_FILENAME
+from hardenml.report import gate_report_json
 from hardenml.scan import ScanResult
 
 
@@ -102,14 +103,33 @@ def gate(
     trust: TrustOpt = False,
     rescan: Annotated[bool, typer.Option(help="Scan again even if a matching run exists.")] = False,
     report: Annotated[Path | None, typer.Option(help="JSON report path.")] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the gate report (gate-report.json) on stdout and nothing else; "
+            "progress and messages go to stderr.",
+        ),
+    ] = False,
 ) -> None:
-    """Decide the release: exit 0 when the policy holds, 1 when it does not, 2 on errors."""
-    with user_errors():
-        ws = workflow.Workspace.open(config)
-        with progress_display() as progress:
-            decision = workflow.gate(
-                ws, trust=trust, rescan=rescan, progress=progress, report_path=report, log=note
-            )
+    """Decide the release: exit 0 when the policy holds, 1 when it does not, 2 on errors.
+
+    When it cannot decide (exit 2 or 3), the reports of the previous decision are removed,
+    so that no earlier PASS is read as this run's."""
+    try:
+        with user_errors():
+            ws = workflow.Workspace.open(config)
+            with progress_display() as progress:
+                decision = workflow.gate(
+                    ws, trust=trust, rescan=rescan, progress=progress, report_path=report, log=note
+                )
+    except BaseException:
+        for path in workflow.withdraw_reports(config, report):
+            note(f"removed {path}: the previous decision's report is not this run's")
+        raise
+    if as_json:
+        typer.echo(gate_report_json(ws.config, decision), nl=False)
+        raise typer.Exit(decision.exit_code)
     table = Table(title=f"release gate: {escape(decision.run.model)} (run {decision.run.run_id})")
     for col in ("check", "value", "CI", "n", "required", "decision", "result"):
         table.add_column(col)

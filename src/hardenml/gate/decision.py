@@ -136,8 +136,8 @@ def decide(
             m = check.measurement
             judged = f", {check.judged_on}" if check.attacks else ""
             reasons.append(
-                f"{check.name} = {m.value:.3f} (95% CI {m.ci_low:.3f}-{m.ci_high:.3f}, n={m.n}"
-                f"{judged}) < required {check.threshold:.3f}"
+                f"{check.name} = {m.value:.3f} ({m.confidence:.0%} CI {m.ci_low:.3f}-"
+                f"{m.ci_high:.3f}, n={m.n}{judged}) < required {check.threshold:.3f}"
             )
     blocking = sorted(
         (

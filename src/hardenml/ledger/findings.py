@@ -28,7 +28,9 @@ _ALLOWED_FROM = {
 }
 
 
-_HISTORY_KEYS = ("run_id", "value", "severity", "reason", "by", "owner", "until", "due", "to")
+_HISTORY_KEYS = (
+    "run_id", "value", "threshold", "severity", "reason", "by", "owner", "until", "due", "to",
+)  # fmt: skip
 
 
 class ReviewError(ValueError):
@@ -58,6 +60,8 @@ class FindingState:
     history: list[dict[str, Any]] = field(default_factory=list)
     accepted_until: str | None = None
     escalated_for_due: str | None = None
+    # The slice a slice-gap finding is about (`class=3`), None for every other finding.
+    slice: str | None = None
 
     def status_on(self, today: date | None = None) -> str:
         """The status as of `today`: an accepted risk whose date has passed is open again."""
@@ -117,6 +121,7 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
                 evidence=p["evidence"],
                 opened=event.ts,
                 history=[entry],
+                slice=p.get("slice"),
             )
             continue
         current = state.get(fid)
@@ -124,8 +129,13 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
             continue
         current.history.append(entry)
         if event.kind in ("finding.observed", "finding.reopened"):
+            # Everything the scan measured and judged takes this run's value, the threshold
+            # too: the policy may have changed since the finding was opened, and a title
+            # saying "below the policy's 90%" beside a threshold of 0.8 is a stale record.
             current.value, current.ci = p["value"], p["ci"]
+            current.threshold = p["threshold"]
             current.severity, current.title = p["severity"], p["title"]
+            current.exploitation, current.remediation = p["exploitation"], p["remediation"]
             current.evidence = p.get("evidence") or current.evidence
             if event.kind == "finding.reopened":
                 current.status, current.due = "reopened", p["due"]

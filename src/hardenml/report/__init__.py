@@ -15,7 +15,12 @@ from hardenml.report.calibration import (
     reliability_diagram,
 )
 from hardenml.report.html_report import html_report, write_html
-from hardenml.report.json_report import GATE_REPORT_SCHEMA_VERSION, gate_report, write_gate_report
+from hardenml.report.json_report import (
+    GATE_REPORT_SCHEMA_VERSION,
+    gate_report,
+    gate_report_json,
+    write_gate_report,
+)
 from hardenml.report.junit import junit_report, write_junit
 from hardenml.report.model_card import model_card_section, write_model_card
 from hardenml.report.registry import (
@@ -41,6 +46,7 @@ __all__ = [
     "baseline_run",
     "bins_calibration_error",
     "gate_report",
+    "gate_report_json",
     "html_report",
     "junit_report",
     "model_card_section",

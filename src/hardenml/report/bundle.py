@@ -13,7 +13,12 @@ from hardenml.records import RUN_COMPLETED
 from hardenml.report.calibration import Reliability
 from hardenml.report.common import Findings
 from hardenml.report.formats import HtmlReport, JUnitReport, ModelCardReport, SarifReport
-from hardenml.report.registry import ReportContext, available_reports, report_format
+from hardenml.report.registry import (
+    ReportContext,
+    ReportLookupError,
+    available_reports,
+    report_format,
+)
 
 JUNIT_NAME = JUnitReport.filename
 SARIF_NAME = SarifReport.filename
@@ -56,6 +61,18 @@ def repo_root(start: Path) -> Path | None:
         if (folder / ".git").exists():
             return folder
     return None
+
+
+def report_files(folder: Path) -> list[Path]:
+    """Where every registered format writes in `folder` (a format whose plugin no longer
+    loads is left out: its file, if any, is not ours to judge)."""
+    paths = []
+    for name in available_reports():
+        try:
+            paths.append(folder / report_format(name).filename)
+        except (ReportLookupError, ImportError):
+            continue
+    return paths
 
 
 def write_all_reports(

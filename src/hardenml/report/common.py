@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hardenml.config import HardenConfig
+from hardenml.config import CONFIG_FILENAME, HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.gate.decision import GateCheck
 from hardenml.ledger import FindingState
@@ -172,6 +172,25 @@ def measurement_key(metric: str, threat: str | None, budget: float | None) -> st
     if threat is None:
         return metric
     return f"{metric}[{threat}@{budget if budget is None else format(budget, 'g')}]"
+
+
+def shown_path(config: HardenConfig, path: Path | str, repo_root: Path | None) -> str:
+    """A path as CI tools resolve it: relative to the repository root (GitLab's project
+    folder, Jenkins' workspace), else to the config's folder; absolute when outside both.
+    Relative `path`s are taken relative to the config's folder, as the ledger records them."""
+    full = config.resolve(Path(path)).resolve()
+    base = (repo_root or config.root).resolve()
+    try:
+        return full.relative_to(base).as_posix()
+    except ValueError:
+        return full.as_posix()
+
+
+def config_path(config: HardenConfig, repo_root: Path | None) -> str:
+    """The config file, as `shown_path` shows it (its `source` is relative to the working
+    folder it was opened from, not to its own folder)."""
+    source = config.source.resolve() if config.source is not None else Path(CONFIG_FILENAME)
+    return shown_path(config, source, repo_root)
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

@@ -1,4 +1,5 @@
-"""Adversarial examples a finding recorded, read back and checked against their sha256."""
+"""Adversarial examples (and their attributions) a finding recorded, read back and checked
+against their sha256."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from hardenml.config import HardenConfig
 from hardenml.ledger import FindingState
+from hardenml.scan.explain import ATTRIBUTION_ARRAYS
 
 EVIDENCE_ARRAYS = ("x", "x_adv", "y", "pred")
 
@@ -49,13 +51,61 @@ def load_evidence(config: HardenConfig, finding: FindingState) -> list[Evidence 
     for entry in finding.evidence:
         if entry.get("kind") != "adversarial_examples" or "path" not in entry:
             continue
-        out.append(_load_one(config, finding.finding_id, entry))
+        arrays = _read_npz(config, finding.finding_id, entry, EVIDENCE_ARRAYS)
+        if isinstance(arrays, EvidenceProblem):
+            out.append(arrays)
+            continue
+        if arrays["x"].shape != arrays["x_adv"].shape:
+            out.append(
+                EvidenceProblem(
+                    finding.finding_id, str(entry["path"]), "arrays of mismatched shapes"
+                )
+            )
+            continue
+        out.append(Evidence(finding.finding_id, str(entry["path"]), **arrays))
     return out
 
 
-def _load_one(
-    config: HardenConfig, finding_id: str, entry: dict[str, Any]
-) -> Evidence | EvidenceProblem:
+@dataclass(frozen=True)
+class Attributions:
+    """The Integrated Gradients of a finding's first examples (`hardenml.scan.explain`):
+    `before`, `after` and `flip` (n, *input_shape), the completeness gaps, and the entry's
+    own record (method, steps, largest relative gap, ranked features)."""
+
+    finding_id: str
+    path: str
+    record: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class AttributionsMissing:
+    """Why a finding has no attributions to show (the model gives no gradients)."""
+
+    finding_id: str
+    reason: str
+
+
+def load_attributions(
+    config: HardenConfig, finding: FindingState
+) -> Attributions | AttributionsMissing | EvidenceProblem | None:
+    """The finding's attributions, why it has none, or None when the scan made none
+    (explanations off)."""
+    for entry in finding.evidence:
+        if entry.get("kind") == "attributions_unavailable":
+            return AttributionsMissing(finding.finding_id, str(entry.get("reason")))
+        if entry.get("kind") == "attributions" and "path" in entry:
+            arrays = _read_npz(config, finding.finding_id, entry, ATTRIBUTION_ARRAYS)
+            if isinstance(arrays, EvidenceProblem):
+                return arrays
+            return Attributions(finding.finding_id, str(entry["path"]), dict(entry), arrays)
+    return None
+
+
+def _read_npz(
+    config: HardenConfig, finding_id: str, entry: dict[str, Any], names: tuple[str, ...]
+) -> dict[str, np.ndarray] | EvidenceProblem:
+    """The named arrays of an evidence .npz, all of one length, or why not."""
     shown = str(entry["path"])
     path = config.resolve(Path(shown))
     try:
@@ -73,16 +123,15 @@ def _load_one(
         )
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            missing = [k for k in EVIDENCE_ARRAYS if k not in npz.files]
+            missing = [k for k in names if k not in npz.files]
             if missing:
                 return EvidenceProblem(finding_id, shown, f"arrays missing: {missing}")
-            arrays = {k: np.asarray(npz[k]) for k in EVIDENCE_ARRAYS}
+            arrays = {k: np.asarray(npz[k]) for k in names}
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         return EvidenceProblem(finding_id, shown, f"not a readable .npz ({exc})")
-    n = len(arrays["y"])
-    if any(len(a) != n for a in arrays.values()) or arrays["x"].shape != arrays["x_adv"].shape:
+    if len({len(a) for a in arrays.values()}) > 1:
         return EvidenceProblem(finding_id, shown, "arrays of mismatched shapes")
-    return Evidence(finding_id, shown, **arrays)
+    return arrays
 
 
 def is_image_shape(shape: tuple[int, ...]) -> bool:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from hardenml.report.common import json_safe
 from hardenml.report.html_report import html_report
-from hardenml.report.json_report import gate_report
+from hardenml.report.json_report import gate_report_json
 from hardenml.report.junit import junit_report
 from hardenml.report.model_card import model_card_section
 from hardenml.report.registry import ReportContext, ReportFormat
@@ -19,18 +18,18 @@ class JsonGateReport(ReportFormat):
     description = "the gate's decision, checks and findings (docs/gate-report.md)"
 
     def render(self, context: ReportContext) -> str:
-        # NaN (a metric over zero samples) is not JSON; strict readers get null instead.
-        report = json_safe(gate_report(context.config, context.decision))
-        return json.dumps(report, indent=2, allow_nan=False) + "\n"
+        return gate_report_json(context.config, context.decision)
 
 
 class JUnitReport(ReportFormat):
     filename = "report.xml"
     media_type = "application/xml"
-    description = "JUnit XML: one test case per check and finding, for CI test tabs"
+    description = "JUnit XML: one test case per problem, for CI test tabs"
 
     def render(self, context: ReportContext) -> str:
-        return junit_report(context.config, context.decision)
+        return junit_report(
+            context.config, context.decision, context.findings, repo_root=context.repo_root
+        )
 
 
 class SarifReport(ReportFormat):

@@ -1,5 +1,7 @@
 """The adversarial-examples part of the HTML page's view: what the open findings kept as
-evidence, as pictures or feature changes, and how many inputs the attack really flipped.
+evidence, as pictures or feature changes, how many inputs the attack really flipped, and
+(with `[explain]`) the Integrated Gradients maps of each original and adversarial input
+or, for tabular inputs, the features that carried the flip.
 
 Only data and formatted text: the template `templates/report.html.j2` lays it out.
 """
@@ -7,7 +9,7 @@ Only data and formatted text: the template `templates/report.html.j2` lays it ou
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,10 +20,20 @@ from hardenml.imaging import delta_pixels, png_data_uri, to_pixels, upscale
 from hardenml.ledger import FindingState
 from hardenml.records import Measurement
 from hardenml.report.common import measurements
-from hardenml.report.evidence import Evidence, EvidenceProblem, is_image_shape, load_evidence
+from hardenml.report.evidence import (
+    Attributions,
+    AttributionsMissing,
+    Evidence,
+    EvidenceProblem,
+    is_image_shape,
+    load_attributions,
+    load_evidence,
+)
+from hardenml.scan.explain import heatmap
 
 EXAMPLES_SHOWN = 8
 TOP_FEATURES = 5
+CARRIED_FEATURES = 3
 # A threat's robust accuracy counts the samples the model got right both before and under
 # the attack (`AttackResult.robust_correct`), so only for this metric is
 # "clean hits - robust hits" the number of inputs the attack flipped.
@@ -53,6 +65,29 @@ class ImageExample:
     true_class: str
     predicted: str
     linf: str
+    # Attribution maps: of the original for its class, of the adversarial input for the
+    # class it is now taken for. Empty without attributions.
+    maps: list[Picture] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FeatureShare:
+    """A feature's share of the change in margin that flipped the decision."""
+
+    feature: str
+    share: str
+
+
+@dataclass(frozen=True)
+class AttributionSummary:
+    """How the attributions were made and how far to trust them (completeness)."""
+
+    method: str
+    steps: int
+    baseline: str
+    explained: int
+    completeness_gap: str
+    ranked: list[FeatureShare]
 
 
 @dataclass(frozen=True)
@@ -70,6 +105,8 @@ class TabularExample:
     predicted: str
     linf: str
     changes: list[FeatureChange]
+    # The features that carried this example's flip, largest share first (attributions).
+    carried: list[FeatureShare] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,6 +124,9 @@ class EvidenceView:
     images: list[ImageExample]
     rows: list[TabularExample]
     top_features: int = TOP_FEATURES
+    attribution: AttributionSummary | None = None
+    # Why there are no attributions to show, when the scan tried (no gradients, a changed file).
+    attribution_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +195,19 @@ def _evidence_view(
     shown = min(kept, EXAMPLES_SHOWN)
     is_image = is_image_shape(tuple(ev.x.shape[1:]))
     budget = "-" if finding.budget is None else f"{finding.budget:g}"
+    found = load_attributions(config, finding)
+    attributions = found if isinstance(found, Attributions) else None
+    if isinstance(found, AttributionsMissing):
+        note: str | None = f"Attributions not computed: {found.reason}."
+    elif isinstance(found, EvidenceProblem):
+        note = f"Attributions {found.path} not shown: {found.reason}."
+    else:
+        note = None
+    images = _image_examples(config, ev, shown) if is_image else []
+    rows = [] if is_image else _tabular_examples(config, ev, shown)
+    if attributions is not None:
+        images = [_with_maps(example, attributions) for example in images]
+        rows = [_with_carried(row, attributions, tuple(ev.x.shape[1:])) for row in rows]
     return EvidenceView(
         finding_id=finding.finding_id,
         heading=f"{finding.finding_id}: {finding.threat or finding.metric} at budget {budget}",
@@ -163,9 +216,55 @@ def _evidence_view(
         shown=shown,
         flips=flips,
         is_image=is_image,
-        images=_image_examples(config, ev, shown) if is_image else [],
-        rows=[] if is_image else _tabular_examples(config, ev, shown),
+        images=images,
+        rows=rows,
+        attribution=None if attributions is None else _summary(attributions, tuple(ev.x.shape[1:])),
+        attribution_note=note,
     )
+
+
+def _summary(att: Attributions, shape: tuple[int, ...]) -> AttributionSummary:
+    record = att.record
+    ranked = [
+        FeatureShare(_index(int(r["feature"]), shape), f"{float(r['share']):+.1%}")
+        for r in record.get("ranked_features") or []
+    ]
+    return AttributionSummary(
+        method=str(record.get("method")),
+        steps=int(record.get("steps") or 0),
+        baseline=str(record.get("baseline")),
+        explained=len(att.arrays["y"]),
+        completeness_gap=f"{float(record.get('completeness_gap') or 0.0):.2%}",
+        ranked=ranked,
+    )
+
+
+def _with_maps(example: ImageExample, att: Attributions) -> ImageExample:
+    """The example with its two attribution maps, when it was among those explained."""
+    i = example.index
+    if i >= len(att.arrays["y"]):
+        return example
+    maps = []
+    for name, alt in (
+        ("before", f"attribution of the original, class {example.true_class}"),
+        ("after", f"attribution of the adversarial input, class {example.predicted}"),
+    ):
+        big = upscale(heatmap(att.arrays[name][i]))
+        maps.append(Picture(png_data_uri(big), big.shape[1], big.shape[0], alt))
+    return replace(example, maps=maps)
+
+
+def _with_carried(row: TabularExample, att: Attributions, shape: tuple[int, ...]) -> TabularExample:
+    """The row with the features whose attribution carried most of its margin change."""
+    i = row.index
+    if i >= len(att.arrays["y"]):
+        return row
+    flip = att.arrays["flip"][i].ravel()
+    change = float(att.arrays["change_flip"][i])
+    scale = change if abs(change) > 1e-9 else float(np.abs(flip).sum()) or 1.0
+    order = np.argsort(-np.abs(flip), kind="stable")[:CARRIED_FEATURES]
+    carried = [FeatureShare(_index(int(j), shape), f"{flip[j] / scale:+.1%}") for j in order]
+    return replace(row, carried=carried)
 
 
 def _class_name(config: HardenConfig, label: Any) -> str:

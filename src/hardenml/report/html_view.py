@@ -30,6 +30,7 @@ from hardenml.report.common import (
     status,
 )
 from hardenml.report.html_examples import ExampleBlock, example_blocks
+from hardenml.report.html_summary import SummaryView, summary_view
 from hardenml.report.svg import (
     BASELINE_COLOUR,
     CANDIDATE_COLOUR,
@@ -142,6 +143,7 @@ class PageView:
     model: str
     status: str
     exit_code: int
+    summary: SummaryView
     reasons: list[str]
     run_rows: list[tuple[str, str]]
     checks: list[CheckRow]
@@ -173,6 +175,7 @@ def page_view(
         model=decision.run.model,
         status=decision.status,
         exit_code=decision.exit_code,
+        summary=summary_view(decision, baseline),
         reasons=list(decision.reasons),
         run_rows=run_rows(config, decision, baseline),
         checks=check_rows(decision),

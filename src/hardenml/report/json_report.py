@@ -10,7 +10,7 @@ from typing import Any
 from hardenml._version import __version__
 from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
-from hardenml.report.common import json_safe
+from hardenml.report.common import atomic_write, json_safe
 
 GATE_REPORT_SCHEMA_VERSION = "1.2"
 
@@ -63,11 +63,12 @@ def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
     }
 
 
-def write_gate_report(path: Path, config: HardenConfig, decision: GateDecision) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    # NaN (a metric over zero samples) is not JSON; strict readers get null instead.
+def gate_report_json(config: HardenConfig, decision: GateDecision) -> str:
+    """The gate report as strict JSON text: NaN (a metric over zero samples) is not JSON,
+    so strict readers get null instead."""
     report = json_safe(gate_report(config, decision))
-    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+    return json.dumps(report, indent=2, allow_nan=False) + "\n"
+
+
+def write_gate_report(path: Path, config: HardenConfig, decision: GateDecision) -> Path:
+    return atomic_write(path, gate_report_json(config, decision))

@@ -1,8 +1,10 @@
-"""The robustness section of a model card, in Markdown.
+"""The robustness section of a model card, in Markdown, with Hugging Face front matter.
 
 Follows the "Quantitative Analyses" and "Caveats" parts of Mitchell et al. 2019,
 "Model Cards for Model Reporting", https://arxiv.org/abs/1810.03993: each number with
-its interval, the conditions it was measured under, and what it does not cover.
+its interval (and how the interval was computed), the conditions it was measured under,
+and what it does not cover. The YAML front matter carries the same numbers as
+`model-index` evaluation results (`model_index.py`), which the Hugging Face Hub reads.
 Text from the config or the ledger is escaped, so it renders as text (Markdown
 renderers pass raw HTML through).
 """
@@ -31,8 +33,13 @@ from hardenml.report.common import (
     finding_list,
     fmt,
     gate_checks,
+    json_safe,
     measurements,
 )
+from hardenml.report.model_index import model_card_metadata
+from hardenml.report.yaml_text import dump
+from hardenml.scan import interval_method
+from hardenml.scan.metrics import BOOTSTRAP, WILSON
 
 # Characters with inline meaning; `<`, `>` and `&` are left to html.escape.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]#!|~])")
@@ -60,7 +67,12 @@ def model_card_section(
 ) -> str:
     run = decision.run.payload
     confidence = config.policy.confidence
+    front_matter = dump(json_safe(model_card_metadata(config, decision)))
     lines = [
+        "---",
+        front_matter.rstrip("\n"),
+        "---",
+        "",
         "## Robustness",
         "",
         f"Measured by hardenml {md(__version__)} in run {code(run.get('run_id'))} "
@@ -80,7 +92,8 @@ def model_card_section(
         f"| Model | {md(decision.run.model)}, sha256 {code(decision.run.model_sha256)} |",
         f"| Data | {md(run.get('n'))} samples, sha256 {code(run.get('data_sha256'))} |",
         f"| Seed | {md(run.get('seed'))} |",
-        f"| Intervals | {confidence:.0%} Wilson score intervals |",
+        f"| Intervals | {confidence:.0%} confidence: {WILSON} intervals for accuracies and "
+        f"pass rates, {BOOTSTRAP} intervals for ECE, Brier score and margins |",
     ]
     if baseline is not None:
         lines.append(
@@ -89,7 +102,10 @@ def model_card_section(
         )
     lines += ["", "### Policy checks", ""]
     if decision.checks:
-        lines += ["| Check | Measured | Interval | Required | Result |", "|---|---|---|---|---|"]
+        lines += [
+            f"| Check | Measured | Interval ({WILSON}) | Required | Result |",
+            "|---|---|---|---|---|",
+        ]
         for c in decision.checks:
             m = c.measurement
             shown = (
@@ -132,7 +148,7 @@ def _curve_tables(
             continue
         head = "| Threat | Severity |" if corruption else "| Threat | Budget |"
         lines += [
-            head + " Accuracy | Interval |" + (" Baseline |" if before else ""),
+            head + f" Accuracy | Interval ({WILSON}) |" + (" Baseline |" if before else ""),
             "|---|---|---|---|" + ("---|" if before else ""),
         ]
         for threat, curve in chosen.items():
@@ -159,14 +175,14 @@ def _curve_tables(
             "",
             "### Other measurements",
             "",
-            "| Metric | Threat | Budget | Value | Interval |",
+            "| Metric | Threat | Budget | Value | Interval | Interval method |",
         ]
-        lines.append("|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|")
         for m in other:
             budget = "-" if m.budget is None else f"{m.budget:g}"
             lines.append(
                 f"| {md(m.metric)} | {md(m.threat or '-')} | {budget} | {fmt(m.value)} | "
-                f"{fmt(m.ci_low)} to {fmt(m.ci_high)} |"
+                f"{fmt(m.ci_low)} to {fmt(m.ci_high)} | {interval_method(m.metric)} |"
             )
     return lines
 

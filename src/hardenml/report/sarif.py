@@ -2,11 +2,17 @@
 
 SARIF 2.1.0 (OASIS standard, errata 01):
 https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/sarif-v2.1.0-errata01-os-complete.html.
-One rule per metric and threat; one result per open finding of the run's model, plus one
-per failed check that has no open finding (a check that was not measured, say) and one
-per failed gate check (validation, regression). Results
-point at the policy line of `hardenml.toml` that the finding violates, with the threat's
-own line as a related location.
+One rule per problem (a metric of a threat at a budget, a slice, a gate check), so that
+each rule carries the severity of its one result: GitHub code scanning reads
+`security-severity` from the rule only
+(https://docs.github.com/en/code-security/code-scanning/integrating-with-code-scanning/sarif-support-for-code-scanning#reportingdescriptor-object).
+One result per open finding of the run's model, plus one per failed check that has no open
+finding (a check that was not measured, say) and one per failed gate check (validation,
+regression). Results point at the policy line of `hardenml.toml` that the finding
+violates, with the threat's own line as a related location, and carry the finding's
+fingerprint as `primaryLocationLineHash`, the only partial fingerprint GitHub matches
+alerts by: without it GitHub hashes the policy line's text, so editing a threshold would
+close the alert and open another.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from hardenml.config import CONFIG_FILENAME, HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.gate.decision import GateCheck
 from hardenml.ledger import FindingState
-from hardenml.records import fingerprint
+from hardenml.records import UnitKey, fingerprint
 from hardenml.report.common import (
     Findings,
     atomic_write,
@@ -38,6 +44,13 @@ from hardenml.report.common import (
     status,
     threat_key,
 )
+from hardenml.report.rule_help import (
+    CORRUPTION,
+    RuleHelp,
+    gate_help,
+    rule_help,
+    threat_sentence,
+)
 from hardenml.scan import PolicyCheck
 
 SARIF_VERSION = "2.1.0"
@@ -45,18 +58,37 @@ SARIF_SCHEMA = (
     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 )
 LEVELS = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}
-# GitHub code scanning ranks security alerts by a rule's numeric `security-severity`
-# (CVSS-like: >= 9 critical, >= 7 high, >= 4 medium, else low).
+# GitHub code scanning ranks security alerts by a rule's numeric `security-severity`:
+# over 9.0 critical, 7.0 to 8.9 high, 4.0 to 6.9 medium, 0.1 to 3.9 low.
 SECURITY_SEVERITY = {"critical": "9.5", "high": "8.0", "medium": "5.5", "low": "3.0"}
+# The severity of a failed check that has no finding (one that was not measured): it fails
+# the gate by itself.
+CHECK_SEVERITY = "high"
+# GitHub keeps the upload action from overwriting this key and matches alerts by it.
+GITHUB_FINGERPRINT_KEY = "primaryLocationLineHash"
 FINGERPRINT_KEY = "hardenmlFinding/v1"
 
 
-def sarif_level(severity: str) -> str:
-    return LEVELS.get(severity, "warning")
+def sarif_level(severity: str, *, fails_gate: bool = False) -> str:
+    """`error` for anything that fails the gate, whatever its severity; else by severity."""
+    return "error" if fails_gate else LEVELS.get(severity, "warning")
 
 
-def rule_id(metric: str, threat: str | None) -> str:
-    return f"hardenml/{metric}" if threat is None else f"hardenml/{metric}/{threat}"
+def rule_id(
+    metric: str, threat: str | None = None, budget: float | None = None, slice_: str | None = None
+) -> str:
+    """One rule per problem: `hardenml/robust_accuracy/pgd-linf@0.1`, `hardenml/clean_accuracy`,
+    `hardenml/slice_gap/pgd-linf@0.1/class=3`. Stable across runs, as GitHub requires."""
+    parts = [metric]
+    if threat is not None:
+        parts.append(threat if budget is None else str(UnitKey(threat, budget)))
+    if slice_ is not None:
+        parts.append(slice_)
+    return "hardenml/" + "/".join(parts)
+
+
+def _fingerprints(value: str) -> dict[str, str]:
+    return {GITHUB_FINGERPRINT_KEY: value, FINGERPRINT_KEY: value}
 
 
 class _Locator:
@@ -110,24 +142,23 @@ def sarif_report(
     loc = _Locator(config, repo_root)
     own = [f for f in finding_list(findings, decision) if f.is_open]
     blocking = blocking_ids(decision)
+    failed_checks = {_check_fingerprint(decision, c) for c in decision.checks if not c.passed}
     rules: dict[str, dict[str, Any]] = {}
     results: list[dict[str, Any]] = []
     for f in own:
-        rule = _rule(rules, config, f.metric, f.threat, f.remediation)
-        _raise_severity(rule, f.severity)
-        results.append(_finding_result(config, loc, f, f.finding_id in blocking))
+        rule = _rule(rules, config, f.metric, f.threat, f.budget, f.slice, f.remediation)
+        fails_gate = f.finding_id in blocking or f.fingerprint in failed_checks
+        results.append(_finding_result(config, loc, rule, f, blocking=fails_gate))
     covered = {f.finding_id for f in own}
     for check in decision.checks:
-        rule = _rule(rules, config, check.metric, check.threat, None)
+        rule = _rule(rules, config, check.metric, check.threat, check.budget, None, None)
         if check.passed or f"HML-{_check_fingerprint(decision, check)[:8]}" in covered:
             continue
-        _raise_severity(rule, "high")
-        results.append(_check_result(config, loc, decision, check))
+        results.append(_check_result(config, loc, rule, decision, check))
     for gate_check in gate_checks(decision):
         gate_rule = _gate_rule(rules, gate_check)
         if not gate_check.passed:
-            _raise_severity(gate_rule, "high")
-            results.append(_gate_result(config, loc, decision, gate_check))
+            results.append(_gate_result(config, loc, gate_rule, decision, gate_check))
     ordered = list(rules)
     for result in results:
         result["ruleIndex"] = ordered.index(result["ruleId"])
@@ -202,14 +233,46 @@ def _rule(
     config: HardenConfig,
     metric: str,
     threat: str | None,
+    budget: float | None,
+    slice_: str | None,
     remediation: str | None,
 ) -> dict[str, Any]:
-    rid = rule_id(metric, threat)
+    rid = rule_id(metric, threat, budget, slice_)
     if rid in rules:
-        if remediation and "help" not in rules[rid]:
-            rules[rid]["help"] = {"text": remediation}
         return rules[rid]
     attack = next((t.attack for t in config.threats if t.name == threat), None)
+    helped = rule_help(config, metric, threat)
+    short, full = _describe(config, metric, threat, budget, slice_, helped)
+    rule: dict[str, Any] = {
+        "id": rid,
+        "name": rid.removeprefix("hardenml/").replace("/", "-"),
+        "shortDescription": {"text": short},
+        "fullDescription": {"text": full},
+        "defaultConfiguration": {"level": "error"},
+        "help": {"text": helped.text(remediation), "markdown": helped.markdown(remediation)},
+        "helpUri": helped.uri,
+        "properties": {
+            "tags": ["security", "ml-robustness", metric],
+            "precision": helped.precision,
+            "metric": metric,
+            "threat": threat,
+            "budget": budget,
+            "attack": attack,
+        },
+    }
+    rules[rid] = rule
+    return rule
+
+
+def _describe(
+    config: HardenConfig,
+    metric: str,
+    threat: str | None,
+    budget: float | None,
+    slice_: str | None,
+    helped: RuleHelp,
+) -> tuple[str, str]:
+    """The rule's short and full description, in the words of its suite or threat."""
     suite = config.behaviour_suite(metric)
     if suite is not None:
         short = f"Behavioural suite {suite.name} ({suite.kind}) fails"
@@ -218,83 +281,67 @@ def _rule(
             if suite.kind == "minimum"
             else f"more than {suite.max_failure_rate:g} of the tested inputs fail it."
         )
-    elif threat is None:
-        short = f"{metric.replace('_', ' ').capitalize()} below the release policy"
-        full = (
-            f"The model's {metric.replace('_', ' ')} on ordinary inputs is below the "
-            "policy's minimum."
-        )
-    else:
-        short = f"{metric.replace('_', ' ').capitalize()} under {threat} below the release policy"
-        full = (
-            f"The model's {metric.replace('_', ' ')} under threat {threat}"
-            + (f" (attack {attack})" if attack else "")
-            + " is below the minimum the policy sets for some budget."
-        )
-    rule: dict[str, Any] = {
-        "id": rid,
-        "name": rid.removeprefix("hardenml/").replace("/", "-"),
-        "shortDescription": {"text": short},
-        "fullDescription": {"text": full},
-        "defaultConfiguration": {"level": "error"},
-        "properties": {
-            "tags": ["security", "ml-robustness", metric],
-            "metric": metric,
-            "threat": threat,
-            "attack": attack,
-        },
-    }
-    if remediation:
-        rule["help"] = {"text": remediation}
-    rules[rid] = rule
-    return rule
+        return short, full
+    where = f" (slice {slice_})" if slice_ else ""
+    if threat is None or budget is None:
+        return f"{helped.title}{where}", helped.meaning
+    at = f"severity {budget:g}" if helped is CORRUPTION else f"budget {budget:g}"
+    who = threat_sentence(config, threat, budget)
+    full = f"{helped.meaning} Threat {threat} at {at}" + (f": {who}." if who else ".")
+    return f"{helped.title}: {threat} at {at}{where}", full
 
 
 def _gate_rule(rules: dict[str, dict[str, Any]], check: GateCheck) -> dict[str, Any]:
     base = check.name.split("[", 1)[0]
     rid = f"hardenml/gate/{base}"
     if rid not in rules:
-        described = {
-            "validation": "The model changed but its validation against the baseline failed "
-            "or is missing.",
-            "regression": "A metric fell more than the policy allows below the last released "
-            "model.",
-        }.get(base, f"The gate check {base} failed.")
+        helped = gate_help(base)
         rules[rid] = {
             "id": rid,
             "name": f"gate-{base}",
             "shortDescription": {"text": f"Release gate check {base} failed"},
-            "fullDescription": {"text": described},
+            "fullDescription": {"text": helped.meaning},
             "defaultConfiguration": {"level": "error"},
-            "properties": {"tags": ["security", "ml-robustness", "release-gate"]},
+            "help": {"text": helped.text(), "markdown": helped.markdown()},
+            "helpUri": helped.uri,
+            "properties": {
+                "tags": ["security", "ml-robustness", "release-gate"],
+                "precision": helped.precision,
+            },
         }
     return rules[rid]
 
 
 def _gate_result(
-    config: HardenConfig, loc: _Locator, decision: GateDecision, check: GateCheck
+    config: HardenConfig,
+    loc: _Locator,
+    rule: dict[str, Any],
+    decision: GateDecision,
+    check: GateCheck,
 ) -> dict[str, Any]:
     key = gate_check_key(config, check)
+    identity = f"{decision.run.model}|gate|{check.name}"
     return {
-        "ruleId": f"hardenml/gate/{check.name.split('[', 1)[0]}",
+        "ruleId": rule["id"],
         "kind": "fail",
         "level": "error",
         "message": {"text": f"{check.name}: {check.reason}"},
         "locations": [loc.config_line(key, f"policy key {key}")],
-        "partialFingerprints": {
-            FINGERPRINT_KEY: hashlib.sha256(
-                f"{decision.run.model}|gate|{check.name}".encode()
-            ).hexdigest()[:16]
+        "partialFingerprints": _fingerprints(hashlib.sha256(identity.encode()).hexdigest()[:16]),
+        "properties": {
+            "check": check.name,
+            "model_sha256": decision.run.model_sha256,
+            **_severity(rule, CHECK_SEVERITY),
         },
-        "properties": {"check": check.name, "model_sha256": decision.run.model_sha256},
     }
 
 
-def _raise_severity(rule: dict[str, Any], severity: str) -> None:
+def _severity(rule: dict[str, Any], severity: str) -> dict[str, str]:
+    """The result's `security-severity`, also set on its rule, where GitHub reads it. A rule
+    has one result, except a gate rule, whose results all have the same severity."""
     score = SECURITY_SEVERITY.get(severity, SECURITY_SEVERITY["medium"])
-    props = rule["properties"]
-    if float(score) > float(props.get("security-severity", "0")):
-        props["security-severity"] = score
+    rule["properties"]["security-severity"] = score
+    return {"security-severity": score}
 
 
 def _locations(
@@ -310,19 +357,22 @@ def _locations(
 
 
 def _finding_result(
-    config: HardenConfig, loc: _Locator, f: FindingState, blocking: bool
+    config: HardenConfig, loc: _Locator, rule: dict[str, Any], f: FindingState, *, blocking: bool
 ) -> dict[str, Any]:
+    """A finding; `blocking` when the gate fails because of it (its severity is in
+    `policy.fail_on`, or the check it is about failed)."""
     locations, related = _locations(config, loc, f.metric, f.threat, f.budget)
     result: dict[str, Any] = {
-        "ruleId": rule_id(f.metric, f.threat),
+        "ruleId": rule["id"],
         "kind": "fail",
-        "level": sarif_level(f.severity),
+        "level": sarif_level(f.severity, fails_gate=blocking),
         "message": {
             "text": f"{f.finding_id}: {f.title}. {f.exploitation} Remediation: {f.remediation}"
         },
         "locations": locations,
-        "partialFingerprints": {FINGERPRINT_KEY: f.fingerprint},
+        "partialFingerprints": _fingerprints(f.fingerprint),
         "properties": {
+            **_severity(rule, f.severity),
             "finding_id": f.finding_id,
             "severity": f.severity,
             "status": status(f),
@@ -335,6 +385,7 @@ def _finding_result(
             "value": f.value,
             "threshold": f.threshold,
             "ci": list(f.ci),
+            "slice": f.slice,
             "opened": f.opened,
         },
     }
@@ -357,19 +408,24 @@ def _finding_result(
 
 
 def _check_result(
-    config: HardenConfig, loc: _Locator, decision: GateDecision, check: PolicyCheck
+    config: HardenConfig,
+    loc: _Locator,
+    rule: dict[str, Any],
+    decision: GateDecision,
+    check: PolicyCheck,
 ) -> dict[str, Any]:
     locations, related = _locations(config, loc, check.metric, check.threat, check.budget)
     m = check.measurement
     text = check_reason(decision, check)
     result: dict[str, Any] = {
-        "ruleId": rule_id(check.metric, check.threat),
+        "ruleId": rule["id"],
         "kind": "fail",
         "level": "error",
         "message": {"text": text},
         "locations": locations,
-        "partialFingerprints": {FINGERPRINT_KEY: _check_fingerprint(decision, check)},
+        "partialFingerprints": _fingerprints(_check_fingerprint(decision, check)),
         "properties": {
+            **_severity(rule, CHECK_SEVERITY),
             "check": check.name,
             "measured": m is not None,
             "key": measurement_key(check.metric, check.threat, check.budget),

@@ -1,7 +1,7 @@
 """Metrics with confidence intervals, policy checks and findings."""
 
 from hardenml.scan.behaviour import SuiteResult, run_suites
-from hardenml.scan.metrics import proportion
+from hardenml.scan.metrics import interval_method, proportion
 from hardenml.scan.policy import PolicyCheck, checks_for, finding_for
 from hardenml.scan.scanner import ScanResult, run_scan
 from hardenml.scan.stochastic import StochasticCheck, stochastic_view
@@ -15,6 +15,7 @@ __all__ = [
     "SuiteResult",
     "checks_for",
     "finding_for",
+    "interval_method",
     "proportion",
     "run_scan",
     "run_suites",

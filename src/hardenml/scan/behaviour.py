@@ -25,8 +25,9 @@ confidence, and passed/failed. Seeded: each suite draws from its own generator,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,8 @@ class SuiteResult:
     detail: dict[str, Any] = field(default_factory=dict)
     # Up to EXAMPLES failing samples: "x", "x_changed", "y", "pred" (prediction on x_changed).
     examples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # Wall-clock seconds the suite took (JUnit's `time`).
+    seconds: float = 0.0
 
     @property
     def check_name(self) -> str:
@@ -152,21 +155,21 @@ def run_suites(
     preflight(config, tuple(x.shape[1:]), feature_names)
     results = []
     for i, suite in enumerate(config.behaviour):
+        started = time.perf_counter()
         try:
-            results.append(
-                run_suite(
-                    suite,
-                    target,
-                    torch.from_numpy(x),
-                    torch.from_numpy(y),
-                    classes=list(config.model.classes),
-                    feature_names=feature_names,
-                    confidence=config.policy.confidence,
-                    seed=seed,
-                )
+            result = run_suite(
+                suite,
+                target,
+                torch.from_numpy(x),
+                torch.from_numpy(y),
+                classes=list(config.model.classes),
+                feature_names=feature_names,
+                confidence=config.policy.confidence,
+                seed=seed,
             )
         except BehaviourError as exc:
             raise _config_error(config, i, exc) from None
+        results.append(replace(result, seconds=time.perf_counter() - started))
     return results
 
 

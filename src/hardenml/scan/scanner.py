@@ -32,6 +32,7 @@ from hardenml.records import WORST_CASE_METRIC, Finding, Measurement, UnitKey, f
 from hardenml.scan.analysis import analyse
 from hardenml.scan.behaviour import SuiteResult, preflight, run_suites
 from hardenml.scan.evaluation import attack_batch, batch_plan, clean_probabilities
+from hardenml.scan.explain import explain_evidence, require_explainer
 from hardenml.scan.integrity import (
     IntegrityResult,
     by_check,
@@ -94,6 +95,8 @@ class ScanResult:
     stochastic: StochasticCheck | None = None
     # Threat models more than one threat attacked: the policy judges those on the worst case.
     threat_models: list[SharedThreatModel] = field(default_factory=list)
+    # Wall-clock seconds by piece of work (`ScanTimings.as_dict`), for JUnit's `time`.
+    seconds: dict[str, Any] = field(default_factory=dict)
 
     def measurement(self, key: str) -> Measurement:
         return next(m for m in self.measurements if m.key == key)
@@ -110,6 +113,51 @@ class ScanResult:
             "stop_reason": self.stop_reason,
             "queries": self.queries,
             "threat_models": [model.as_dict() for model in self.threat_models],
+            "seconds": self.seconds,
+        }
+
+
+# Batch arrays that hold how long the batch took, not per-sample outcomes: checkpointed with
+# the batch (a resumed scan still knows the time it spent), kept out of the outcomes.
+SECONDS_PREFIX = "seconds/"
+CLEAN_SECONDS = f"{SECONDS_PREFIX}clean"
+
+
+@dataclass
+class ScanTimings:
+    """Where a scan spent its time: the clean forward passes, each threat at each budget
+    (summed over batches, including batches a resumed scan read from its checkpoint), each
+    behavioural suite, each threat's integrity checks and the analysis."""
+
+    clean: float = 0.0
+    units: dict[str, float] = field(default_factory=dict)
+    behaviour: dict[str, float] = field(default_factory=dict)
+    integrity: dict[str, float] = field(default_factory=dict)
+    analysis: float = 0.0
+
+    def add_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Count a batch's timing arrays and return the batch without them."""
+        outcomes = {}
+        for key, value in arrays.items():
+            if not key.startswith(SECONDS_PREFIX):
+                outcomes[key] = value
+            elif key == CLEAN_SECONDS:
+                self.clean += float(value.sum())
+            else:
+                unit = key.removeprefix(SECONDS_PREFIX)
+                self.units[unit] = self.units.get(unit, 0.0) + float(value.sum())
+        return outcomes
+
+    def as_dict(self) -> dict[str, Any]:
+        def r(x: float) -> float:
+            return round(x, 3)
+
+        return {
+            "clean": r(self.clean),
+            "units": {k: r(v) for k, v in self.units.items()},
+            "behaviour": {k: r(v) for k, v in self.behaviour.items()},
+            "integrity": {k: r(v) for k, v in self.integrity.items()},
+            "analysis": r(self.analysis),
         }
 
 
@@ -189,6 +237,7 @@ def run_scan(
 
     x_all, y_all = torch.from_numpy(data.x), torch.from_numpy(data.y)
     check_access(target, threats)
+    require_explainer(config)
     target.check(x_all, need_gradients=any(t.needs_gradients for t in threats.values()))
     # Before any attack: every room below sees the model under its declared rule.
     target, stochastic = stochastic_view(config, target, x_all, seed=seed)
@@ -208,6 +257,7 @@ def run_scan(
         log(f"resuming: {len(done)} of {len(batches)} batches already done")
 
     parts: list[dict[str, np.ndarray]] = []
+    timings = ScanTimings()
     advance = progress.task(f"scanning {len(units)} threat/budget pairs", n_cap)
     stop_reason = "complete"
     gated = [
@@ -233,7 +283,7 @@ def run_scan(
             )
             if checkpoint:
                 checkpoint.save(b, arrays)
-        parts.append(arrays)
+        parts.append(timings.add_batch(arrays))
         advance(len(index))
         if (
             sequential
@@ -265,6 +315,7 @@ def run_scan(
     measurements = _measure(parts, units, confidence, seed, shared)
     outcomes = _stack(parts)
     behaviour = _behaviour(config, target, data, outcomes, seed, progress)
+    timings.behaviour = {r.name: r.seconds for r in behaviour}
     behaviour_measurements = [r.measurement() for r in behaviour]
     checks = checks_for(
         config,
@@ -284,6 +335,23 @@ def run_scan(
         for name, budget in units
         if len(outcomes.get(f"evidence/{unit_key(name, budget)}/y", ()))
     }
+    if config.explain.enabled:
+        # Only the evidence a finding will carry: the units whose policy check failed.
+        failing = {
+            unit_key(c.threat, c.budget)
+            for c in checks
+            if not c.passed and c.threat is not None and c.budget is not None
+        }
+        for key in sorted(failing & set(evidence)):
+            kept = {k: outcomes[f"evidence/{key}/{k}"] for k in ("x", "x_adv", "y", "pred")}
+            evidence[key] += explain_evidence(
+                config,
+                target,
+                config.artifacts_dir / run_id,
+                key,
+                kept,
+                lambda path: _shown(path, config.root),
+            )
     evidence |= {
         r.check_name: _save_behaviour_evidence(config.artifacts_dir / run_id, r, config.root)
         for r in behaviour
@@ -317,6 +385,7 @@ def run_scan(
             )
         )
     corruption_threats = {name for name, t in threats.items() if t.family == "corruption"}
+    analysis_started = time.perf_counter()
     analysis = analyse(
         config,
         data,
@@ -326,6 +395,7 @@ def run_scan(
         seed=seed,
         reference=reference,
     )
+    timings.analysis = time.perf_counter() - analysis_started
     measurements += analysis.measurements + behaviour_measurements
     analysis.behaviour = [r.as_dict() for r in behaviour]
     for gap in analysis.slices:
@@ -336,7 +406,9 @@ def run_scan(
             findings.append(slice_finding(config, gap, threat, budget))
         elif gap["gap"] is not None:
             passed_ids[fid] = gap["gap"]
-    integrity = _integrity(config, target, threats, x_all, y_all, outcomes, seed, progress)
+    integrity = _integrity(
+        config, target, threats, x_all, y_all, outcomes, seed, progress, timings.integrity
+    )
     # One finding per model and signal, whichever threats it fired for.
     for check, results in by_check(integrity).items():
         fid = finding_id_for(config.model.name, None, f"integrity:{check}", None)
@@ -373,6 +445,7 @@ def run_scan(
         passed_ids=passed_ids,
         stochastic=stochastic,
         threat_models=shared,
+        seconds=timings.as_dict(),
     )
     return result
 
@@ -436,10 +509,12 @@ def _integrity(
     outcomes: dict[str, np.ndarray],
     seed: int,
     progress: Progress,
+    seconds: dict[str, float],
 ) -> list[IntegrityResult]:
     """Evaluation-integrity checks on a sub-sample of the scanned inputs: the model's own
     once, then each white-box gradient threat's at its largest budget, against the scan's
-    outcome for it on those samples (so the threat is not rerun)."""
+    outcome for it on those samples (so the threat is not rerun). The time each threat's
+    checks took goes into `seconds`."""
     cfg = config.integrity
     if not cfg.enabled or not config.threats or not len(outcomes.get("index", ())):
         return []
@@ -469,6 +544,7 @@ def _integrity(
     advance(1)
     for t in gradient:
         budget = max(t.budgets)
+        started = time.perf_counter()
         results += check_threat(
             t.name,
             threats[t.name],
@@ -480,6 +556,7 @@ def _integrity(
             seed=derive_seed(seed, "integrity", t.name),
             robust=torch.from_numpy(outcomes[f"robust/{unit_key(t.name, budget)}"][: cfg.samples]),
         )
+        seconds[t.name] = time.perf_counter() - started
         advance(1)
     return results
 
@@ -508,14 +585,17 @@ def _scan_batch(
     evidence_room: dict[str, int],
 ) -> dict[str, np.ndarray]:
     """Every threat and budget on one batch: per-sample outcomes as plain arrays."""
+    started = time.perf_counter()
     arrays: dict[str, np.ndarray] = {
         "index": index,
         "y": y.numpy(),
         "clean_probs": clean_probabilities(target, x),
     }
+    arrays[CLEAN_SECONDS] = np.array([time.perf_counter() - started])
     chunk_of = {t.name: t.batch_size for t in config.threats}
     for name, budget in units:
         key = unit_key(name, budget)
+        started = time.perf_counter()
         outcome = attack_batch(
             target,
             threats[name],
@@ -526,6 +606,7 @@ def _scan_batch(
             batch=batch,
             chunk=chunk_of[name],
         )
+        arrays[f"{SECONDS_PREFIX}{key}"] = np.array([time.perf_counter() - started])
         arrays[f"robust/{key}"] = outcome.robust
         arrays[f"adv_probs/{key}"] = outcome.adv_probs
         arrays[f"margin/{key}"] = outcome.margins

@@ -95,10 +95,10 @@ def test_tabular_scan_with_budgets_below_one_runs_and_describes_the_attacker(
     assert "mutable feature" in finding["exploitation"]
     assert "L-infinity" not in finding["exploitation"]
     assert "inputs the model classified correctly" in finding["exploitation"]
-    # No registered patch hardens a scikit-learn model against it, and the finding says so
-    # instead of proposing PGD-AT, which cannot run on this model.
+    # The finding proposes the patch that hardens a scikit-learn model against tabular
+    # threats, not PGD-AT, which cannot patch this model.
     assert "pgd_at" not in finding["remediation"]
-    assert "'sklearn'" in finding["remediation"]
+    assert "hardenml patch --with adversarial_augmentation" in finding["remediation"]
     gate = runner.invoke(app, ["gate"])
     assert gate.exit_code == 1, gate.output
 

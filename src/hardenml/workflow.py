@@ -54,6 +54,7 @@ from hardenml.patch import (
     make_patch,
     model_section_for,
     patch_parameters,
+    policy_attacks,
     remedies_for,
     rewrite_model_section,
     write_artifact,
@@ -550,10 +551,12 @@ def patch(
     train = fit_to_shape(train, tuple(ws.config.model.input.shape))
     started = datetime.now(UTC).isoformat(timespec="seconds")
     clock = time.perf_counter()
-    result = defence(target, parent, train, seed=seed, progress=progress)
+    attacks = policy_attacks(ws.config, validate_threats(ws.config))
+    result = defence(target, parent, train, seed=seed, progress=progress, attacks=attacks)
     seconds = time.perf_counter() - clock
     stem = f"{ws.config.model.name}-{name}"
-    path, sha = write_artifact(result, ws.config.artifacts_dir / PATCHED_MODELS_DIR, stem)
+    folder = ws.config.artifacts_dir / PATCHED_MODELS_DIR
+    path, sha = write_artifact(result, parent.kind, folder, stem)
     model = {
         "kind": parent.kind,
         "factory": result.factory or parent.factory,

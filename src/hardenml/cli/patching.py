@@ -25,7 +25,7 @@ from hardenml.cli._shared import (
 )
 from hardenml.gate import EXIT_FAIL
 from hardenml.gate.decision import ReleaseError
-from hardenml.patch import PatchError, available_patches, patch_parameters
+from hardenml.patch import PatchError, available_patches, patch_class, patch_parameters
 
 
 @contextmanager
@@ -56,10 +56,11 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
 def _list_patches() -> None:
     table = Table(title="registered patches")
     table.add_column("name")
+    table.add_column("model kinds")
     table.add_column("parameters (defaults)")
     for name in available_patches():
         params = ", ".join(f"{k}={v!r}" for k, v in patch_parameters(name).items())
-        table.add_row(escape(name), escape(params))
+        table.add_row(escape(name), escape(", ".join(patch_class(name).kinds)), escape(params))
     console.print(table)
 
 

@@ -1,6 +1,14 @@
 """Defences that return a new `Target` plus its artifact, registered by name."""
 
-from hardenml.patch.base import Patch, PatchContext, PatchError, PatchResult
+from hardenml.patch.base import (
+    Patch,
+    PatchContext,
+    PatchError,
+    PatchResult,
+    PatchUnchanged,
+    TrainingAttack,
+    policy_attacks,
+)
 from hardenml.patch.lineage import (
     PATCH_EVENT,
     lineage_for,
@@ -22,12 +30,15 @@ __all__ = [
     "PatchContext",
     "PatchError",
     "PatchResult",
+    "PatchUnchanged",
+    "TrainingAttack",
     "available_patches",
     "lineage_for",
     "make_patch",
     "model_section_for",
     "patch_class",
     "patch_parameters",
+    "policy_attacks",
     "remedies_for",
     "rewrite_model_section",
     "write_artifact",

@@ -6,9 +6,10 @@ class probability is below a threshold; the threshold is chosen on held-out data
 that the model answers a target share of inputs (its coverage), and the error among the
 answered ones (the selective risk) is reported against the coverage it costs.
 
-The artifact wraps the parent (`abstaining`, a model factory) with the threshold as a
-buffer. Its logits are the parent's, so scans and attacks see the same model;
-`Abstaining.select(x)` returns the predictions and which of them to trust.
+The artifact wraps the parent (`abstaining`, a model factory; scripted for a TorchScript
+parent) with the threshold as a buffer. Its logits are the parent's, so scans and attacks
+see the same model; `Abstaining.select(x)` returns the predictions and which of them to
+trust (exported, so a TorchScript artifact has it too).
 
 Arguments (keyword-only):
     coverage: the share of inputs the model should answer (default 0.9).
@@ -16,7 +17,6 @@ Arguments (keyword-only):
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -30,11 +30,11 @@ from hardenml.patch.base import (
     PatchContext,
     PatchError,
     PatchResult,
+    copy_module,
     like,
-    nested_factory,
     target_logits,
     torch_parts,
-    weights_of,
+    wrapped,
 )
 from hardenml.targets.loading import import_factory
 
@@ -76,11 +76,12 @@ class Abstaining(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.inner(x)
 
-    @torch.no_grad()
+    @torch.jit.export
     def select(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(predicted class, answered?) per input; act only where answered is True."""
-        probs = self.inner(x).softmax(dim=1)
-        conf, pred = probs.max(dim=1)
+        with torch.no_grad():
+            probs = self.inner(x).softmax(dim=1)
+            conf, pred = probs.max(dim=1)
         return pred, conf >= self.threshold
 
 
@@ -90,6 +91,8 @@ def abstaining(factory: str, factory_kwargs: dict[str, Any] | None = None) -> Ab
 
 
 class Abstention(Patch):
+    kinds = ("pytorch", "torchscript")
+
     def __init__(self, *, coverage: float = 0.9) -> None:
         self.coverage = coverage
 
@@ -102,8 +105,8 @@ class Abstention(Patch):
         correct = probs.argmax(axis=1) == ctx.holdout.y
         threshold = threshold_for_coverage(confidence, self.coverage)
         answered = confidence >= threshold
-        wrapped = Abstaining(copy.deepcopy(parent))
-        wrapped.threshold.fill_(threshold)
+        selector = Abstaining(copy_module(parent))
+        selector.threshold.fill_(threshold)
         metrics = {
             "holdout_n": len(correct),
             "target_coverage": self.coverage,
@@ -113,10 +116,9 @@ class Abstention(Patch):
             "selective_risk": float(1 - correct[answered].mean()),
             "risk_coverage": risk_coverage(confidence, correct),
         }
+        module, factory, kwargs = wrapped(
+            ctx, selector, factory="hardenml.patch.abstain:abstaining"
+        )
         return PatchResult(
-            target=like(ctx.target, wrapped),
-            factory="hardenml.patch.abstain:abstaining",
-            factory_kwargs=nested_factory(ctx.model),
-            weights=weights_of(wrapped),
-            metrics=metrics,
+            target=like(ctx.target, module), factory=factory, factory_kwargs=kwargs, metrics=metrics
         )

@@ -12,6 +12,10 @@ back to the best checkpoint (weights and optimiser) and the subclass's `recover`
 to go on.
 
 Inputs live in the raw input space: attacks and budgets never see the normalisation.
+TorchScript models train the same way (their parameters take gradients through the
+compiled forward) and are written back as TorchScript. A run whose best checkpoint is the
+start (no epoch beat the parent on the holdout) raises `PatchUnchanged`: there is no new
+model to write.
 """
 
 from __future__ import annotations
@@ -29,12 +33,12 @@ from hardenml.patch.base import (
     PatchContext,
     PatchError,
     PatchResult,
+    PatchUnchanged,
     build_module,
     in_input_space,
     like,
     torch_parts,
     trainable_copy,
-    weights_of,
 )
 from hardenml.threats import projected_gradient
 from hardenml.train import LrSchedule, train_classifier
@@ -155,6 +159,7 @@ class AdversarialTraining(Patch):
     subclasses add their own fields and write `loss` and `schedule`; single-step methods
     also `overfitting_watch` and `recover`. See `hardenml.patch.pgd_at` for each field."""
 
+    kinds: ClassVar[tuple[str, ...]] = ("pytorch", "torchscript")
     addresses: ClassVar[tuple[str, ...]] = ("gradient", "score-based", "decision-based", "tabular")
 
     eps: float | None = None
@@ -319,6 +324,8 @@ class AdversarialTraining(Patch):
             after_epoch=after_epoch,
             label=type(self).__name__,
         )
+        if best["epoch"] == 0:
+            raise PatchUnchanged(self._unchanged(history, events), history=history, events=events)
         net.load_state_dict(best["net"])
         net.eval()
         metrics = {
@@ -332,9 +339,22 @@ class AdversarialTraining(Patch):
             "catastrophic_overfitting": len(events),
         }
         return PatchResult(
-            target=like(ctx.target, module),
-            weights=weights_of(module),
-            metrics=metrics,
-            history=history,
-            events=events,
+            target=like(ctx.target, module), metrics=metrics, history=history, events=events
+        )
+
+    def _unchanged(self, history: list[dict[str, Any]], events: list[dict[str, Any]]) -> str:
+        """Why nothing was kept, with the holdout PGD accuracy of every epoch."""
+        start = "the parent" if self.init == "finetune" else "the untrained initialisation"
+        epochs = ", ".join(f"epoch {h['epoch']} {h['pgd']:.3f}" for h in history[1:])
+        overfit = [str(e["epoch"]) for e in events if e["kind"] == "catastrophic_overfitting"]
+        seen = (
+            f"; catastrophic overfitting at epoch {', '.join(overfit)}, rolled back"
+            if overfit
+            else ""
+        )
+        return (
+            f"{type(self).__name__} kept no trained epoch: none beat {start} on holdout PGD "
+            f"accuracy at eps {self.eps:g} (start {history[0]['pgd']:.3f}; {epochs}{seen}), "
+            "so there is no new model: nothing was written or recorded. Try a lower lr, more "
+            "epochs or patience, or a smaller eps (or warmup)"
         )

@@ -3,33 +3,83 @@
 `Patch.__call__` is the fixed entry point. It checks that the patch supports the model's
 kind, carves a seeded holdout out of the training data (for early stopping, fitting a
 temperature or a threshold; never the evaluation data) and calls the patch's `run`.
-Subclasses only write `run`, which returns a new `Target` and what it takes to write it
-as an artifact: torch weights for the model built by `factory`, or a scikit-learn
-estimator.
+Subclasses only write `run`, which returns a new `Target`; the model's kind writes that
+target as the artifact (`TargetKind.save`: safetensors weights for the module `factory`
+builds, a TorchScript file, a skops estimator). A patch that would leave the model as it
+was raises `PatchUnchanged`, so nothing is written or recorded.
 """
 
 from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from hardenml._progress import Progress, SilentProgress
-from hardenml.config import ModelConfig
+from hardenml.config import HardenConfig, ModelConfig
 from hardenml.data import Dataset, split
 from hardenml.stats import derive_seed
 from hardenml.targets import InputSpec, SklearnTarget, Target, TorchTarget
 from hardenml.targets.loading import import_factory
 from hardenml.targets.torch_target import Normalize
+from hardenml.threats import AttackResult, Threat
 
 
 class PatchError(Exception):
     """A patch cannot be applied as asked; the message says why and what to do."""
+
+
+class PatchUnchanged(PatchError):
+    """The patch ran but would hand back the parent model (no training epoch improved on it,
+    no adversarial example was found): there is nothing new to write, validate or record.
+    A `PatchError`, so the command exits 2: the patch's settings need changing. `history`
+    and `events` are what the run measured and saw, as a `PatchResult` would carry them."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        history: list[dict[str, Any]] | None = None,
+        events: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.history = history or []
+        self.events = events or []
+
+
+@dataclass(frozen=True)
+class TrainingAttack:
+    """A declared threat at a budget the policy requires robustness at: what a patch that
+    trains against the threat model (adversarial augmentation) attacks its model with."""
+
+    name: str
+    threat: Threat
+    budget: float
+
+    def run(
+        self, target: Target, x: np.ndarray, y: np.ndarray, generator: torch.Generator
+    ) -> AttackResult:
+        """The threat at this budget on rows `x` (shape `(n, *input_spec.shape)`), labels `y`."""
+        return self.threat(
+            target,
+            torch.from_numpy(x),
+            torch.from_numpy(y),
+            budget=self.budget,
+            generator=generator,
+        )
+
+
+def policy_attacks(config: HardenConfig, threats: dict[str, Threat]) -> list[TrainingAttack]:
+    """One `TrainingAttack` per `[[policy.robust]]` requirement (threat and budget), built
+    with the config's own threat parameters (`threats` from `validate_threats`)."""
+    pairs = dict.fromkeys((req.threat, req.budget) for req in config.policy.robust)
+    return [TrainingAttack(name, threats[name], budget) for name, budget in pairs]
 
 
 @dataclass
@@ -42,6 +92,7 @@ class PatchContext:
     holdout: Dataset
     seed: int
     progress: Progress
+    attacks: tuple[TrainingAttack, ...] = ()
 
     def seed_for(self, *parts: object) -> int:
         """A seed for one use, independent of the others, derived from the patch's seed."""
@@ -55,16 +106,15 @@ class PatchContext:
 class PatchResult:
     """The patched model and the record of how it was made.
 
-    `weights` (PyTorch) load into the module that `factory(**factory_kwargs)` builds;
-    `estimator` (scikit-learn) is written with skops. `metrics`, `history` and `events`
-    go into the lineage event unchanged, so they must be JSON-serialisable.
+    The model's kind writes `target` as the artifact (`TargetKind.save`). A pytorch
+    model's weights load into the module `factory(**factory_kwargs)` builds (None: the
+    parent's factory); other kinds need no factory. `metrics`, `history` and `events` go
+    into the lineage event unchanged, so they must be JSON-serialisable.
     """
 
     target: Target
     factory: str | None = None
     factory_kwargs: dict[str, Any] = field(default_factory=dict)
-    weights: dict[str, Tensor] | None = None
-    estimator: Any = None
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -92,7 +142,10 @@ class Patch(ABC):
         *,
         seed: int = 0,
         progress: Progress | None = None,
+        attacks: Sequence[TrainingAttack] = (),
     ) -> PatchResult:
+        """Patch `target` (loaded as `model` says) using `train`; `attacks` are the threat
+        model's threats at the policy's budgets, for patches that train against them."""
         name = type(self).__name__
         if model.kind not in self.kinds:
             raise PatchError(
@@ -102,7 +155,9 @@ class Patch(ABC):
             raise PatchError(f"{name} needs training data; got {len(train)} samples")
         n_hold = max(10, min(self.max_holdout, round(self.holdout_fraction * len(train))))
         fit, holdout = split(train, test_fraction=n_hold / len(train), seed=seed)
-        ctx = PatchContext(target, model, fit, holdout, seed, progress or SilentProgress())
+        ctx = PatchContext(
+            target, model, fit, holdout, seed, progress or SilentProgress(), tuple(attacks)
+        )
         return self.run(ctx)
 
     @abstractmethod
@@ -118,16 +173,33 @@ class Patch(ABC):
 
 
 def torch_parts(target: Target) -> tuple[nn.Module, InputSpec]:
-    """The target's own module (without the normalisation the target adds) and its spec."""
+    """The target's own module (without the normalisation the target adds) and its spec:
+    an `nn.Module` (pytorch) or a `torch.jit.ScriptModule` (torchscript)."""
     if not isinstance(target, TorchTarget):
         raise PatchError(f"this patch needs a PyTorch target, got {type(target).__name__}")
     return target.raw_module, target.input_spec
 
 
+def copy_module(module: nn.Module) -> nn.Module:
+    """A deep copy of a module, scripted or not. Without gradient tracking: a ScriptModule's
+    deepcopy clones its parameters through autograd where they require gradients, and a
+    cloned parameter is no leaf, which no optimiser can train."""
+    with torch.no_grad():
+        return copy.deepcopy(module)
+
+
 def trainable_copy(module: nn.Module) -> nn.Module:
-    """A deep copy whose parameters take gradients again (targets freeze them)."""
-    clone = copy.deepcopy(module)
-    for p in clone.parameters():
+    """A deep copy whose parameters take gradients again (targets freeze them). A
+    TorchScript module trains like any other: autograd runs through its compiled forward."""
+    clone = copy_module(module)
+    params = list(clone.parameters())
+    if not params:
+        raise PatchError(
+            f"the model ({type(module).__name__}) has no parameters to train: a TorchScript "
+            "module made with torch.jit.freeze has its weights inlined as constants; save "
+            "the unfrozen scripted module instead"
+        )
+    for p in params:
         p.requires_grad_(True)
     return clone
 
@@ -135,7 +207,10 @@ def trainable_copy(module: nn.Module) -> nn.Module:
 def build_module(model: ModelConfig, seed: int) -> nn.Module:
     """A freshly initialised module from the model's factory, seeded."""
     if model.factory is None:
-        raise PatchError("training from scratch needs model.factory")
+        raise PatchError(
+            f"training from scratch needs model.factory to build a fresh module; a "
+            f"{model.kind!r} model can only be fine-tuned (init = 'finetune')"
+        )
     torch.manual_seed(seed)
     module = import_factory(model.factory)(**model.factory_kwargs)
     if not isinstance(module, nn.Module):
@@ -156,6 +231,35 @@ def like(target: Target, module: nn.Module) -> TorchTarget:
     )
 
 
+def wrapped(
+    ctx: PatchContext,
+    wrapper: nn.Module,
+    *,
+    factory: str,
+    settings: dict[str, Any] | None = None,
+) -> tuple[nn.Module, str | None, dict[str, Any]]:
+    """A wrapper around (a copy of) the parent, as the parent's kind can write it:
+    (module, factory, factory_kwargs) for `PatchResult`.
+
+    A scripted parent has no factory to rebuild it, so the wrapper is scripted too and the
+    artifact is one self-contained TorchScript file. A pytorch parent's wrapper is written
+    as weights, rebuilt on load by `factory(factory=<parent's factory>,
+    factory_kwargs=<parent's>, **settings)`.
+    """
+    if isinstance(torch_parts(ctx.target)[0], torch.jit.ScriptModule):
+        try:
+            return torch.jit.script(wrapper), None, {}
+        except (RuntimeError, torch.jit.frontend.FrontendError) as exc:  # not scriptable
+            raise PatchError(
+                f"cannot script the {type(wrapper).__name__} wrapper around a TorchScript "
+                f"model: {str(exc).splitlines()[0]}"
+            ) from None
+    if ctx.model.factory is None:
+        raise PatchError("wrapping a pytorch model needs model.factory")
+    nested = {"factory": ctx.model.factory, "factory_kwargs": dict(ctx.model.factory_kwargs)}
+    return wrapper, factory, {**nested, **(settings or {})}
+
+
 def sklearn_estimator(target: Target) -> Any:
     if not isinstance(target, SklearnTarget):
         raise PatchError(f"this patch needs a scikit-learn target, got {type(target).__name__}")
@@ -170,15 +274,3 @@ def target_logits(target: Target, x: np.ndarray, batch_size: int = 256) -> np.nd
         for i in range(0, len(x), batch_size)
     ]
     return torch.cat(parts).numpy()
-
-
-def weights_of(module: nn.Module) -> dict[str, Tensor]:
-    """A state dict ready for safetensors: contiguous CPU tensors, no shared storage."""
-    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-
-
-def nested_factory(model: ModelConfig) -> dict[str, Any]:
-    """factory_kwargs for a wrapper module that rebuilds the parent inside itself."""
-    if model.factory is None:
-        raise PatchError("wrapping a model needs model.factory (a pytorch model)")
-    return {"factory": model.factory, "factory_kwargs": dict(model.factory_kwargs)}

@@ -1,10 +1,11 @@
 """Patched-model artifacts, their lineage events, and pointing a config at one.
 
-Every patch writes a new artifact (safetensors for PyTorch, skops for scikit-learn)
-named by its sha256, and a `model.patched` ledger event: the parent model's hash, the
-training data's hash, the patch and its parameters, the seed, the metrics, and how to
-load the artifact (kind, factory, factory_kwargs). `hardenml validate` finds that event
-by the artifact's hash to load a candidate the way it was built.
+Every patch writes a new artifact named by its sha256, in the form the model's kind
+writes (`TargetKind.save`: safetensors for pytorch, a TorchScript file, skops for
+scikit-learn), and a `model.patched` ledger event: the parent model's hash, the training
+data's hash, the patch and its parameters, the seed, the metrics, and how to load the
+artifact (kind, factory, factory_kwargs). `hardenml validate` finds that event by the
+artifact's hash to load a candidate the way it was built.
 """
 
 from __future__ import annotations
@@ -18,28 +19,25 @@ from typing import Any
 from hardenml.config import ModelConfig
 from hardenml.ledger import Event
 from hardenml.patch.base import PatchError, PatchResult
-from hardenml.targets import file_sha256
+from hardenml.targets import TargetError, file_sha256, target_kind
 
 PATCH_EVENT = "model.patched"
 
 
-def write_artifact(result: PatchResult, folder: Path, stem: str) -> tuple[Path, str]:
-    """Write the patched model to `folder/<stem>-<sha12>.<ext>`; return (path, sha256)."""
+def write_artifact(result: PatchResult, kind: str, folder: Path, stem: str) -> tuple[Path, str]:
+    """Write the patched model as model.kind `kind` writes its models, to
+    `folder/<stem>-<sha12><suffix>`; return (path, sha256)."""
+    writer = target_kind(kind)
+    suffix = writer.artifact_suffix
+    if suffix is None:
+        raise PatchError(f"model.kind {kind!r} cannot write a patched model to a file")
     folder.mkdir(parents=True, exist_ok=True)
-    if result.weights is not None:
-        from safetensors.torch import save_file
-
-        tmp = folder / f".{stem}.safetensors.tmp"
-        save_file(result.weights, str(tmp), metadata={"producer": "hardenml patch"})
-        suffix = ".safetensors"
-    elif result.estimator is not None:
-        import skops.io as sio
-
-        tmp = folder / f".{stem}.skops.tmp"
-        sio.dump(result.estimator, tmp)
-        suffix = ".skops"
-    else:
-        raise PatchError("the patch produced neither weights nor an estimator to write")
+    tmp = folder / f".{stem}{suffix}.tmp"
+    try:
+        writer.save(result.target, tmp)
+    except TargetError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PatchError(f"cannot write the patched model: {exc}") from None
     sha = file_sha256(tmp)
     path = folder / f"{stem}-{sha[:12]}{suffix}"
     tmp.replace(path)

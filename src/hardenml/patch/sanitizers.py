@@ -16,12 +16,12 @@ False Sense of Security", https://arxiv.org/abs/1802.00420. Scans of the sanitis
 therefore measure what an adaptive attacker achieves.
 
 The wrapper works in the raw input space: it undoes the target's normalisation (`mean`,
-`std`), sanitises, and normalises again before the parent model.
+`std`), sanitises, and normalises again before the parent model. Around a TorchScript
+model the wrapper is scripted (its settings compile in as constants).
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -34,11 +34,11 @@ from hardenml.patch.base import (
     PatchContext,
     PatchError,
     PatchResult,
+    copy_module,
     like,
-    nested_factory,
     target_logits,
     torch_parts,
-    weights_of,
+    wrapped,
 )
 from hardenml.targets.loading import import_factory
 
@@ -106,7 +106,7 @@ def median_filter(x: Tensor, size: int) -> Tensor:
     left = (size - 1) // 2
     padded = F.pad(x, (left, size - 1 - left, left, size - 1 - left), mode="reflect")
     windows = padded.unfold(2, size, 1).unfold(3, size, 1)
-    return windows.reshape(*windows.shape[:4], -1).median(dim=-1).values
+    return windows.flatten(start_dim=4).median(dim=-1).values
 
 
 def sanitized(
@@ -118,6 +118,8 @@ def sanitized(
 
 class _Sanitizer(Patch):
     """Shared `run`: wrap the parent, fit the range if asked, compare holdout accuracy."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("pytorch", "torchscript")
 
     def settings(self) -> dict[str, Any]:
         return {}
@@ -140,12 +142,15 @@ class _Sanitizer(Patch):
             raise PatchError(
                 f"median filtering needs image inputs (C, H, W); the model takes {spec.shape}"
             )
-        wrapped = Sanitized(copy.deepcopy(parent), **settings)
+        sanitizer = Sanitized(copy_module(parent), **settings)
         if self.fit_range():
             x = torch.from_numpy(ctx.fit.x)
-            wrapped.low.copy_(x.amin(dim=0, keepdim=True))
-            wrapped.high.copy_(x.amax(dim=0, keepdim=True))
-        target = like(ctx.target, wrapped)
+            sanitizer.low.copy_(x.amin(dim=0, keepdim=True))
+            sanitizer.high.copy_(x.amax(dim=0, keepdim=True))
+        module, factory, kwargs = wrapped(
+            ctx, sanitizer, factory="hardenml.patch.sanitizers:sanitized", settings=settings
+        )
+        target = like(ctx.target, module)
         y = ctx.holdout.y
         before = target_logits(ctx.target, ctx.holdout.x).argmax(axis=1) == y
         after = target_logits(target, ctx.holdout.x).argmax(axis=1) == y
@@ -154,13 +159,7 @@ class _Sanitizer(Patch):
             "clean_accuracy_before": float(np.mean(before)),
             "clean_accuracy_after": float(np.mean(after)),
         }
-        return PatchResult(
-            target=target,
-            factory="hardenml.patch.sanitizers:sanitized",
-            factory_kwargs={**nested_factory(ctx.model), **settings},
-            weights=weights_of(wrapped),
-            metrics=metrics,
-        )
+        return PatchResult(target=target, factory=factory, factory_kwargs=kwargs, metrics=metrics)
 
 
 class RangeCheck(_Sanitizer):

@@ -7,8 +7,9 @@ argmax) do not change, so accuracy and robust accuracy stay the same; only the
 confidence does.
 
 PyTorch models get a wrapper module (`temperature_scaled`, a model factory) holding the
-parent and a `temperature` buffer; linear scikit-learn models get their coefficients and
-intercepts divided by `T`, which is the same map on their decision function.
+parent and a `temperature` buffer; TorchScript models the same wrapper, scripted; linear
+scikit-learn models get their coefficients and intercepts divided by `T`, which is the
+same map on their decision function.
 
 Arguments (keyword-only):
     bins: equal-width confidence bins of the reported ECE (default 15, as Guo et al.).
@@ -31,12 +32,12 @@ from hardenml.patch.base import (
     PatchContext,
     PatchError,
     PatchResult,
+    copy_module,
     like,
-    nested_factory,
     sklearn_estimator,
     target_logits,
     torch_parts,
-    weights_of,
+    wrapped,
 )
 from hardenml.stats import expected_calibration_error
 from hardenml.targets import SklearnTarget
@@ -82,7 +83,7 @@ def temperature_scaled(
 
 
 class TemperatureScaling(Patch):
-    kinds = ("pytorch", "sklearn")
+    kinds = ("pytorch", "torchscript", "sklearn")
 
     def __init__(self, *, bins: int = 15) -> None:
         self.bins = bins
@@ -104,13 +105,15 @@ class TemperatureScaling(Patch):
         if ctx.model.kind == "sklearn":
             return self._sklearn(ctx, t, metrics)
         parent, _ = torch_parts(ctx.target)
-        wrapped = TemperatureScaled(copy.deepcopy(parent))
-        wrapped.temperature.fill_(t)
+        scaled = TemperatureScaled(copy_module(parent))
+        scaled.temperature.fill_(t)
+        module, factory, kwargs = wrapped(
+            ctx, scaled, factory="hardenml.patch.temperature:temperature_scaled"
+        )
         return PatchResult(
-            target=like(ctx.target, wrapped),
-            factory="hardenml.patch.temperature:temperature_scaled",
-            factory_kwargs=nested_factory(ctx.model),
-            weights=weights_of(wrapped),
+            target=like(ctx.target, module),
+            factory=factory,
+            factory_kwargs=kwargs,
             metrics=metrics,
         )
 
@@ -127,4 +130,4 @@ class TemperatureScaling(Patch):
         target = SklearnTarget(
             estimator, input_spec=ctx.target.input_spec, classes=ctx.target.classes
         )
-        return PatchResult(target=target, estimator=estimator, metrics=metrics)
+        return PatchResult(target=target, metrics=metrics)

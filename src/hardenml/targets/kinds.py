@@ -33,6 +33,8 @@ class TargetKind(ABC):
     `suffixes`: file endings it accepts, for the error when another is given (empty: any).
     `options`: the pydantic schema of `[model.options]` (`extra="forbid"`).
     `description`: one line for `hardenml` help and the docs.
+    `artifact_suffix`: the ending of the files `save` writes; None (the default): the kind
+    cannot write its models, so no patched model of it can be stored.
     """
 
     needs_file: ClassVar[bool] = True
@@ -41,6 +43,7 @@ class TargetKind(ABC):
     suffixes: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[type[BaseModel]] = NoOptions
     description: ClassVar[str] = ""
+    artifact_suffix: ClassVar[str | None] = None
 
     def identity(self, model: ModelConfig, path: Path | None, options: Any) -> str:
         """A sha256 that changes when the model does: the file's hash for file kinds. A
@@ -56,3 +59,11 @@ class TargetKind(ABC):
         """The model as a `Target`. `path` is resolved (None when `needs_file` is False);
         `options` is an instance of `self.options`. Raise `TargetError` with a message that
         names the file or key and the fix for anything that cannot be loaded."""
+
+    def save(self, target: Target, path: Path) -> None:
+        """Write `target`'s model to `path`, so that `load` with the same `[model]` section
+        reads it back: how a patched model becomes an artifact. Kinds that can write their
+        models override this and set `artifact_suffix`."""
+        from hardenml.targets.base import TargetError
+
+        raise TargetError(f"{type(self).__name__} cannot write its models to a file")

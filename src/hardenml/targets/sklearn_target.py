@@ -106,6 +106,17 @@ class SklearnKind(TargetKind):
 
     suffixes = (".skops", ".pkl", ".pickle", ".joblib")
     description = "a scikit-learn estimator saved with skops (pickle/joblib with --trust)"
+    artifact_suffix = ".skops"
+
+    def save(self, target: Target, path: Path) -> None:
+        """The estimator with skops: loading it runs no code (never pickle)."""
+        import skops.io as sio
+
+        if not isinstance(target, SklearnTarget):
+            raise TargetError(
+                f"an sklearn model file holds an estimator, not a {type(target).__name__}"
+            )
+        sio.dump(target.estimator, path)
 
     def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:
         assert path is not None  # needs_file

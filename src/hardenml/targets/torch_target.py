@@ -94,12 +94,32 @@ class TorchTarget(Target):
         return self.module(x)
 
 
+def _module_of(target: Target, kind: str) -> nn.Module:
+    if not isinstance(target, TorchTarget):
+        raise TargetError(
+            f"a {kind} model file holds a torch module, not a {type(target).__name__}"
+        )
+    return target.raw_module
+
+
 class PyTorchKind(TargetKind):
     """`model.kind = "pytorch"`: `model.factory` builds the module, weights from safetensors."""
 
     suffixes = (".safetensors", ".pt", ".pth")
     needs_factory = True
     description = "an nn.Module built by model.factory with .safetensors weights (.pt with --trust)"
+    artifact_suffix = ".safetensors"
+
+    def save(self, target: Target, path: Path) -> None:
+        """The module's state dict as safetensors; `load` needs the factory that builds a
+        module with these keys (a patch's lineage records it)."""
+        from safetensors.torch import save_file
+
+        state = _module_of(target, "pytorch").state_dict()
+        # Contiguous CPU copies: safetensors refuses shared storage and strided views
+        # (channels-last convolutions are strided).
+        weights = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+        save_file(weights, str(path), metadata={"producer": "hardenml"})
 
     def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:
         assert path is not None  # needs_file
@@ -115,6 +135,17 @@ class TorchScriptKind(TargetKind):
     """`model.kind = "torchscript"`: a `torch.jit.save` file (no Python code runs on load)."""
 
     description = "a TorchScript file (torch.jit.save)"
+    artifact_suffix = ".pt"
+
+    def save(self, target: Target, path: Path) -> None:
+        """`torch.jit.save` of the target's scripted module: code and weights in one file."""
+        module = _module_of(target, "torchscript")
+        if not isinstance(module, torch.jit.ScriptModule):
+            raise TargetError(
+                f"a torchscript model file holds a scripted module, not a {type(module).__name__}"
+                " (script it with torch.jit.script first)"
+            )
+        torch.jit.save(module, str(path))
 
     def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:
         assert path is not None  # needs_file

@@ -4,7 +4,8 @@ Every string is double-quoted (YAML 1.2, section 7.3.1,
 https://yaml.org/spec/1.2.2/#731-double-quoted-style) with everything but printable ASCII
 escaped (`\\u` with four hex digits, `\\U` with eight), so no value can end the front
 matter, start a comment or a document, or be read as another type. `<`, `>` and `&` are
-escaped too, so a renderer that shows the front matter (GitHub draws it as a table) never meets markup in it.
+escaped too, so a renderer that shows the front matter (GitHub draws it as a table)
+never meets markup in it.
 """
 
 from __future__ import annotations

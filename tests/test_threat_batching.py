@@ -128,6 +128,7 @@ class NeedsSmallChunks(FGSM):
     """FGSM that runs out of memory on more than 4 samples at a time, as a GPU would."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sizes_: list[int] = []
 
     def run(self, target, x, y, budget, generator):  # type: ignore[no-untyped-def]

@@ -219,7 +219,7 @@ class Threat(ABC):
         who = {
             "score-based": "an attacker who sees only the model's scores",
             "decision-based": "an attacker who sees only the predicted labels",
-        }.get(self.family, "an attacker with white-box gradient access")
+        }.get(self.family, "an attacker who has white-box gradient access")
         return f"{who} and changes each input by {reach}, using {name}"
 
     def __repr__(self) -> str:

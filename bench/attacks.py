@@ -27,15 +27,31 @@ Measured:
                           10 steps x 9 targets, Square 1,000 queries) against
                           torchattacks.AutoAttack(version='standard') on 256 samples, with
                           each component's time and kills in ensemble_breakdown
+  ensemble_paper_vs_autoattack_paper_time, ensemble_paper_minus_autoattack_paper_robust_acc_pp
+                          on an adversarially trained CNN (the demo's recipe: 4 clean epochs,
+                          then PGD-AT at eps 0.1, 7 steps, 2 epochs), AutoAttackEnsemble at
+                          its defaults (the paper's budget: APGD-CE 100 steps, APGD-T 100
+                          steps x 9 targets, Square 5,000 queries) against torchattacks'
+                          standard AutoAttack with the paper's 100 steps for APGD, APGD-T and
+                          FAB-T (torchattacks defaults to 10) and Square 5,000 queries, at
+                          eps 0.1 on PAPER_SAMPLES samples; breakdown in paper_breakdown
+  ensemble_zero_grad_vs_square_time
+                          the ensemble at its defaults against LinfSquare(queries=5000,
+                          p_init=0.8) alone, on the 1-epoch CNN behind input quantisation
+                          (zero gradients everywhere) at eps ENSEMBLE_EPS; zero_gradient.queries
+                          has the model inputs each sent, which load does not blur
   scaling_exponent        slope of log time over log N for N, 4N, 16N
   peak_memory_mb          peak resident-memory growth of a large-N LinfPGD run, measured in
                           a fresh process, against the bare passes' growth (the bound)
-Writes bench/results/attacks.json and prints a table.
+Writes bench/results/attacks.json and prints a table. The comparisons after the PGD and
+ensemble rows are functions in COMPARISONS, each taking the shared `Bench` context and
+returning its keys, table rows and settings: a new measurement is one such function.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -46,21 +62,25 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from patch import mnist_model_config  # bench/patch.py: this script's folder is on sys.path
 from rich.console import Console
 from rich.table import Table
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hardenml.data import load_source, split
+from hardenml.data import Dataset, load_source, split
+from hardenml.patch import make_patch
 from hardenml.targets import InputSpec, TorchTarget
 from hardenml.threats.ensemble import AutoAttackEnsemble
 from hardenml.threats.pgd import LinfPGD
+from hardenml.threats.square import LinfSquare
 from hardenml.train import set_seed, train_classifier
 from hardenml.zoo import mnist_cnn
 
@@ -77,6 +97,15 @@ STEPS = 20  # LinfPGD's default
 # queries where AutoAttack spends 5,000 (and FAB-T: 9 targets x 10 steps, which we leave
 # out). The samples left for Square are the robust ones, so its queries are the cost.
 ENSEMBLE_BUDGET = {"steps": 10, "targets": 9, "square_queries": 1000}
+# The paper's budget on an adversarially trained model: most samples survive every stage,
+# so Square's 5,000 queries per survivor dominate both contenders; few samples keep the
+# run to a few minutes on two cores.
+PAPER_EPS = 0.1
+PAPER_SAMPLES, PAPER_SAMPLES_QUICK, PAPER_CHUNK = 48, 16, 16
+# The demo's hardened CNN: 4 clean epochs, then PGD-AT fine-tuning (workflow's DEMO_PATCH).
+ROBUST_RECIPE = {"clean_epochs": 4, "eps": PAPER_EPS, "steps": 7, "epochs": 2}
+ZERO_GRAD_SAMPLES, ZERO_GRAD_SAMPLES_QUICK = 64, 16
+SQUARE_PAPER = {"queries": 5000, "p_init": 0.8}
 
 
 def machine(threads: int, load_at_start: tuple[float, float, float]) -> dict[str, Any]:
@@ -170,9 +199,8 @@ class EnsembleLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if hasattr(record, "component"):
-            self.rows.append(
-                {k: getattr(record, k) for k in ("component", "attacked", "broken", "seconds")}
-            )
+            keys = ("component", "attacked", "broken", "seconds", "skipped")
+            self.rows.append({k: getattr(record, k) for k in keys if hasattr(record, k)})
 
     def __enter__(self) -> EnsembleLog:
         self._logger = logging.getLogger("hardenml.threats.ensemble")
@@ -186,15 +214,20 @@ class EnsembleLog(logging.Handler):
         self._logger.setLevel(self._level)
 
 
-def timed_autoattack(module: nn.Module) -> tuple[Any, list[dict[str, Any]]]:
-    """torchattacks' AutoAttack (standard), each component's forward timed as it runs."""
+def timed_autoattack(
+    module: nn.Module, eps: float = ENSEMBLE_EPS, steps: int | None = None
+) -> tuple[Any, list[dict[str, Any]]]:
+    """torchattacks' AutoAttack (standard), each component's forward timed as it runs;
+    `steps` overrides its APGD, APGD-T and FAB-T iterations (torchattacks' default 10)."""
     import torchattacks
 
     auto = torchattacks.AutoAttack(
-        module, norm="Linf", eps=ENSEMBLE_EPS, version="standard", n_classes=10, seed=0
+        module, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0
     )
     rows: list[dict[str, Any]] = []
     for attack in auto._autoattack.attacks:
+        if steps is not None and hasattr(attack, "steps"):
+            attack.steps = steps
         forward = attack.forward
 
         def timed(images, labels, forward=forward, name=type(attack).__name__):
@@ -247,6 +280,216 @@ class PeakResident:
     @property
     def growth_mb(self) -> float:
         return (self.peak - self.baseline) / 2**20
+
+
+@dataclass
+class Bench:
+    """What every comparison in COMPARISONS may use: the data and the run's settings."""
+
+    train: Dataset
+    x: torch.Tensor  # the held-out split
+    y: torch.Tensor
+    module: nn.Module  # the 1-epoch CNN, as its user holds it
+    quick: bool
+    console: Console
+
+
+@dataclass
+class Comparison:
+    """One comparison's output: `keys` go to the top level of attacks.json (the numbers with
+    an aim), `details` under the comparison's name, `rows` into the printed table."""
+
+    name: str
+    keys: dict[str, float]
+    rows: list[tuple[str, str, str, str]]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Quantised(nn.Module):
+    """The model behind input quantisation to `levels` values: the textbook gradient
+    masking of Athalye et al. 2018, zero input gradients almost everywhere."""
+
+    def __init__(self, inner: nn.Module, levels: int = 256) -> None:
+        super().__init__()
+        self.inner, self.levels = inner, levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = self.levels - 1
+        return self.inner(torch.round(x * steps) / steps)
+
+
+def stage(part: dict[str, Any]) -> str:
+    """A component's record in words, for the table."""
+    if "skipped" in part:  # the ensemble's gradient check
+        return f"sent {part['skipped']} of {part['attacked']} straight to Square"
+    return f"broke {part['broken']} of {part['attacked']}"
+
+
+def summed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-component records of several runs, added up per component in order of first use."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        total = out.setdefault(row["component"], {"component": row["component"]})
+        for key, value in row.items():
+            if key != "component":
+                total[key] = total.get(key, 0) + value
+    return list(out.values())
+
+
+def adversarially_trained(bench: Bench) -> tuple[nn.Module, float]:
+    """The demo's hardened CNN (without its input normalisation): 4 clean epochs, then the
+    pgd_at patch at eps 0.1 (7 steps, 2 epochs), seeded; and its training seconds."""
+    model = mnist_model_config()
+    started = time.perf_counter()
+    set_seed(0)
+    clean = train_classifier(
+        mnist_cnn(), bench.train.x, bench.train.y, epochs=ROBUST_RECIPE["clean_epochs"], seed=0
+    )
+    params = {k: ROBUST_RECIPE[k] for k in ("eps", "steps", "epochs")}
+    patched = make_patch("pgd_at", params)(target_for(clean), model, bench.train, seed=0)
+    assert isinstance(patched.target, TorchTarget)
+    module = mnist_cnn()
+    module.load_state_dict(patched.target.raw_module.state_dict())
+    return module.eval(), time.perf_counter() - started
+
+
+def paper_comparison(bench: Bench) -> Comparison:
+    """Our ensemble at its defaults against torchattacks' AutoAttack at the paper's budget,
+    on an adversarially trained model, where most samples reach the last stage."""
+    n = PAPER_SAMPLES_QUICK if bench.quick else PAPER_SAMPLES
+    with bench.console.status("adversarially training the CNN for the paper-budget comparison"):
+        module, train_seconds = adversarially_trained(bench)
+    target = target_for(module)
+    frozen = mnist_cnn()
+    frozen.load_state_dict(module.state_dict())
+    frozen.eval().requires_grad_(False)
+    x, y = bench.x[:n], bench.y[:n]
+    auto, auto_rows = timed_autoattack(frozen, eps=PAPER_EPS, steps=100)
+    ours_s = theirs_s = 0.0
+    ours_robust, theirs_robust = [], []
+    # Chunk by chunk, ours then theirs: on a shared machine, load that comes and goes then
+    # hits both alike, as the interleaved PGD timings do.
+    with (
+        bench.console.status(f"paper budget: ensemble vs AutoAttack on {n} samples"),
+        EnsembleLog() as ours_log,
+    ):
+        for start in range(0, n, PAPER_CHUNK):
+            xc, yc = x[start : start + PAPER_CHUNK], y[start : start + PAPER_CHUNK]
+            seconds, res = best_of(
+                lambda xc=xc, yc=yc: AutoAttackEnsemble()(
+                    target, xc, yc, budget=PAPER_EPS, generator=torch.Generator().manual_seed(0)
+                ),
+                repeats=1,
+            )
+            ours_s += seconds
+            ours_robust.append(res.robust_correct)
+            seconds, adv = best_of(lambda xc=xc, yc=yc: auto(xc, yc), repeats=1)
+            theirs_s += seconds
+            with torch.no_grad():
+                theirs_robust.append(frozen(adv).argmax(dim=1) == yc)
+    ours_acc = float(torch.cat(ours_robust).float().mean())
+    theirs_acc = float(torch.cat(theirs_robust).float().mean())
+    ours_parts, auto_parts = summed(ours_log.rows), summed(auto_rows)
+    ratio, gap = ours_s / theirs_s, 100 * (ours_acc - theirs_acc)
+    rows = [
+        ("ensemble_paper_vs_autoattack_paper_time", f"{ratio:.3f}", "<= 0.5",
+         f"{ours_s:.1f}s vs {theirs_s:.1f}s on {n} samples, eps {PAPER_EPS}"),
+        ("ensemble_paper_minus_autoattack_paper_robust_acc_pp", f"{gap:+.1f}", "<= 0.5",
+         f"robust acc {ours_acc:.3f} vs {theirs_acc:.3f} (clean "
+         f"{accuracy(frozen, x, y):.3f})"),
+        *[(f"  {side}: {part['component']}", f"{part['seconds']:.2f}s", "", stage(part))
+          for side, parts in (("ours", ours_parts), ("autoattack", auto_parts))
+          for part in parts],
+    ]  # fmt: skip
+    return Comparison(
+        "paper",
+        {
+            "ensemble_paper_vs_autoattack_paper_time": ratio,
+            "ensemble_paper_minus_autoattack_paper_robust_acc_pp": gap,
+        },
+        rows,
+        {
+            "n": n,
+            "eps_linf": PAPER_EPS,
+            "model": "hardenml.zoo.mnist_cnn, 4 epochs on mnist5k, then pgd_at "
+            f"(eps {ROBUST_RECIPE['eps']}, {ROBUST_RECIPE['steps']} steps, "
+            f"{ROBUST_RECIPE['epochs']} epochs), seed 0",
+            "model_training_s": train_seconds,
+            "clean_accuracy": accuracy(frozen, x, y),
+            "ours": "AutoAttackEnsemble() defaults: APGD-CE 100 steps, APGD-T 100 steps x 9 "
+            "targets, Square 5000 queries (p_init 0.8)",
+            "autoattack": "torchattacks 3.5.1 AutoAttack(version='standard') with APGD, "
+            "APGD-T and FAB-T set to 100 steps, Square 5000 queries",
+            "timings_s": {"ensemble": ours_s, "autoattack": theirs_s},
+            "robust_accuracy": {"ensemble": ours_acc, "autoattack": theirs_acc},
+            "breakdown": {"ours": ours_parts, "autoattack": auto_parts},
+            "timing": f"one run each, in chunks of {PAPER_CHUNK} samples, ours then theirs",
+        },
+    )
+
+
+def zero_gradient_comparison(bench: Bench) -> Comparison:
+    """The ensemble at its defaults against Square alone on a model with zero gradients:
+    the gradient check hands every sample to Square, so the ensemble costs Square plus a
+    few passes. Interleaved, best of three; the model inputs each sent are recorded too."""
+    n = ZERO_GRAD_SAMPLES_QUICK if bench.quick else ZERO_GRAD_SAMPLES
+    # A copy: the target changes its module's layout in place.
+    masked = target_for(Quantised(copy.deepcopy(bench.module)))
+    x, y = bench.x[:n], bench.y[:n]
+
+    def seeded() -> torch.Generator:
+        return torch.Generator().manual_seed(0)
+
+    runs = {
+        "ensemble": lambda: AutoAttackEnsemble()(
+            masked, x, y, budget=ENSEMBLE_EPS, generator=seeded()
+        ),
+        "square": lambda: LinfSquare(**SQUARE_PAPER)(
+            masked, x, y, budget=ENSEMBLE_EPS, generator=seeded()
+        ),
+    }
+    best = {name: float("inf") for name in runs}
+    robust: dict[str, float] = {}
+    # Model inputs each run sent (`Target.queries`): the work, which load does not blur.
+    queries: dict[str, int] = {}
+    with bench.console.status(f"zero gradients: ensemble vs Square alone on {n} samples"):
+        for _ in range(3):
+            for name, fn in runs.items():
+                before = masked.queries
+                seconds, result = best_of(fn, repeats=1)
+                queries[name] = masked.queries - before
+                best[name] = min(best[name], seconds)
+                robust[name] = float(result.robust_correct.float().mean())
+    ratio = best["ensemble"] / best["square"]
+    work = queries["ensemble"] / queries["square"]
+    rows = [
+        ("ensemble_zero_grad_vs_square_time", f"{ratio:.3f}", "<= 2",
+         f"{best['ensemble']:.2f}s vs {best['square']:.2f}s on {n} samples; robust acc "
+         f"{robust['ensemble']:.3f} vs {robust['square']:.3f}"),
+        ("  ensemble_zero_grad_vs_square_queries", f"{work:.4f}", "-",
+         f"model inputs: {queries['ensemble']:,} vs {queries['square']:,}"),
+    ]  # fmt: skip
+    return Comparison(
+        "zero_gradient",
+        {"ensemble_zero_grad_vs_square_time": ratio},
+        rows,
+        {
+            "n": n,
+            "eps_linf": ENSEMBLE_EPS,
+            "model": "the 1-epoch CNN behind quantisation of its input to 256 levels",
+            "square": f"LinfSquare({SQUARE_PAPER})",
+            "timings_s": best,
+            "queries": queries,
+            "queries_ratio": work,
+            "robust_accuracy": robust,
+            "timing": "best of 3 interleaved runs",
+        },
+    )
+
+
+# Comparisons run after the PGD and ensemble rows, in this order. The integrity checks'
+# cost against the scan they check (`integrity_vs_scan_time`) belongs here too.
+COMPARISONS: list[Callable[[Bench], Comparison]] = [paper_comparison, zero_gradient_comparison]
 
 
 def memory_probe(kind: str, path: Path, threads: int) -> None:
@@ -360,6 +603,9 @@ def main() -> None:
         robust["autoattack"] = accuracy(frozen, adv, ye)
         breakdown = {"ours": ours_parts.rows, "autoattack": auto_parts}
 
+    bench = Bench(train, x_all, y_all, given, args.quick, console)
+    comparisons = [compare(bench) for compare in COMPARISONS]
+
     with console.status("scaling with N"):
         sizes = [n_scale, 4 * n_scale, 16 * n_scale]
         scale_times = []
@@ -396,6 +642,7 @@ def main() -> None:
         "ensemble_vs_autoattack_time": timings["ensemble_s"] / timings["autoattack_s"],
         "ensemble_minus_autoattack_robust_acc_pp": 100
         * (robust["ensemble"] - robust["autoattack"]),
+        **{key: value for c in comparisons for key, value in c.keys.items()},
         "scaling_exponent": exponent,
         "peak_memory_mb": memory_pgd,
         "peak_memory_floor_mb": memory_floor,
@@ -426,15 +673,16 @@ def main() -> None:
         },
         "robust_accuracy": robust,
         "ensemble_breakdown": breakdown,
+        **{c.name: c.details for c in comparisons},
         "wall_s": time.perf_counter() - started,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    console.print(table(results))
+    console.print(table(results, [row for c in comparisons for row in c.rows]))
     console.print(f"wrote {args.out}")
 
 
-def table(r: dict[str, Any]) -> Table:
+def table(r: dict[str, Any], comparison_rows: list[tuple[str, str, str, str]]) -> Table:
     t = r["timings_s"]
     acc = r["robust_accuracy"]
     m = r["machine"]
@@ -472,9 +720,9 @@ def table(r: dict[str, Any]) -> Table:
         ("ensemble_minus_autoattack_robust_acc_pp",
          f"{r['ensemble_minus_autoattack_robust_acc_pp']:+.1f}", "<= 0",
          f"robust acc {acc['ensemble']:.3f} vs {acc['autoattack']:.3f}"),
-        *[(f"  {side}: {p['component']}", f"{p['seconds']:.2f}s", "",
-           f"broke {p['broken']} of {p['attacked']}")
+        *[(f"  {side}: {p['component']}", f"{p['seconds']:.2f}s", "", stage(p))
           for side, parts in r["ensemble_breakdown"].items() for p in parts],
+        *comparison_rows,
         ("scaling_exponent", f"{r['scaling_exponent']:.3f}", "~1",
          "N = " + ", ".join(str(n) for n in r["settings"]["scaling_sizes"])),
         ("peak_memory_mb", f"{r['peak_memory_mb']:.1f}", "<= 1.5x floor",

@@ -58,6 +58,20 @@ DEFENCES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def mnist_model_config() -> ModelConfig:
+    """The `[model]` a patch needs for `hardenml.zoo.mnist_cnn` (bench/attacks.py too)."""
+    return ModelConfig.model_validate(
+        {
+            "name": "mnist-cnn",
+            "kind": "pytorch",
+            "factory": "hardenml.zoo:mnist_cnn",
+            "path": "unused.safetensors",
+            "classes": CLASSES,
+            "input": {"shape": [1, 28, 28]},
+        }
+    )
+
+
 def evaluator(quick: bool) -> tuple[Threat, str]:
     """The robust-accuracy attack, and how to name it in the output."""
     try:
@@ -117,16 +131,7 @@ def main() -> None:
         test = test.take(np.sort(rng.choice(len(test), 200, replace=False)))
     clean_epochs, epochs, warmup = (2, 3, 1) if args.quick else (5, 10, 3)
     spec = InputSpec(shape=(1, 28, 28))
-    model = ModelConfig.model_validate(
-        {
-            "name": "mnist-cnn",
-            "kind": "pytorch",
-            "factory": "hardenml.zoo:mnist_cnn",
-            "path": "unused.safetensors",
-            "classes": CLASSES,
-            "input": {"shape": [1, 28, 28]},
-        }
-    )
+    model = mnist_model_config()
     attack, attack_name = evaluator(args.quick)
     console.print(
         f"train {len(train)}, test {len(test)}, eps {EPS}, epochs {epochs} (warm-up {warmup}); "

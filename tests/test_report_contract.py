@@ -8,13 +8,13 @@ and never carry a hostile name unescaped.
 from __future__ import annotations
 
 import json
-import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from tests.plugin_support import install_plugin
 from tests.test_reports_support import MODEL, OWNER, PROJECT, Gated, gated_workspace
 from torch import nn
 
@@ -113,16 +113,15 @@ class CsvChecks(ReportFormat):
 
 @pytest.fixture
 def plugin_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    (tmp_path / "hardenml_report_plugin.py").write_text(textwrap.dedent(PLUGIN))
-    info = tmp_path / "hardenml_report_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: hardenml-report-plugin\nVersion: 0.1\n"
+    """A third-party report format installed for this test, registered by entry point."""
+    install_plugin(
+        tmp_path,
+        monkeypatch,
+        module="hardenml_report_plugin",
+        source=PLUGIN,
+        group="hardenml.reports",
+        entry="csv = hardenml_report_plugin:CsvChecks",
     )
-    (info / "entry_points.txt").write_text(
-        "[hardenml.reports]\ncsv = hardenml_report_plugin:CsvChecks\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
     registry._entry_points.cache_clear()
     yield
     registry._entry_points.cache_clear()

@@ -7,13 +7,13 @@ Each threat is built with its defaults and run on the digits MLP seen as 1x8x8 i
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tests.plugin_support import install_plugin
 from torch import nn
 
 from hardenml.config import ThreatConfig
@@ -144,16 +144,14 @@ class FlipSign(Threat):
 @pytest.fixture
 def plugin_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A third-party distribution on sys.path: its module plus a dist-info naming it."""
-    (tmp_path / "hardenml_test_plugin.py").write_text(textwrap.dedent(PLUGIN))
-    info = tmp_path / "hardenml_test_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: hardenml-test-plugin\nVersion: 0.1\n"
+    install_plugin(
+        tmp_path,
+        monkeypatch,
+        module="hardenml_test_plugin",
+        source=PLUGIN,
+        group="hardenml.threats",
+        entry="flip-sign = hardenml_test_plugin:FlipSign",
     )
-    (info / "entry_points.txt").write_text(
-        "[hardenml.threats]\nflip-sign = hardenml_test_plugin:FlipSign\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
     registry._entry_points.cache_clear()
     yield
     registry._entry_points.cache_clear()

@@ -135,7 +135,8 @@ def test_too_few_steps_is_caught_not_converging(digits_target, digits) -> None:
 def test_an_ensemble_is_checked_with_one_stronger_stage_and_the_scans_outcome(
     zoo: Bases,
 ) -> None:
-    """The convergence check of an ensemble strengthens its last gradient stage only, and
+    """The convergence check of an ensemble strengthens its last gradient stage only (4x the
+    steps, its most likely target, no extra restart), and
     the threat's own outcome comes from the scan instead of a rerun."""
     model = build("quantised-cnn-digits", zoo)
     ensemble = AutoAttackEnsemble(steps=5, targets=2, square_queries=200)
@@ -156,12 +157,16 @@ def test_an_ensemble_is_checked_with_one_stronger_stage_and_the_scans_outcome(
             robust=outcome,
         )
     }
-    assert "LinfAPGDDLR(steps=20, restarts=2" in results["not_converged"].detail
+    stronger = "LinfAPGDDLR(steps=20, restarts=1, rho=0.75, targets=1)"
+    assert stronger in results["not_converged"].detail
     # Square inside the ensemble broke what gradients cannot: more steps "raise" robust
     # accuracy, and the advice does not send the user to the ensemble they already use.
     assert results["not_converged"].flagged and results["not_converged"].value > 0
     assert not results["blackbox_beats_whitebox"].flagged
     assert all("autoattack" not in r.advice for r in results.values())
+    # Every value comes with an interval that holds it and has width (the findings carry it).
+    for r in results.values():
+        assert r.ci[0] <= r.value <= r.ci[1] and r.ci[0] < r.ci[1], r
 
 
 def test_scan_of_a_masked_model_reports_each_signal_once(tmp_path, digits_mlp) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hardenml.config import parse_config
 from hardenml.stats import (
@@ -14,6 +16,7 @@ from hardenml.stats import (
     expected_calibration_error,
     mcnemar_exact,
     mean_difference_interval,
+    paired_difference_interval,
     resampling_counts,
 )
 from hardenml.validate import Outcomes, compare
@@ -45,6 +48,24 @@ def test_mcnemar_without_discordant_pairs_is_p_one() -> None:
     # A 5 : 5 split is as balanced as it gets.
     base, cand = paired(b=5, c=5, both=50, neither=5)
     assert mcnemar_exact(base, cand).p_value == pytest.approx(1.0)
+
+
+def test_paired_difference_interval_matches_newcombes_worked_example() -> None:
+    """Newcombe 1998 (paired data), example (a): 12 and 2 discordant pairs of 50, method 10
+    gives 0.0569 to 0.3404 for a difference of 0.2."""
+    lo, hi = paired_difference_interval(12, 2, 36, 0)
+    assert (round(lo, 4), round(hi, 4)) == (0.0569, 0.3404)
+
+
+@given(st.integers(0, 40), st.integers(0, 40), st.integers(0, 40), st.integers(0, 40))
+def test_paired_difference_interval_contains_the_estimate_and_is_never_zero_width(
+    a_only: int, b_only: int, both: int, neither: int
+) -> None:
+    n = a_only + b_only + both + neither
+    lo, hi = paired_difference_interval(a_only, b_only, both, neither)
+    if n:
+        assert lo - 1e-12 <= (a_only - b_only) / n <= hi + 1e-12
+    assert -1.0 <= lo < hi <= 1.0
 
 
 def test_ece_of_a_calibrated_predictor_is_near_zero_and_of_an_overconfident_one_is_not() -> None:

@@ -358,7 +358,7 @@ def integrity_finding(config: HardenConfig, results: Sequence[Any]) -> Finding:
         severity=config.integrity.severity,
         value=worst.value,
         threshold=worst.limit,
-        ci=(worst.value, worst.value),
+        ci=worst.ci,
         n=worst.n,
         owner=config.owner_for(threats[0] if threats else None),
         exploitation=(

@@ -45,6 +45,10 @@ Measured:
                           APGD-T with 4x the steps on one target) over the paper comparison's
                           ensemble run they check, on the same samples (at most the checks'
                           100-sample sub-sample: the worst case; larger scans dilute it)
+  torchscript_pgd_vs_module_time
+                          LinfPGD on the CNN scripted with torch.jit.script over the same CNN as
+                          an nn.Module, at the scan's chunk of 100; the torchscript details
+                          hold chunks 25, 100 and 400 for both
   scaling_exponent        slope of log time over log N for N, 4N, 16N
   peak_memory_mb          peak resident-memory growth of a large-N LinfPGD run, measured in
                           a fresh process, against the bare passes' growth (the bound)
@@ -563,12 +567,83 @@ def integrity_comparison(bench: Bench) -> Comparison:
     )
 
 
+# Chunk sizes (rows per attack call) the TorchScript comparison profiles: the scan's batch
+# of 100 (`scan.batch_size`, the effective chunk at the defaults), a quarter and 4x of it.
+TORCHSCRIPT_CHUNKS = (25, 100, 400)
+TORCHSCRIPT_SAMPLES, TORCHSCRIPT_SAMPLES_QUICK = 400, 100
+
+
+def torchscript_comparison(bench: Bench) -> Comparison:
+    """LinfPGD on the 1-epoch CNN as a TorchScript module against the same CNN as an
+    `nn.Module`, at several chunk sizes: a scripted model keeps its compiled layout (no
+    channels-last) and its profiling executor specialises on the first shapes it sees, so
+    the chunk size matters more than for eager modules. Interleaved, best of three; each
+    setting runs once untimed first, as a scan's first batch would warm it."""
+    n = TORCHSCRIPT_SAMPLES_QUICK if bench.quick else TORCHSCRIPT_SAMPLES
+    x, y = bench.x[:n], bench.y[:n]
+    eager = target_for(copy.deepcopy(bench.module).eval())
+    scripted = target_for(torch.jit.script(copy.deepcopy(bench.module).eval()))
+    attack = LinfPGD(steps=STEPS, step_size=2.5 * EPS / STEPS, early_stop=False)
+
+    def chunked(target: TorchTarget, chunk: int) -> float:
+        generator = torch.Generator().manual_seed(0)
+        robust = [
+            attack(
+                target, x[i : i + chunk], y[i : i + chunk], budget=EPS, generator=generator
+            ).robust_correct
+            for i in range(0, n, chunk)
+        ]
+        return float(torch.cat(robust).float().mean())
+
+    runs = {
+        (kind, chunk): (lambda t=t, c=chunk: chunked(t, c))
+        for chunk in TORCHSCRIPT_CHUNKS
+        for kind, t in (("module", eager), ("torchscript", scripted))
+    }
+    best = {key: float("inf") for key in runs}
+    robust: dict[tuple[str, int], float] = {}
+    with bench.console.status(f"TorchScript vs nn.Module: LinfPGD at chunk sizes on {n} samples"):
+        for fn in runs.values():
+            fn()
+        for _ in range(3):
+            for key, fn in runs.items():
+                seconds, robust[key] = best_of(fn, repeats=1)
+                best[key] = min(best[key], seconds)
+    default = 100
+    ratio = best[("torchscript", default)] / best[("module", default)]
+    fastest = min(TORCHSCRIPT_CHUNKS, key=lambda c: best[("torchscript", c)])
+    rows = [
+        ("torchscript_pgd_vs_module_time", f"{ratio:.3f}", "-",
+         f"chunk {default}: {best[('torchscript', default)]:.2f}s vs "
+         f"{best[('module', default)]:.2f}s on {n} samples; fastest TorchScript chunk {fastest}"),
+        *[(f"  chunk {c}", f"{best[('torchscript', c)]:.2f}s", "",
+           f"TorchScript; nn.Module {best[('module', c)]:.2f}s; robust acc "
+           f"{robust[('torchscript', c)]:.3f} vs {robust[('module', c)]:.3f}")
+          for c in TORCHSCRIPT_CHUNKS],
+    ]  # fmt: skip
+    return Comparison(
+        "torchscript",
+        {"torchscript_pgd_vs_module_time": ratio},
+        rows,
+        {
+            "n": n,
+            "chunks": list(TORCHSCRIPT_CHUNKS),
+            "fastest_torchscript_chunk": fastest,
+            "timings_s": {f"{kind}_chunk{c}": s for (kind, c), s in best.items()},
+            "robust_accuracy": {f"{kind}_chunk{c}": r for (kind, c), r in robust.items()},
+            "attack": f"LinfPGD({STEPS} steps, early stop off) at eps {EPS}",
+            "timing": "one warm-up run per setting, then best of 3 interleaved runs",
+        },
+    )
+
+
 # Comparisons run after the PGD and ensemble rows, in this order (the integrity comparison
 # checks the paper comparison's run).
 COMPARISONS: list[Callable[[Bench], Comparison]] = [
     paper_comparison,
     zero_gradient_comparison,
     integrity_comparison,
+    torchscript_comparison,
 ]
 
 

@@ -135,15 +135,16 @@ class Finding:
     remediation: str
     evidence: list[dict[str, Any]] = field(default_factory=list)
     slice: str | None = None
+    # The short id users type; derived from the fingerprint unless the ledger names it.
+    finding_id: str = ""
 
-    @property
-    def finding_id(self) -> str:
-        return f"HML-{self.fingerprint[:8]}"
+    def __post_init__(self) -> None:
+        if not self.finding_id:
+            object.__setattr__(self, "finding_id", f"HML-{self.fingerprint[:8]}")
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ci"] = list(self.ci)
-        data["finding_id"] = self.finding_id
         return data
 
 

@@ -8,7 +8,7 @@ check it did evaluate) is marked fixed, with the run as evidence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -37,31 +37,17 @@ class ReviewError(ValueError):
     """A review that the finding's current state does not allow; the message says why."""
 
 
-@dataclass
-class FindingState:
-    finding_id: str
-    fingerprint: str
-    title: str
-    model: str
-    threat: str | None
-    metric: str
-    budget: float | None
-    severity: str
+@dataclass(frozen=True, kw_only=True)
+class FindingState(Finding):
+    """A finding as the ledger knows it now: the scan's record as last observed, plus its
+    lifecycle (status, due date, reviews), folded from `finding.*` events."""
+
     status: str
-    owner: str
     due: str
-    value: float
-    threshold: float
-    ci: list[float]
-    exploitation: str
-    remediation: str
-    evidence: list[dict[str, Any]]
     opened: str
     history: list[dict[str, Any]] = field(default_factory=list)
     accepted_until: str | None = None
     escalated_for_due: str | None = None
-    # The slice a slice-gap finding is about (`class=3`), None for every other finding.
-    slice: str | None = None
 
     def status_on(self, today: date | None = None) -> str:
         """The status as of `today`: an accepted risk whose date has passed is open again."""
@@ -80,7 +66,7 @@ class FindingState:
         return max(0, ((today or date.today()) - date.fromisoformat(self.due)).days)
 
     def as_dict(self) -> dict[str, Any]:
-        data = dict(vars(self))
+        data = super().as_dict()
         data["status"] = self.status_on()  # an expired acceptance reads as open
         return data
 
@@ -110,18 +96,19 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
                 metric=p["metric"],
                 budget=p["budget"],
                 severity=p["severity"],
-                status="open",
-                owner=p["owner"],
-                due=p["due"],
                 value=p["value"],
                 threshold=p["threshold"],
-                ci=p["ci"],
+                ci=tuple(p["ci"]),
+                n=p["n"],
+                owner=p["owner"],
                 exploitation=p["exploitation"],
                 remediation=p["remediation"],
                 evidence=p["evidence"],
+                slice=p.get("slice"),
+                status="open",
+                due=p["due"],
                 opened=event.ts,
                 history=[entry],
-                slice=p.get("slice"),
             )
             continue
         current = state.get(fid)
@@ -132,25 +119,33 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
             # Everything the scan measured and judged takes this run's value, the threshold
             # too: the policy may have changed since the finding was opened, and a title
             # saying "below the policy's 90%" beside a threshold of 0.8 is a stale record.
-            current.value, current.ci = p["value"], p["ci"]
-            current.threshold = p["threshold"]
-            current.severity, current.title = p["severity"], p["title"]
-            current.exploitation, current.remediation = p["exploitation"], p["remediation"]
-            current.evidence = p.get("evidence") or current.evidence
+            current = replace(
+                current,
+                value=p["value"],
+                ci=tuple(p["ci"]),
+                n=p.get("n", current.n),
+                threshold=p["threshold"],
+                severity=p["severity"],
+                title=p["title"],
+                exploitation=p["exploitation"],
+                remediation=p["remediation"],
+                evidence=p.get("evidence") or current.evidence,
+            )
             if event.kind == "finding.reopened":
-                current.status, current.due = "reopened", p["due"]
+                current = replace(current, status="reopened", due=p["due"])
         elif event.kind == "finding.fixed":
-            current.status = "fixed"
+            current = replace(current, status="fixed")
         elif event.kind == "finding.assigned":
-            current.owner = p["owner"]
+            current = replace(current, owner=p["owner"])
         elif event.kind == "finding.risk_accepted":
-            current.status, current.accepted_until = "accepted", p["until"]
+            current = replace(current, status="accepted", accepted_until=p["until"])
         elif event.kind == "finding.resolved":
-            current.status = "resolved"
+            current = replace(current, status="resolved")
         elif event.kind == "finding.review_reopened":
-            current.status, current.due, current.accepted_until = "reopened", p["due"], None
+            current = replace(current, status="reopened", due=p["due"], accepted_until=None)
         elif event.kind == "finding.escalated":
-            current.escalated_for_due = p["due"]
+            current = replace(current, escalated_for_due=p["due"])
+        state[fid] = current
     return state
 
 

@@ -23,7 +23,7 @@ from hardenml.config import parse_config
 from hardenml.gate import GateDecision, decide
 from hardenml.imaging import png_bytes
 from hardenml.ledger import RunRecord
-from hardenml.records import fingerprint
+from hardenml.records import ModelReleased, fingerprint
 from hardenml.report import (
     HTML_NAME,
     JUNIT_NAME,
@@ -460,13 +460,16 @@ def _regressed(gated: Gated) -> GateDecision:
     """The same run judged against a released model that was better on every metric."""
     run = gated.decision.run
     better = [{**m, "value": min(1.0, m["value"] + 0.2)} for m in run.payload["measurements"]]
-    released = {
-        "model": run.model,
-        "model_sha256": "f" * 64,
-        "run_id": "released-run",
-        "data_sha256": run.payload["data_sha256"],
-        "measurements": better,
-    }
+    released = ModelReleased(
+        model=run.model,
+        model_sha256="f" * 64,
+        path="released.pt",
+        gate_seq=1,
+        forced=False,
+        run_id="released-run",
+        data_sha256=run.payload["data_sha256"],
+        measurements=better,
+    )
     return decide(gated.ws.config, run, gated.findings, released=released)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from hardenml.config import parse_config
 from hardenml.gate.decision import decide, last_release, latest_validation
 from hardenml.ledger import Ledger, RunRecord
+from hardenml.records import ModelReleased
 
 CONFIG = """
 version = 1
@@ -62,13 +63,16 @@ def run(sha: str, clean: float, robust: float) -> RunRecord:
     return RunRecord(payload["run_id"], "m", sha, payload, 1)
 
 
-def release(sha: str, clean: float, robust: float) -> dict[str, Any]:
-    return {
-        "model": "m",
-        "model_sha256": sha,
-        "data_sha256": "d" * 64,
-        "measurements": [measurement(clean), measurement(robust, "pgd-linf")],
-    }
+def release(sha: str, clean: float, robust: float) -> ModelReleased:
+    return ModelReleased(
+        model="m",
+        model_sha256=sha,
+        path="m.pt",
+        gate_seq=1,
+        forced=False,
+        data_sha256="d" * 64,
+        measurements=[measurement(clean), measurement(robust, "pgd-linf")],
+    )
 
 
 def config(extra: str = "") -> Any:
@@ -118,14 +122,15 @@ def test_ledger_lookups_find_the_latest_matching_event(tmp_path: Path) -> None:
     ledger.append("validation.completed", {"candidate_sha256": "x", "passed": False})
     ledger.append("validation.completed", {"candidate_sha256": "y", "passed": True})
     ledger.append("validation.completed", {"candidate_sha256": "x", "passed": True})
-    ledger.append("model.released", {"model": "m", "model_sha256": "x"})
-    ledger.append("model.released", {"model": "other", "model_sha256": "z"})
+    release = {"path": "m.pt", "gate_seq": 1, "forced": False}
+    ledger.append("model.released", {"model": "m", "model_sha256": "x", **release})
+    ledger.append("model.released", {"model": "other", "model_sha256": "z", **release})
     events = ledger.events()
     found = latest_validation(events, "x")
     assert found is not None and found["passed"] and found["ledger_seq"] == 3
     assert latest_validation(events, "nope") is None
     rel = last_release(events, "m")
-    assert rel is not None and rel["model_sha256"] == "x"
+    assert rel is not None and rel.model_sha256 == "x" and rel.ledger_seq == 4
     assert last_release(events, "unknown") is None
 
 

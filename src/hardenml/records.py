@@ -151,6 +151,8 @@ class Finding:
 # Ledger event kinds that cross rooms; their payloads are the typed records below.
 RUN_COMPLETED = "run.completed"
 GATE_DECIDED = "gate.decided"
+MODEL_PATCHED = "model.patched"
+MODEL_RELEASED = "model.released"
 
 
 @dataclass(frozen=True)
@@ -235,3 +237,64 @@ class GateDecided:
             **{k: payload[k] for k in known},
             extra={k: v for k, v in payload.items() if k not in known},
         )
+
+
+@dataclass(frozen=True)
+class ModelPatched:
+    """The payload of a `model.patched` event: which patch made which artifact from which
+    parent, and how to load it (`model`: kind, factory, factory_kwargs, path). What the
+    patch reports beyond these (metrics, history, its own events, timings, provenance)
+    travels in `extra` unchanged."""
+
+    patch: str
+    params: dict[str, Any]
+    seed: int
+    model: dict[str, Any]
+    model_name: str
+    artifact: str
+    artifact_sha256: str
+    parent: str
+    parent_sha256: str
+    data_sha256: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "extra"}
+        return {**data, **self.extra}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> ModelPatched:
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        return cls(
+            **{k: payload[k] for k in known},
+            extra={k: v for k, v in payload.items() if k not in known},
+        )
+
+
+@dataclass(frozen=True)
+class ModelReleased:
+    """The payload of a `model.released` event: the file released, the gate decision and
+    run behind it (absent when forced without one), its lineage and the policy it was gated
+    under, so that a later gate can tell a regression or a loosened policy.
+    `ledger_seq` is the event's position, filled in by readers, not stored."""
+
+    model: str
+    model_sha256: str
+    path: str
+    gate_seq: int | None
+    forced: bool
+    run_id: str | None = None
+    data_sha256: str | None = None
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+    parent_sha256: str | None = None
+    patch: str | None = None
+    policy: dict[str, Any] | None = None
+    ledger_seq: int = 0
+
+    def to_payload(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "ledger_seq"}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], *, seq: int = 0) -> ModelReleased:
+        known = set(cls.__dataclass_fields__) - {"ledger_seq"}
+        return cls(**{k: v for k, v in payload.items() if k in known}, ledger_seq=seq)

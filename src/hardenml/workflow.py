@@ -59,7 +59,7 @@ from hardenml.patch import (
     rewrite_model_section,
     write_artifact,
 )
-from hardenml.records import GATE_DECIDED, GateDecided
+from hardenml.records import GATE_DECIDED, GateDecided, ModelPatched, ModelReleased
 from hardenml.report import write_all_reports, write_gate_report
 from hardenml.report.bundle import report_files
 from hardenml.scan import ScanResult, run_scan
@@ -285,8 +285,8 @@ def _why_no_run(runs: list[Event], model_sha: str) -> str:
 
 def _record_loosening(ws: Workspace, decision: GateDecision) -> None:
     """A `policy.loosened` event, once per distinct loosening since the release."""
-    released = decision.released or {}
-    since = int(released.get("ledger_seq", 0))
+    released = decision.released
+    since = 0 if released is None else released.ledger_seq
     earlier = [
         e
         for e in ws.ledger.events([POLICY_LOOSENED])
@@ -298,7 +298,7 @@ def _record_loosening(ws: Workspace, decision: GateDecision) -> None:
         POLICY_LOOSENED,
         {
             "model": ws.config.model.name,
-            "released_sha256": released.get("model_sha256"),
+            "released_sha256": None if released is None else released.model_sha256,
             "changes": decision.loosened,
             "run_id": decision.run.run_id,
         },
@@ -491,7 +491,7 @@ def _model_file(ws: Workspace, path: Path | str | None, events: list[Event]) -> 
         released = last_release(events, ws.config.model.name)
         if released is None:
             raise PatchError(f"no release of {ws.config.model.name!r} is recorded in the ledger")
-        return ws.config.resolve(Path(released["path"]))
+        return ws.config.resolve(Path(released.path))
     return Path(path)
 
 
@@ -563,25 +563,27 @@ def patch(
         "factory_kwargs": result.factory_kwargs if result.factory else parent.factory_kwargs,
         "path": _shown_path(ws, path),
     }
-    payload = {
-        "patch": name,
-        "params": defence.params(),
-        "seed": seed,
-        "model": model,
-        "model_name": ws.config.model.name,
-        "artifact": _shown_path(ws, path),
-        "artifact_sha256": sha,
-        "parent_sha256": parent_sha,
-        "parent": _shown_path(ws, source),
-        "data_sha256": train.sha256,
-        "data_provenance": train.provenance,
-        "metrics": result.metrics,
-        "history": result.history,
-        "events": result.events,
-        "started": started,
-        "seconds": round(seconds, 3),
-    }
-    event = ws.ledger.append(PATCH_EVENT, payload)
+    payload = ModelPatched(
+        patch=name,
+        params=defence.params(),
+        seed=seed,
+        model=model,
+        model_name=ws.config.model.name,
+        artifact=_shown_path(ws, path),
+        artifact_sha256=sha,
+        parent=_shown_path(ws, source),
+        parent_sha256=parent_sha,
+        data_sha256=train.sha256,
+        extra={
+            "data_provenance": train.provenance,
+            "metrics": result.metrics,
+            "history": result.history,
+            "events": result.events,
+            "started": started,
+            "seconds": round(seconds, 3),
+        },
+    )
+    event = ws.ledger.append(PATCH_EVENT, payload.to_payload())
     return PatchOutcome(name, path, sha, parent_sha, result, event)
 
 
@@ -678,20 +680,18 @@ def release(ws: Workspace, model_path: Path | None = None, *, force: bool = Fals
         )
     run = latest_run(events, model_sha256=sha)
     lineage = lineage_for(events, sha)
-    return ws.ledger.append(
-        RELEASE_EVENT,
-        {
-            "model": ws.config.model.name,
-            "model_sha256": sha,
-            "path": _shown_path(ws, path),
-            "gate_seq": decided_seq,
-            "forced": not passed,
-            "run_id": None if run is None else run.run_id,
-            "data_sha256": None if run is None else run.payload["data_sha256"],
-            "measurements": [] if run is None else run.payload["measurements"],
-            "parent_sha256": None if lineage is None else lineage["parent_sha256"],
-            "patch": None if lineage is None else lineage["patch"],
-            # So that a later gate can say when the policy was loosened since this release.
-            "policy": ws.config.policy.model_dump(mode="json"),
-        },
+    released = ModelReleased(
+        model=ws.config.model.name,
+        model_sha256=sha,
+        path=_shown_path(ws, path),
+        gate_seq=decided_seq,
+        forced=not passed,
+        run_id=None if run is None else run.run_id,
+        data_sha256=None if run is None else run.completed.data_sha256,
+        measurements=[] if run is None else [m.as_dict() for m in run.completed.measurements],
+        parent_sha256=None if lineage is None else lineage.parent_sha256,
+        patch=None if lineage is None else lineage.patch,
+        # So that a later gate can say when the policy was loosened since this release.
+        policy=ws.config.policy.model_dump(mode="json"),
     )
+    return ws.ledger.append(RELEASE_EVENT, released.to_payload())

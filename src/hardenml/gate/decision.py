@@ -17,7 +17,7 @@ from typing import Any
 
 from hardenml.config import HardenConfig
 from hardenml.ledger import ChainHead, Event, FindingState, RunRecord
-from hardenml.records import Measurement
+from hardenml.records import MODEL_RELEASED, Measurement, ModelReleased
 from hardenml.scan import PolicyCheck, SharedThreatModel, checks_for
 from hardenml.scan.policy import behaviour_reason
 
@@ -31,7 +31,7 @@ EXIT_INTERNAL = 3
 EXIT_TAMPERED = 1
 
 VALIDATION_EVENT = "validation.completed"
-RELEASE_EVENT = "model.released"
+RELEASE_EVENT = MODEL_RELEASED
 
 
 class ReleaseError(Exception):
@@ -63,7 +63,7 @@ class GateDecision:
     # The `hardenml validate` verdict for this model (ledger payload), if one was recorded.
     validation: dict[str, Any] | None = None
     # The last `hardenml release` of this model name (ledger payload), if any.
-    released: dict[str, Any] | None = None
+    released: ModelReleased | None = None
     # How the policy is looser than at that release (see `policy_loosening`); reported,
     # recorded as a `policy.loosened` event, and never silent.
     loosened: list[str] = field(default_factory=list)
@@ -87,11 +87,11 @@ def latest_validation(events: list[Event], model_sha256: str) -> dict[str, Any] 
     return None
 
 
-def last_release(events: list[Event], model: str) -> dict[str, Any] | None:
+def last_release(events: list[Event], model: str) -> ModelReleased | None:
     """The latest release of the model called `model`."""
     for event in reversed(events):
         if event.kind == RELEASE_EVENT and event.payload["model"] == model:
-            return {**event.payload, "ledger_seq": event.seq}
+            return ModelReleased.from_payload(event.payload, seq=event.seq)
     return None
 
 
@@ -101,7 +101,7 @@ def decide(
     findings: dict[str, FindingState],
     *,
     validation: dict[str, Any] | None = None,
-    released: dict[str, Any] | None = None,
+    released: ModelReleased | None = None,
     ledger_head: ChainHead | None = None,
 ) -> GateDecision:
     """Evaluate today's policy against the run's measurements, the open findings, the
@@ -176,14 +176,14 @@ def decide(
     )
 
 
-def policy_loosening(config: HardenConfig, released: dict[str, Any] | None) -> list[str]:
+def policy_loosening(config: HardenConfig, released: ModelReleased | None) -> list[str]:
     """How today's policy is looser than the one the last release was gated under, in
     words: a lowered threshold, a dropped requirement, fewer blocking severities, a wider
     regression margin, validation no longer required. Empty when nothing loosened or no
     policy was recorded with the release."""
-    if not released or not isinstance(released.get("policy"), dict):
+    if released is None or not isinstance(released.policy, dict):
         return []
-    before = released["policy"]
+    before = released.policy
     now = config.policy
     out: list[str] = []
     old_clean = before.get("min_clean_accuracy")
@@ -211,7 +211,7 @@ def _validation_check(
     config: HardenConfig,
     run: RunRecord,
     validation: dict[str, Any] | None,
-    released: dict[str, Any] | None,
+    released: ModelReleased | None,
 ) -> GateCheck:
     if validation is not None:
         base = str(validation["baseline_sha256"])[:12]
@@ -219,7 +219,7 @@ def _validation_check(
             return GateCheck("validation", True, f"passed against baseline {base}")
         failed = [c["name"] for c in validation["checks"] if not c["passed"]]
         return GateCheck("validation", False, f"failed against baseline {base}: {failed}")
-    changed = released is not None and released["model_sha256"] != run.model_sha256
+    changed = released is not None and released.model_sha256 != run.model_sha256
     if config.policy.require_validation and changed:
         return GateCheck(
             "validation",
@@ -234,18 +234,16 @@ def _regression_checks(
     config: HardenConfig,
     run: RunRecord,
     measurements: list[Measurement],
-    released: dict[str, Any] | None,
+    released: ModelReleased | None,
 ) -> list[GateCheck]:
     if released is None:
         return [GateCheck("regression", True, "no released model recorded yet")]
-    sha = str(released["model_sha256"])[:12]
-    if released["model_sha256"] == run.model_sha256:
+    sha = released.model_sha256[:12]
+    if released.model_sha256 == run.model_sha256:
         return [GateCheck("regression", True, f"this is the released model {sha}")]
-    before = {
-        m.key: m for m in (Measurement.from_dict(d) for d in released.get("measurements", []))
-    }
+    before = {m.key: m for m in (Measurement.from_dict(d) for d in released.measurements)}
     margin = config.policy.max_regression
-    note = "" if released.get("data_sha256") == run.completed.data_sha256 else " (other data)"
+    note = "" if released.data_sha256 == run.completed.data_sha256 else " (other data)"
     out = []
     for m in measurements:
         old = before.get(m.key)

@@ -19,9 +19,10 @@ from typing import Any
 from hardenml.config import ModelConfig
 from hardenml.ledger import Event
 from hardenml.patch.base import PatchError, PatchResult
+from hardenml.records import MODEL_PATCHED, ModelPatched
 from hardenml.targets import TargetError, file_sha256, target_kind
 
-PATCH_EVENT = "model.patched"
+PATCH_EVENT = MODEL_PATCHED
 
 
 def write_artifact(result: PatchResult, kind: str, folder: Path, stem: str) -> tuple[Path, str]:
@@ -44,11 +45,11 @@ def write_artifact(result: PatchResult, kind: str, folder: Path, stem: str) -> t
     return path, sha
 
 
-def lineage_for(events: list[Event], sha256: str) -> dict[str, Any] | None:
-    """The latest `model.patched` payload whose artifact has this hash, if any."""
+def lineage_for(events: list[Event], sha256: str) -> ModelPatched | None:
+    """The latest `model.patched` record whose artifact has this hash, if any."""
     for event in reversed(events):
         if event.kind == PATCH_EVENT and event.payload.get("artifact_sha256") == sha256:
-            return event.payload
+            return ModelPatched.from_payload(event.payload)
     return None
 
 
@@ -59,7 +60,7 @@ def model_section_for(
     lineage = lineage_for(events, sha256)
     update: dict[str, Any] = {"path": path}
     if lineage is not None:
-        model = lineage["model"]
+        model = lineage.model
         update.update(
             kind=model["kind"], factory=model["factory"], factory_kwargs=model["factory_kwargs"]
         )

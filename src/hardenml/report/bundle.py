@@ -46,10 +46,10 @@ def default_baseline(
     released = decision.released
     if (
         released is not None
-        and released.get("model_sha256") != decision.run.model_sha256
-        and released.get("measurements")
+        and released.model_sha256 != decision.run.model_sha256
+        and released.measurements
     ):
-        return dict(released)
+        return {**released.to_payload(), "ledger_seq": released.ledger_seq}
     if ledger_events is None:
         return None
     return baseline_run(ledger_events, decision.run)

@@ -231,3 +231,34 @@ def test_an_observed_finding_takes_the_new_threshold(scanned):
     finding = findings_state(ws.ledger.events())[fid]
     assert finding.status == "open" and finding.history[-1]["kind"] == "finding.observed"
     assert finding.threshold == 0.85 and "below the policy's 85.0%" in finding.title
+
+
+def test_findings_as_of_a_run_leave_out_later_scans_but_keep_reviews(tmp_path: Path) -> None:
+    """A gate on run r1 describes r1's findings: what a later scan of another file of the
+    same name observed or fixed is left out, while a review made since still counts."""
+    from hardenml.ledger import Ledger
+    from hardenml.records import RUN_COMPLETED
+
+    ledger = Ledger(tmp_path / "hardenml.db")
+    opened = {
+        "finding_id": "HML-aaaaaaaa", "fingerprint": "a" * 16, "title": "robust 40%",
+        "model": "m", "threat": "pgd", "metric": "robust_accuracy", "budget": 0.1,
+        "severity": "high", "value": 0.4, "threshold": 0.9, "ci": [0.3, 0.5], "n": 100,
+        "owner": "ml", "exploitation": "", "remediation": "", "evidence": [], "due": "2027-01-01",
+    }  # fmt: skip
+    ledger.append(RUN_COMPLETED, {"run_id": "r1", "model": "m"})
+    ledger.append("finding.opened", {**opened, "run_id": "r1"})
+    ledger.append(RUN_COMPLETED, {"run_id": "r2", "model": "m"})
+    later = {**opened, "run_id": "r2", "value": 0.1, "title": "robust 10%", "ci": [0.05, 0.2]}
+    ledger.append("finding.observed", later)
+    ledger.append("finding.assigned", {"finding_id": "HML-aaaaaaaa", "owner": "sec"})
+    ledger.append("finding.fixed", {"finding_id": "HML-aaaaaaaa", "run_id": "r3", "value": 0.95})
+    events = ledger.events()
+
+    (latest,) = findings_state(events).values()
+    assert (latest.value, latest.status, latest.owner) == (0.1, "fixed", "sec")
+    (as_of,) = findings_state(events, as_of_run="r1").values()
+    assert (as_of.value, as_of.title, as_of.ci) == (0.4, "robust 40%", (0.3, 0.5))
+    assert (as_of.status, as_of.owner) == ("open", "sec")
+    (second,) = findings_state(events, as_of_run="r2").values()
+    assert (second.value, second.status) == (0.1, "open")

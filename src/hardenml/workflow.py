@@ -369,17 +369,22 @@ def gate(
         events, head = ws.ledger.verified()
         run = latest_run(events)
     assert run is not None
+    # The findings as this run left them (with every review since): the verdict and the
+    # reports describe one run, not a mix with later scans of other files.
+    findings = findings_state(events, as_of_run=run.run_id)
     decision = decide(
         ws.config,
         run,
-        findings_state(events),
+        findings,
         validation=latest_validation(events, run.model_sha256),
         released=last_release(events, run.model),
         ledger_head=head,
     )
     path = report_path or ws.config.ledger_path.parent / GATE_REPORT_NAME
     write_gate_report(path, ws.config, decision)
-    write_all_reports(ws.config.reports_dir, ws.config, decision, ledger_events=events)
+    write_all_reports(
+        ws.config.reports_dir, ws.config, decision, findings=findings, ledger_events=events
+    )
     ws.ledger.append(
         GATE_DECIDED,
         GateDecided(

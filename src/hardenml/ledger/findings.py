@@ -71,13 +71,40 @@ class FindingState(Finding):
         return data
 
 
-def findings_state(events: list[Event]) -> dict[str, FindingState]:
-    """Current findings by id, folded from `finding.*` events in chain order."""
+# The events a scan writes about its findings; the others are people's reviews.
+SCAN_FINDING_EVENTS = ("finding.opened", "finding.observed", "finding.reopened", "finding.fixed")
+
+
+def findings_state(events: list[Event], *, as_of_run: str | None = None) -> dict[str, FindingState]:
+    """Current findings by id, folded from `finding.*` events in chain order.
+
+    With `as_of_run`, the findings as that run's scan left them, with every review since:
+    what later scans (of this model file or another of the same name) opened, observed or
+    fixed is left out, so that a gate on the run, and the reports beside it, show one
+    run's numbers and not a mix.
+    """
+    after: int | None = None
+    if as_of_run is not None:
+        after = next(
+            (
+                e.seq
+                for e in events
+                if e.kind == RUN_COMPLETED and e.payload.get("run_id") == as_of_run
+            ),
+            None,
+        )
     state: dict[str, FindingState] = {}
     for event in events:
         if not event.kind.startswith("finding."):
             continue
         p = event.payload
+        if (
+            after is not None
+            and event.seq > after
+            and event.kind in SCAN_FINDING_EVENTS
+            and p.get("run_id") != as_of_run
+        ):
+            continue
         fid = p["finding_id"]
         entry: dict[str, Any] = {  # one line of the finding's history
             "seq": event.seq,

@@ -100,8 +100,10 @@ def test_gate_reports_validate_against_their_schema(tmp_path: Path, digits_weigh
     )
     assert example is not None
     check.validate(json.loads(example.group(1)))
+    assert report["ledger"]["events"] >= 1 and len(report["ledger"]["head_hash"]) == 64
     # Readers ignore keys they do not know; a later minor version may add them.
-    check.validate({**report, "ledger": {"head": "0" * 64, "events": 12}})
+    check.validate({**report, "signature": {"key": "k", "value": "v"}})
+    assert not check.is_valid({**report, "ledger": {"events": 1, "head_hash": "not a hash"}})
     broken = {**report, "decision": {**report["decision"], "status": "maybe"}}
     assert not check.is_valid(broken)
     assert not check.is_valid({k: v for k, v in report.items() if k != "checks"})

@@ -601,6 +601,17 @@ class ExplainConfig(_Strict):
     examples: int = Field(default=8, gt=0, le=32)
 
 
+class MlflowConfig(_Strict):
+    """Optional MLflow logging of each scan and gate (`[mlflow]`, the `hardenml[mlflow]`
+    extra; see `hardenml.report.mlflow_tracking`)."""
+
+    enabled: bool = False
+    # None: a local file store beside the config (`mlruns/`).
+    tracking_uri: str | None = Field(default=None, min_length=1)
+    # None: the project's name.
+    experiment: str | None = Field(default=None, min_length=1)
+
+
 class LedgerConfig(_Strict):
     path: Path = Path("hardenml.db")
     artifacts: Path = Path("artifacts")
@@ -625,6 +636,7 @@ class HardenConfig(_Strict):
     behaviour: list[BehaviourSuite] = Field(default_factory=list)
     integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     # Owner by threat name (or "*" for the rest), like CODEOWNERS.
     owners: dict[str, str] = Field(default_factory=dict)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)

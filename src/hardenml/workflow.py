@@ -62,6 +62,7 @@ from hardenml.patch import (
 from hardenml.records import GATE_DECIDED, GateDecided, ModelPatched, ModelReleased
 from hardenml.report import write_all_reports, write_gate_report
 from hardenml.report.bundle import report_files
+from hardenml.report.mlflow_tracking import TrackingError, log_gate, log_scan
 from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.policy import Remedy, generic_remedy
 from hardenml.scan.scanner import Checkpoint
@@ -264,8 +265,10 @@ def scan(
         reference=reference,
         remedy=patch_remedy(ws.config),
     )
-    record_scan(ws.ledger, ws.config, result)
+    recorded = record_scan(ws.ledger, ws.config, result)
     Checkpoint(ws.config.artifacts_dir / "checkpoints" / fingerprint[:16]).clear()
+    if ws.config.mlflow.enabled:
+        _track(lambda: log_scan(ws.config, recorded[0].payload), log)
     return result
 
 
@@ -332,6 +335,16 @@ def _check_caps(max_samples: int | None, max_seconds: float | None) -> None:
         raise ConfigError(None, problems)
 
 
+def _track(action: Callable[[], str], log: Callable[[str], None] | None) -> None:
+    """Log to MLflow; a failure is reported, never allowed to change a scan or a verdict."""
+    try:
+        run_id = action()
+    except TrackingError as exc:
+        (log or (lambda message: None))(f"mlflow: {exc}")
+        return
+    (log or (lambda message: None))(f"mlflow: logged to run {run_id}")
+
+
 def gate(
     ws: Workspace,
     *,
@@ -382,7 +395,7 @@ def gate(
     )
     path = report_path or ws.config.ledger_path.parent / GATE_REPORT_NAME
     write_gate_report(path, ws.config, decision)
-    write_all_reports(
+    written = write_all_reports(
         ws.config.reports_dir, ws.config, decision, findings=findings, ledger_events=events
     )
     ws.ledger.append(
@@ -404,6 +417,9 @@ def gate(
     if decision.loosened:
         say("gate: the policy is looser than at the last release: " + "; ".join(decision.loosened))
         _record_loosening(ws, decision)
+    if ws.config.mlflow.enabled:
+        files = [path, *written.values()]
+        _track(lambda: log_gate(ws.config, decision, files), log)
     return decision
 
 

@@ -38,9 +38,32 @@ class ToolRecord(_Open):
     version: str
 
 
+class StochasticRecord(_Open):
+    """What the scan's randomness probe found and the rule the model was evaluated under."""
+
+    checked: bool
+    stochastic: bool
+    reproducible: bool
+    max_change: Number
+    n: int
+    rule: Literal["mean", "vote"] | None
+    samples: int | None
+    eot_samples: int | None
+
+
 class ModelRecord(_Open):
     name: str = Field(description="the scanned model's name (`model.name`)")
     sha256: str = Field(description="what identifies the scanned model (its file's sha256)")
+    stochastic: StochasticRecord | None = Field(
+        description="null for runs recorded before hardenml checked"
+    )
+
+
+class LedgerHeadRecord(_Open):
+    """The verified chain the gate decided on."""
+
+    events: int = Field(ge=0, description="events the ledger held when the gate read it")
+    head_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the last of them")
 
 
 class DecisionRecord(_Open):
@@ -74,6 +97,10 @@ class CheckRecord(_Open):
     anytime_ci: list[Number] | None = Field(min_length=2, max_length=2)
     settled: bool | None
     n: int | None
+    threat_model: str | None = Field(
+        description="for a robust check decided on a worst case: SPACE@BUDGET; else null"
+    )
+    attacks: list[str] = Field(description="the threats whose per-sample worst case it is")
 
 
 class MeasurementRecord(_Open):
@@ -118,6 +145,9 @@ class GateReportJson(_Open):
     model: ModelRecord
     decision: DecisionRecord
     run: RunRecordJson
+    ledger: LedgerHeadRecord | None = Field(
+        description="null only for a decision made in code without reading a ledger"
+    )
     checks: list[CheckRecord]
     measurements: list[MeasurementRecord]
     behaviour: list[SuiteRecord]

@@ -23,6 +23,7 @@ from hardenml.report import HTML_NAME, JUNIT_NAME
 from hardenml.scan.explain import (
     explain_evidence,
     explain_flips,
+    feature_ablation,
     integrated_gradients,
     require_explainer,
 )
@@ -175,15 +176,64 @@ def test_image_findings_carry_attribution_maps(image: tuple[Workspace, FindingSt
     assert all(f"[[ATTACHMENT|{e['path']}]]" in junit for e in maps)
 
 
-def test_a_model_without_gradients_says_so(tmp_path: Path, digits) -> None:
+def test_ablation_of_a_linear_model_is_exact_and_additive() -> None:
+    """Known answer: for logits linear in the input, reverting feature j lowers the margin by
+    (w[adv] - w[true])_j (x_adv - x)_j exactly, and the effects add up to the whole change."""
+    torch.manual_seed(0)
+    linear = nn.Linear(6, 3).eval()
+    target = TorchTarget(linear, input_spec=InputSpec(shape=(6,)), classes=["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (4, 6)).astype(np.float32)
+    change = rng.uniform(-0.3, 0.3, (4, 6)) * (rng.uniform(size=(4, 6)) < 0.5)
+    x_adv = (x + change).astype(np.float32)
+    y, pred = np.array([0, 1, 2, 0]), np.array([1, 2, 0, 2])
+    ablation = feature_ablation(target, x, x_adv, y, pred)
+    w = linear.weight.detach().numpy()
+    expected = (w[pred] - w[y]) * (x_adv - x)
+    np.testing.assert_allclose(ablation.effect, expected, atol=1e-5)
+    np.testing.assert_allclose(ablation.change, expected.sum(1), atol=1e-5)
+    assert ablation.additivity_gap() < 1e-4
+    assert ablation.ranked()[0]["feature"] == int(np.argmax(np.abs(expected.sum(0))))
+
+
+def test_a_model_without_gradients_ranks_the_flip_by_ablation(tmp_path: Path, digits) -> None:
+    """A forest has no input gradients: its flips are explained by reverting one changed
+    feature at a time; features the attack did not change carry exactly nothing."""
     x_train, y_train, x_test, y_test = digits
-    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x_train, y_train)
+    forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(x_train, y_train)
     target = SklearnTarget(forest, input_spec=InputSpec(shape=(64,)), classes=CLASSES)
     assert not target.has_gradients
     config = parse_config(write_config(tmp_path).read_text() + EXPLAIN, root=tmp_path)
-    arrays = {"x": x_test[:2], "x_adv": x_test[:2], "y": y_test[:2], "pred": y_test[:2]}
+    # A crude attack: the right half of each image taken from an image of another class.
+    x = x_test[:6].copy()
+    donor = np.array(
+        [next(j for j in range(len(y_test)) if y_test[j] != y_test[i]) for i in range(6)]
+    )
+    x_adv = x.copy().reshape(6, 8, 8)
+    x_adv[:, :, 4:] = x_test[donor].reshape(6, 8, 8)[:, :, 4:]
+    x_adv = x_adv.reshape(6, 64).astype(x.dtype)
+    pred = forest.predict(x_adv)
+    arrays = {"x": x, "x_adv": x_adv, "y": y_test[:6], "pred": pred}
     (entry,) = explain_evidence(config, target, tmp_path, "u", arrays, str)
-    assert entry["kind"] == "attributions_unavailable" and "gradients" in entry["reason"]
+    assert entry["kind"] == "feature_ablation" and entry["count"] == 4
+    assert "gradients" in entry["why"] and "ablation" in entry["method"]
+    changed = (x[:4] != x_adv[:4]).any(axis=0)
+    ranked = entry["ranked_features"]
+    assert len(ranked) == 5 and all(changed[r["feature"]] for r in ranked if r["share"] != 0)
+    ablation = feature_ablation(target, x[:4], x_adv[:4], y_test[:4], pred[:4])
+    assert (ablation.effect[:, ~changed] == 0).all()
+    assert entry["additivity_gap"] == pytest.approx(ablation.additivity_gap(), abs=1e-6)
+
+
+def test_a_model_too_wide_to_ablate_says_so(tmp_path: Path) -> None:
+    forest = RandomForestClassifier(n_estimators=2, random_state=0)
+    wide = np.random.default_rng(0).uniform(size=(20, 5000)).astype(np.float32)
+    forest.fit(wide, np.arange(20) % 2)
+    target = SklearnTarget(forest, input_spec=InputSpec(shape=(5000,)), classes=["0", "1"])
+    config = parse_config(write_config(tmp_path).read_text() + EXPLAIN, root=tmp_path)
+    arrays = {"x": wide[:2], "x_adv": wide[:2], "y": np.zeros(2), "pred": np.ones(2)}
+    (entry,) = explain_evidence(config, target, tmp_path, "u", arrays, str)
+    assert entry["kind"] == "attributions_unavailable" and "5000 input features" in entry["reason"]
 
 
 def test_explanations_without_captum_are_a_config_error(
@@ -203,3 +253,22 @@ def test_explanations_without_captum_are_a_config_error(
         "steps": 32,
         "examples": 8,
     }
+
+
+def test_a_forest_scan_reports_the_features_that_carried_its_flips(tmp_path: Path) -> None:
+    """End to end on a black box: a RandomForest scanned with the tabular black-box threat;
+    the finding's evidence ranks the features by ablation and the HTML report says how."""
+    from test_patch_kinds import _forest_workspace
+
+    ws = _forest_workspace(tmp_path)
+    (tmp_path / "hardenml.toml").write_text((tmp_path / "hardenml.toml").read_text() + EXPLAIN)
+    ws = Workspace.open(tmp_path / "hardenml.toml")
+    gate(ws, trust=True)
+    (finding,) = [
+        f for f in findings_state(ws.ledger.events()).values() if f.metric == "robust_accuracy"
+    ]
+    (entry,) = [e for e in finding.evidence if e["kind"] == "feature_ablation"]
+    assert entry["count"] >= 1 and entry["ranked_features"]
+    top = entry["ranked_features"][0]["feature"]
+    page = (ws.config.reports_dir / HTML_NAME).read_text()
+    assert "single-feature ablation" in page and f"<code>x[{top}]</code>" in page

@@ -79,6 +79,15 @@ class Attributions:
 
 
 @dataclass(frozen=True)
+class FeatureAblation:
+    """The features that carried a gradient-free model's flips, by single-feature ablation
+    (`hardenml.scan.explain.feature_ablation`): the evidence entry's record as written."""
+
+    finding_id: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class AttributionsMissing:
     """Why a finding has no attributions to show (the model gives no gradients)."""
 
@@ -88,10 +97,12 @@ class AttributionsMissing:
 
 def load_attributions(
     config: HardenConfig, finding: FindingState
-) -> Attributions | AttributionsMissing | EvidenceProblem | None:
-    """The finding's attributions, why it has none, or None when the scan made none
-    (explanations off)."""
+) -> Attributions | FeatureAblation | AttributionsMissing | EvidenceProblem | None:
+    """The finding's attributions (or, for a model without gradients, its feature
+    ablation), why it has none, or None when the scan made none (explanations off)."""
     for entry in finding.evidence:
+        if entry.get("kind") == "feature_ablation":
+            return FeatureAblation(finding.finding_id, dict(entry))
         if entry.get("kind") == "attributions_unavailable":
             return AttributionsMissing(finding.finding_id, str(entry.get("reason")))
         if entry.get("kind") == "attributions" and "path" in entry:

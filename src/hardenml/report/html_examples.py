@@ -25,6 +25,7 @@ from hardenml.report.evidence import (
     AttributionsMissing,
     Evidence,
     EvidenceProblem,
+    FeatureAblation,
     is_image_shape,
     load_attributions,
     load_evidence,
@@ -91,6 +92,17 @@ class AttributionSummary:
 
 
 @dataclass(frozen=True)
+class AblationSummary:
+    """The features that carried a gradient-free model's flips, and how additive they are."""
+
+    method: str
+    why: str
+    explained: int
+    additivity_gap: str
+    ranked: list[FeatureShare]
+
+
+@dataclass(frozen=True)
 class FeatureChange:
     feature: str  # "[3]" or "[0,2,5]"
     before: str
@@ -127,6 +139,8 @@ class EvidenceView:
     attribution: AttributionSummary | None = None
     # Why there are no attributions to show, when the scan tried (no gradients, a changed file).
     attribution_note: str | None = None
+    # For a model without gradients: the features that carried the flips, by ablation.
+    ablation: AblationSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +211,9 @@ def _evidence_view(
     budget = "-" if finding.budget is None else f"{finding.budget:g}"
     found = load_attributions(config, finding)
     attributions = found if isinstance(found, Attributions) else None
+    ablation = (
+        _ablation(found, tuple(ev.x.shape[1:])) if isinstance(found, FeatureAblation) else None
+    )
     if isinstance(found, AttributionsMissing):
         note: str | None = f"Attributions not computed: {found.reason}."
     elif isinstance(found, EvidenceProblem):
@@ -220,6 +237,21 @@ def _evidence_view(
         rows=rows,
         attribution=None if attributions is None else _summary(attributions, tuple(ev.x.shape[1:])),
         attribution_note=note,
+        ablation=ablation,
+    )
+
+
+def _ablation(found: FeatureAblation, shape: tuple[int, ...]) -> AblationSummary:
+    record = found.record
+    return AblationSummary(
+        method=str(record.get("method")),
+        why=str(record.get("why")),
+        explained=int(record.get("count") or 0),
+        additivity_gap=f"{float(record.get('additivity_gap') or 0.0):.2%}",
+        ranked=[
+            FeatureShare(_index(int(r["feature"]), shape), f"{float(r['share']):+.1%}")
+            for r in record.get("ranked_features") or []
+        ],
     )
 
 

@@ -131,3 +131,12 @@ def test_every_result_behind_a_gate_failure_is_an_error(gated: Gated) -> None:
     levels = {r["properties"]["finding_id"]: r["level"] for r in log["runs"][0]["results"]}
     assert levels == {failing.finding_id: "error", aside.finding_id: "warning"}
     assert not decision.passed
+
+
+def test_rule_help_links_point_at_the_documentation_url_the_package_declares() -> None:
+    """One documentation address: pyproject's `Documentation` URL is where helpUri points."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["urls"]["Documentation"] == DOCS_URL
+    assert (Path(__file__).parents[1] / "docs" / FINDINGS_DOC).is_file()

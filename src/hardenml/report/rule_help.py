@@ -14,8 +14,8 @@ from hardenml.config import HardenConfig
 from hardenml.report.common import is_corruption, threat_attacks
 from hardenml.threats import ThreatLookupError, make_threat
 
-# Where the documentation of this repository is published. One place: change it here when
-# the repository moves.
+# Where the documentation of this repository is published: pyproject's `Documentation` URL
+# (tests/test_sarif_github.py holds the two together).
 DOCS_URL = "https://github.com/hardenml/hardenml/blob/main/docs"
 FINDINGS_DOC = "findings.md"
 

@@ -610,6 +610,114 @@ class ReportsConfig(_Strict):
     dir: Path = Path("reports")
 
 
+class MonitorTelemetryConfig(_Strict):
+    """What the live service records of each prediction (`[monitor.telemetry]`).
+
+    Raw inputs stay out unless `keep_raw_inputs`: a fingerprint (sha256 plus a compact
+    summary) is enough to tell repeated and shifted queries apart, and a raw input may be
+    personal data. Rows beyond `retention_count`, or older than `retention_days`, are
+    deleted (None: no bound). The writer commits at most `batch_size` records per batch,
+    and at least every `flush_interval_s` seconds while records wait."""
+
+    keep_raw_inputs: bool = False
+    retention_count: int | None = Field(default=1_000_000, gt=0)
+    retention_days: float | None = Field(default=30.0, gt=0)
+    batch_size: int = Field(default=512, gt=0, le=100_000)
+    flush_interval_s: float = Field(default=0.5, gt=0, le=60)
+
+
+class MonitorAlertRuleConfig(_Strict):
+    """One alert rule (`[[monitor.alerts]]`): the readings of `detector` (for `feature`
+    only, when given) raise the alert `name` once their statistic crosses `threshold` for
+    `raise_after` evaluations in a row, and clear it once they stay on the safe side of
+    `threshold - hysteresis` (for `direction = "above"`) for `clear_after` evaluations; a
+    cleared alert does not raise again within `cooldown_s` seconds.
+    See `hardenml.monitor.alerts` for the semantics."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    detector: str = Field(min_length=1)
+    feature: str | None = None
+    statistic: Literal["statistic", "p_value", "flagged"] = "flagged"
+    direction: Literal["above", "below"] = "above"
+    threshold: float = 0.5
+    hysteresis: float = Field(default=0.0, ge=0.0)
+    raise_after: int = Field(default=1, ge=1)
+    clear_after: int = Field(default=1, ge=1)
+    cooldown_s: float = Field(default=300.0, ge=0.0)
+    severity: Severity = "medium"
+    # Open a finding (owner by `[owners]`, due date by `policy.sla_days`) when it raises.
+    open_finding: bool = False
+
+
+class MonitorWebhookConfig(_Strict):
+    """Where alert events are posted as JSON (`[monitor.webhook]`), with `retries` after
+    the first attempt, `backoff_s * 2**attempt` apart. The header values may name an
+    environment variable as `env:NAME`, so a secret stays out of the file."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+    retries: int = Field(default=3, ge=0, le=20)
+    backoff_s: float = Field(default=0.5, ge=0, le=60)
+
+
+MONITOR_DETECTORS = (
+    "feature_drift",
+    "mmd_drift",
+    "prediction_shift",
+    "confidence_shift",
+    "adversarial_score",
+    "query_campaign",
+)
+
+
+class MonitorConfig(_Strict):
+    """The live service (`[monitor]`, `hardenml monitor serve`); docs/config.md lists the
+    keys. The bearer token every route but /healthz requires is read from the environment
+    variable `token_env`, or from `token_file` (relative to the config), never from here."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8321, ge=0, le=65535)
+    token_env: str | None = "HARDENML_MONITOR_TOKEN"
+    token_file: Path | None = None
+    max_body_bytes: int = Field(default=8 * 2**20, gt=0)
+    max_rows: int = Field(default=1024, gt=0)
+    # The detectors judge the latest `window` records against the reference data, every
+    # `evaluate_every_s` seconds once `min_window` records have arrived.
+    window: int = Field(default=500, ge=10)
+    min_window: int = Field(default=100, ge=10)
+    evaluate_every_s: float = Field(default=5.0, gt=0)
+    detectors: list[Literal[MONITOR_DETECTORS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(MONITOR_DETECTORS)
+    )
+    # Reference data for the drift detectors: a split of `[data]`; None: `data.split`.
+    reference: Literal["test", "train", "all"] | None = None
+    reference_max_rows: int = Field(default=2000, gt=0)
+    # Blue/green: a second model file (a released or patched artifact the ledger records)
+    # served beside the released one, which takes `traffic_split` of the requests
+    # (chosen by a hash of the request id and `seed`, so a replayed request lands alike).
+    candidate: Path | None = None
+    traffic_split: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = 0
+    telemetry: MonitorTelemetryConfig = Field(default_factory=MonitorTelemetryConfig)
+    alerts: list[MonitorAlertRuleConfig] = Field(default_factory=list)
+    webhook: MonitorWebhookConfig | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MonitorConfig:
+        if self.min_window > self.window:
+            raise ValueError(
+                f"min_window ({self.min_window}) must be at most window ({self.window})"
+            )
+        if self.traffic_split > 0 and self.candidate is None:
+            raise ValueError("traffic_split sends requests to a candidate: set candidate too")
+        names = [rule.name for rule in self.alerts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"alert rule names must be unique; repeated: {dupes}")
+        return self
+
+
 class HardenConfig(_Strict):
     """The whole `hardenml.toml`. Relative paths resolve against `root`."""
 
@@ -629,6 +737,8 @@ class HardenConfig(_Strict):
     owners: dict[str, str] = Field(default_factory=dict)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    # The live service (`hardenml monitor serve`).
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     root: Path = Field(default=Path("."), exclude=True)
     # Where each key sits in the file, so later checks can point at a line too.
     key_lines: dict[str, int] = Field(default_factory=dict, exclude=True)

@@ -234,3 +234,32 @@ class GateDecided:
             **{k: payload[k] for k in known},
             extra={k: v for k, v in payload.items() if k not in known},
         )
+
+
+TRAFFIC_SWITCHED = "monitor.traffic_switched"
+
+
+@dataclass(frozen=True)
+class TrafficSwitched:
+    """The payload of a `monitor.traffic_switched` event: the live service moved traffic
+    between model versions (a blue/green switch, or a rollback to the released model).
+    `before` and `after` map each model version to its share of the requests."""
+
+    model: str
+    before: dict[str, float]
+    after: dict[str, float]
+    reason: str
+    rollback: bool
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> TrafficSwitched:
+        return cls(
+            model=str(payload["model"]),
+            before={str(k): float(v) for k, v in payload["before"].items()},
+            after={str(k): float(v) for k, v in payload["after"].items()},
+            reason=str(payload.get("reason", "")),
+            rollback=bool(payload.get("rollback", False)),
+        )

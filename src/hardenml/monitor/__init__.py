@@ -1,0 +1,1 @@
+"""The runtime monitor: detectors on sliding windows of live traffic, alerts and their sinks."""

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -627,26 +627,29 @@ class MonitorTelemetryConfig(_Strict):
 
 
 class MonitorAlertRuleConfig(_Strict):
-    """One alert rule (`[[monitor.alerts]]`): the readings of `detector` (for `feature`
-    only, when given) raise the alert `name` once their statistic crosses `threshold` for
-    `raise_after` evaluations in a row, and clear it once they stay on the safe side of
-    `threshold - hysteresis` (for `direction = "above"`) for `clear_after` evaluations; a
-    cleared alert does not raise again within `cooldown_s` seconds.
-    See `hardenml.monitor.alerts` for the semantics."""
+    """One alert rule (`[[monitor.alerts]]`), as `hardenml.monitor.alerts.AlertRule` reads
+    it: the readings of `detector` (its overall reading; with `feature`, that feature's;
+    with `feature = "*"`, each feature or client apart) breach when their `measure`
+    ("p_value" or "statistic") is `direction` ("below" or "above") `threshold`. An alert is
+    raised after `raise_after` breaching evaluations in a row and resolved after
+    `clear_after` healthy ones (hysteresis); no other event of the rule follows within
+    `cooldown_s` seconds. `owner`: who hears of it and owns its finding (default: the
+    `[owners]` entry for "monitor:<name>", else "*")."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     detector: str = Field(min_length=1)
     feature: str | None = None
-    statistic: Literal["statistic", "p_value", "flagged"] = "flagged"
-    direction: Literal["above", "below"] = "above"
-    threshold: float = 0.5
-    hysteresis: float = Field(default=0.0, ge=0.0)
-    raise_after: int = Field(default=1, ge=1)
-    clear_after: int = Field(default=1, ge=1)
+    threshold: float = 0.01
+    measure: Literal["p_value", "statistic"] = "p_value"
+    direction: Literal["below", "above"] = "below"
+    raise_after: int = Field(default=3, ge=1)
+    clear_after: int = Field(default=3, ge=1)
     cooldown_s: float = Field(default=300.0, ge=0.0)
     severity: Severity = "medium"
-    # Open a finding (owner by `[owners]`, due date by `policy.sla_days`) when it raises.
-    open_finding: bool = False
+    owner: str | None = None
+    # A raised alert opens a finding (or observes an open one again), due per
+    # `policy.sla_days` like a scan's findings.
+    open_finding: bool = True
 
 
 class MonitorWebhookConfig(_Strict):
@@ -661,14 +664,15 @@ class MonitorWebhookConfig(_Strict):
     backoff_s: float = Field(default=0.5, ge=0, le=60)
 
 
-MONITOR_DETECTORS = (
+MonitorDetector = Literal[
     "feature_drift",
     "mmd_drift",
     "prediction_shift",
     "confidence_shift",
     "adversarial_score",
     "query_campaign",
-)
+]
+MONITOR_DETECTORS: tuple[MonitorDetector, ...] = get_args(MonitorDetector)
 
 
 class MonitorConfig(_Strict):
@@ -687,9 +691,7 @@ class MonitorConfig(_Strict):
     window: int = Field(default=500, ge=10)
     min_window: int = Field(default=100, ge=10)
     evaluate_every_s: float = Field(default=5.0, gt=0)
-    detectors: list[Literal[MONITOR_DETECTORS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(MONITOR_DETECTORS)
-    )
+    detectors: list[MonitorDetector] = Field(default_factory=lambda: list(MONITOR_DETECTORS))
     # Reference data for the drift detectors: a split of `[data]`; None: `data.split`.
     reference: Literal["test", "train", "all"] | None = None
     reference_max_rows: int = Field(default=2000, gt=0)
@@ -715,6 +717,13 @@ class MonitorConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"alert rule names must be unique; repeated: {dupes}")
+        for i, rule in enumerate(self.alerts):
+            if rule.detector not in self.detectors:
+                raise _at(
+                    ("alerts", i, "detector"),
+                    rule.detector,
+                    f"one of the detectors monitor.detectors runs: {self.detectors}",
+                )
         return self
 
 

@@ -46,7 +46,7 @@ def _serve(
 ) -> None:
     from hardenml.monitor.app import build_app
     from hardenml.monitor.build import build_service, read_token
-    from hardenml.monitor.models import MonitorError
+    from hardenml.monitor.readings import MonitorError
     from hardenml.monitor.server import serve_forever
 
     with user_errors():
@@ -90,7 +90,7 @@ def monitor_rollback(
     """Send every request of a running service to the released model."""
     from hardenml.monitor.build import read_token
     from hardenml.monitor.client import post_json
-    from hardenml.monitor.models import MonitorError
+    from hardenml.monitor.readings import MonitorError
 
     with user_errors():
         ws = _open(config)

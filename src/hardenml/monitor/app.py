@@ -27,8 +27,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from hardenml.monitor.inputs import RequestProblem, ingest_records, parse_json, predict_inputs
-from hardenml.monitor.models import MonitorError
 from hardenml.monitor.page import status_page
+from hardenml.monitor.readings import MonitorError
 from hardenml.monitor.service import MonitorService
 
 log = logging.getLogger("hardenml.monitor")
@@ -254,7 +254,7 @@ def build_app(service: MonitorService, *, token: str) -> ASGIApp:
     async def alerts(request: Request) -> Response:
         async def handle() -> Response:
             watch = service.watch
-            return _json({"alerts": [] if watch is None else watch.alerts_status()})
+            return _json({"active": [], "events": []} if watch is None else watch.alerts_status())
 
         return await guarded("/v1/alerts", request, handle)
 

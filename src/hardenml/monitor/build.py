@@ -16,7 +16,8 @@ from hardenml.config import HardenConfig
 from hardenml.data import fit_to_shape, prepare
 from hardenml.ledger import Ledger
 from hardenml.monitor.metrics import MonitorMetrics
-from hardenml.monitor.models import MonitorError, candidate_model, released_model
+from hardenml.monitor.models import candidate_model, released_model
+from hardenml.monitor.readings import MonitorError
 from hardenml.monitor.service import MonitorService
 from hardenml.monitor.telemetry import TelemetryStore
 from hardenml.monitor.traffic import TrafficPlan, TrafficRouter
@@ -100,7 +101,6 @@ def build_service(
     watch = build_watch(
         config,
         reference_rows=reference.rows,
-        reference_labels=reference.labels,
         model=None if router is None else router.plan.released.target,
         ledger=ledger,
         metrics=metrics,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hardenml.monitor.models import MonitorError
+from hardenml.monitor.readings import MonitorError
 from hardenml.targets.http_transport import HttpRequest, StdlibTransport, TransportError
 
 

@@ -15,12 +15,9 @@ from pathlib import Path
 from hardenml.config import HardenConfig
 from hardenml.gate.decision import RELEASE_EVENT, last_release
 from hardenml.ledger import Event
+from hardenml.monitor.readings import MonitorError
 from hardenml.patch.lineage import PATCH_EVENT, model_section_for
 from hardenml.targets import Target, file_sha256, load_target
-
-
-class MonitorError(Exception):
-    """The service cannot start or act as configured; the message says why and the fix."""
 
 
 @dataclass(frozen=True)

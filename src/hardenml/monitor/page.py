@@ -33,6 +33,13 @@ svg.plot{display:block;background:#fff}svg text{font-size:10px;fill:#475467}
 """
 
 
+_NONE = '<tr><td class="muted" colspan="{}">none</td></tr>'
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -150,7 +157,7 @@ def status_page(service: MonitorService) -> str:
     state = service.status()
     watch = state["watch"] or {}
     readings: list[dict[str, Any]] = watch.get("readings", [])
-    alerts: list[dict[str, Any]] = watch.get("alerts", [])
+    alerts: dict[str, Any] = watch.get("alerts", {"active": [], "events": []})
     versions = state["versions"]
     version_rows = [
         (
@@ -163,25 +170,32 @@ def status_page(service: MonitorService) -> str:
     ]
     alert_rows = [
         (
-            f'<span class="{"raised" if a.get("active") else "clear"}">'
-            f"{'raised' if a.get('active') else 'clear'}</span>",
-            a.get("rule", ""),
-            a.get("severity", ""),
-            a.get("since", ""),
-            a.get("message", ""),
+            '<span class="raised">raised</span>',
+            a["rule"],
+            a["severity"],
+            a["owner"],
+            _when(a["since"]),
+            a["feature"] or "",
+            a["detail"],
         )
-        for a in alerts
+        for a in alerts["active"]
     ]
-    overall = [r for r in readings if r.get("feature") is None]
+    event_rows = [
+        (e["kind"], e["rule"], e.get("feature") or "", _when(e["at"]), e.get("detail", ""))
+        for e in reversed(alerts["events"])
+    ]
+    # The per-feature KS tests are the drift plot; every other reading gets a row.
+    listed = [r for r in readings if r["feature"] is None or r["detector"] != "feature_drift"]
     reading_rows = [
         (
-            r.get("detector", ""),
+            r["detector"],
+            r["feature"] or "(overall)",
             "" if r.get("p_value") is None else f"{float(r['p_value']):.4g}",
             f"{float(r.get('statistic', 0.0)):.4g}",
             "yes" if r.get("flagged") else "no",
             r.get("n", ""),
         )
-        for r in overall
+        for r in listed
     ]
     telemetry = state["telemetry"]
     no_model = '<p class="muted">no model served (ingest only)</p>'
@@ -190,6 +204,7 @@ def status_page(service: MonitorService) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="10">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>hardenml monitor: {_e(state["model"])}</title>
 <style>{_STYLE}</style></head>
 <body>
@@ -206,10 +221,15 @@ def status_page(service: MonitorService) -> str:
 {confidence_plot(list(service.traffic.confidences))}</section>
 <section id="drift"><h2>Drift per feature (1 - p, smallest p first)</h2>
 {drift_plot(readings)}
-<table><thead><tr><th>detector</th><th>p-value</th><th>statistic</th><th>flagged</th><th>n</th></tr></thead>
+<table><thead><tr><th>detector</th><th>feature</th><th>p-value</th><th>statistic</th>
+<th>flagged</th><th>n</th></tr></thead>
 <tbody>{_rows(reading_rows)}</tbody></table></section>
 <section id="alerts"><h2>Alerts</h2>
-<table><thead><tr><th>state</th><th>rule</th><th>severity</th><th>since</th><th>message</th></tr></thead>
-<tbody>{_rows(alert_rows, frozenset({0}))}</tbody></table></section>
+<table><thead><tr><th>state</th><th>rule</th><th>severity</th><th>owner</th><th>since</th>
+<th>feature</th><th>detail</th></tr></thead>
+<tbody>{_rows(alert_rows, frozenset({0})) or _NONE.format(7)}</tbody></table>
+<h3>Recent alert events</h3>
+<table><thead><tr><th>event</th><th>rule</th><th>feature</th><th>at</th><th>detail</th></tr>
+</thead><tbody>{_rows(event_rows) or _NONE.format(5)}</tbody></table></section>
 </body></html>
 """

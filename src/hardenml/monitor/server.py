@@ -12,7 +12,7 @@ import time
 import uvicorn
 
 from hardenml.monitor.app import ASGIApp
-from hardenml.monitor.models import MonitorError
+from hardenml.monitor.readings import MonitorError
 
 
 def _config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:

@@ -21,7 +21,8 @@ import torch
 from hardenml.ledger import Ledger
 from hardenml.monitor.inputs import IngestedRecord
 from hardenml.monitor.metrics import MonitorMetrics
-from hardenml.monitor.models import MonitorError, ServedModel
+from hardenml.monitor.models import ServedModel
+from hardenml.monitor.readings import MonitorError
 from hardenml.monitor.telemetry import (
     Observation,
     TelemetryRecord,
@@ -124,6 +125,8 @@ class MonitorService:
             return
         self.ledger.append(MONITOR_STARTED, {"model": self.model_name, "shares": self.shares()})
         self.writer.start()
+        if self.watch is not None:
+            self.watch.start()
         self._started = True
 
     def close(self) -> None:

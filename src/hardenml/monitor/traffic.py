@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from hardenml.monitor.models import MonitorError, ServedModel
+from hardenml.monitor.models import ServedModel
+from hardenml.monitor.readings import MonitorError
 
 
 def request_share(request_id: str, seed: int) -> float:

@@ -692,6 +692,9 @@ class MonitorConfig(_Strict):
     min_window: int = Field(default=100, ge=10)
     evaluate_every_s: float = Field(default=5.0, gt=0)
     detectors: list[MonitorDetector] = Field(default_factory=lambda: list(MONITOR_DETECTORS))
+    # The adversarial score judges the latest this many rows of the window: each costs
+    # its `draws` extra forward passes.
+    adversarial_rows: int = Field(default=100, ge=10)
     # Reference data for the drift detectors: a split of `[data]`; None: `data.split`.
     reference: Literal["test", "train", "all"] | None = None
     reference_max_rows: int = Field(default=2000, gt=0)

@@ -20,7 +20,8 @@ from hardenml.cli._shared import (
 )
 
 MONITOR_EXTRA = (
-    "the monitor needs fastapi, uvicorn and prometheus-client: pip install 'hardenml[monitor]'"
+    "the monitor needs fastapi, uvicorn, prometheus-client and orjson: "
+    "pip install 'hardenml[monitor]'"
 )
 
 HostOpt = Annotated[
@@ -34,6 +35,7 @@ PortOpt = Annotated[
 def _open(config: Path | None) -> workflow.Workspace:
     try:
         import fastapi  # noqa: F401
+        import orjson  # noqa: F401
         import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:

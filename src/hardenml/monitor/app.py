@@ -11,7 +11,6 @@ exist. Refused requests get a 4xx JSON body `{"error": "..."}` naming the proble
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import math
 import re
@@ -21,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -78,8 +78,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -187,8 +186,13 @@ def build_app(service: MonitorService, *, token: str) -> ASGIApp:
                 raise RequestProblem(404, "this service ingests records only; POST /v1/ingest")
             body = parse_json(await read_body(request, service.max_body_bytes))
             rows, batched = predict_inputs(body, service.input_spec, max_rows=service.max_rows)
-            answer = service.predict(
-                rows, request_id=_request_id(request), client_id=_client_id(request)
+            # In a worker thread: torch releases the GIL, so the next request's JSON is
+            # parsed on one core while this one's forward pass runs on the other.
+            answer = await run_in_threadpool(
+                service.predict,
+                rows,
+                request_id=_request_id(request),
+                client_id=_client_id(request),
             )
             names = [service.classes[i] for i in answer.class_indices]
             if batched:

@@ -155,6 +155,7 @@ def _rows(rows: Sequence[Sequence[Any]], raw_cells: frozenset[int] = frozenset()
 def status_page(service: MonitorService) -> str:
     now = time.time()
     state = service.status()
+    per_second, _, confidences = service.traffic.snapshot()
     watch = state["watch"] or {}
     readings: list[dict[str, Any]] = watch.get("readings", [])
     alerts: dict[str, Any] = watch.get("alerts", {"active": [], "events": []})
@@ -216,9 +217,9 @@ def status_page(service: MonitorService) -> str:
 <table><thead><tr><th>version</th><th>role</th><th>share</th><th>predictions</th></tr></thead>
 <tbody>{_rows(version_rows)}</tbody></table></section>
 <section id="traffic"><h2>Traffic (predictions per second)</h2>
-{traffic_plot(list(service.traffic.per_second), now)}</section>
+{traffic_plot(per_second, now)}</section>
 <section id="confidence"><h2>Confidence of recent predictions</h2>
-{confidence_plot(list(service.traffic.confidences))}</section>
+{confidence_plot(confidences)}</section>
 <section id="drift"><h2>Drift per feature (1 - p, smallest p first)</h2>
 {drift_plot(readings)}
 <table><thead><tr><th>detector</th><th>feature</th><th>p-value</th><th>statistic</th>

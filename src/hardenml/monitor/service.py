@@ -67,14 +67,23 @@ class TrafficCounts:
     per_version: dict[str, int] = field(default_factory=dict)
     confidences: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_CONFIDENCES))
 
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
     def add(self, version: str, confidences: Sequence[float], now: float) -> None:
+        """Count predictions (from any request thread)."""
         second = int(now)
-        if self.per_second and self.per_second[-1][0] == second:
-            self.per_second[-1] = (second, self.per_second[-1][1] + len(confidences))
-        else:
-            self.per_second.append((second, len(confidences)))
-        self.per_version[version] = self.per_version.get(version, 0) + len(confidences)
-        self.confidences.extend(confidences)
+        with self.lock:
+            if self.per_second and self.per_second[-1][0] == second:
+                self.per_second[-1] = (second, self.per_second[-1][1] + len(confidences))
+            else:
+                self.per_second.append((second, len(confidences)))
+            self.per_version[version] = self.per_version.get(version, 0) + len(confidences)
+            self.confidences.extend(confidences)
+
+    def snapshot(self) -> tuple[list[tuple[int, int]], dict[str, int], list[float]]:
+        """(per second, per version, recent confidences), copied under the lock."""
+        with self.lock:
+            return list(self.per_second), dict(self.per_version), list(self.confidences)
 
 
 class MonitorService:
@@ -304,7 +313,7 @@ class MonitorService:
                 {"version": m.version, "role": m.role, "sha256": m.sha256} for m in self.versions()
             ],
             "shares": self.shares(),
-            "predictions_by_version": dict(self.traffic.per_version),
+            "predictions_by_version": self.traffic.snapshot()[1],
             "telemetry": {
                 "submitted": self.writer.submitted_,
                 "written": self.writer.written_,

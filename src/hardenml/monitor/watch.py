@@ -69,6 +69,8 @@ class Watch:
         self.config = config
         self.model_name = config.model.name
         self.open_finding = {rule.name: rule.open_finding for rule in config.monitor.alerts}
+        # Detectors that judge only the latest rows of the window (the costly ones).
+        self.rows_for = {"adversarial_score": config.monitor.adversarial_rows}
         self.detectors = list(detectors)
         self.alerts = alerts
         self.window = window
@@ -128,8 +130,10 @@ class Watch:
             )
         readings: list[DetectorReading] = []
         for detector in self.detectors:
+            rows = self.rows_for.get(detector.name)
+            seen = window if rows is None else _latest(window, rows)
             try:
-                readings.extend(detector.evaluate(window))
+                readings.extend(detector.evaluate(seen))
             except Exception as exc:  # one detector's failure must not silence the others
                 log.error("detector %s failed on a window: %s", detector.name, exc)
         self.readings_ = readings
@@ -204,6 +208,15 @@ class Watch:
             "readings": [r.as_dict() for r in self.readings_],
             "alerts": self.alerts_status(),
         }
+
+
+def _latest(window: Window, rows: int) -> Window:
+    """The last `rows` rows of `window`."""
+    return Window(
+        inputs=None if window.inputs is None else window.inputs[-rows:],
+        probabilities=None if window.probabilities is None else window.probabilities[-rows:],
+        clients=None if window.clients is None else list(window.clients)[-rows:],
+    )
 
 
 def build_detectors(

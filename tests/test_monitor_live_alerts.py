@@ -5,7 +5,10 @@ none from ordinary traffic; the deployed model re-scanned through `model.kind = 
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,33 @@ from hardenml.threats import threat_class
 from monitor_support import TOKEN, TOKEN_ENV, Served, call, monitor_workspace, running
 
 FAST_TELEMETRY = "[monitor.telemetry]\nflush_interval_s = 0.05\n"
+
+
+class Webhook:
+    """A real HTTP server on 127.0.0.1 that keeps what alert sinks post to it."""
+
+    def __init__(self) -> None:
+        received: list[tuple[str, dict[str, Any]]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.headers.get("Authorization", ""), json.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -65,8 +95,13 @@ def raised(ws: workflow.Workspace, rule: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_a_drift_alert_is_raised_once_for_shifted_traffic_and_not_for_natural_traffic(
-    tmp_path: Path, digits_weights: Path, digits: tuple[np.ndarray, ...]
+    tmp_path: Path,
+    digits_weights: Path,
+    digits: tuple[np.ndarray, ...],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    hook = Webhook()
+    monkeypatch.setenv("HOOK_TOKEN", "hook-secret")
     ws = monitor_workspace(
         tmp_path / "ws",
         digits_weights,
@@ -75,7 +110,8 @@ def test_a_drift_alert_is_raised_once_for_shifted_traffic_and_not_for_natural_tr
             "evaluate_every_s = 0.1\n"
             '[[monitor.alerts]]\nname = "input-drift"\ndetector = "feature_drift"\n'
             'threshold = 0.01\nraise_after = 2\nclear_after = 3\nseverity = "high"\n'
-            + FAST_TELEMETRY
+            f'[monitor.webhook]\nurl = "{hook.url}"\n'
+            'headers = { Authorization = "env:HOOK_TOKEN" }\n' + FAST_TELEMETRY
         ),
     )
     # The reference is the scan's split (test); natural traffic comes from the train split.
@@ -106,6 +142,15 @@ def test_a_drift_alert_is_raised_once_for_shifted_traffic_and_not_for_natural_tr
     opened = [e.payload for e in ws.ledger.events(["finding.opened"])]
     assert [f["metric"] for f in opened] == ["monitor.feature_drift"]
     assert opened[0]["owner"] == "ml-platform" and opened[0]["severity"] == "high"
+    # ... and reached the webhook once, with the header read from the environment.
+    deadline = time.monotonic() + 10
+    while not hook.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    hook.close()
+    assert [(body["kind"], body["rule"]) for _, body in hook.received] == [
+        ("alert.raised", "input-drift")
+    ]
+    assert hook.received[0][0] == "hook-secret"
 
 
 def _campaign_workspace(tmp_path: Path, digits_weights: Path) -> workflow.Workspace:

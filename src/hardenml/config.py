@@ -711,11 +711,14 @@ class MonitorConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> MonitorConfig:
         if self.min_window > self.window:
-            raise ValueError(
-                f"min_window ({self.min_window}) must be at most window ({self.window})"
-            )
+            raise _at(("min_window",), self.min_window, f"at most window ({self.window})")
         if self.traffic_split > 0 and self.candidate is None:
-            raise ValueError("traffic_split sends requests to a candidate: set candidate too")
+            raise _at(
+                ("traffic_split",),
+                self.traffic_split,
+                "0 without a candidate (traffic_split sends requests to monitor.candidate: "
+                "set candidate too)",
+            )
         names = [rule.name for rule in self.alerts]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,7 +77,13 @@ class TelemetryRecord:
     raw_input: list[float] | None = None
 
     def as_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        """Canonical JSON (sorted keys, no spaces): the bytes the batch digest covers.
+        Built field by field: `dataclasses.asdict` deep-copies, and this runs per record."""
+        values = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        return json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(TelemetryRecord))
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--no-detectors", action="store_true", help="telemetry only (to see what they cost)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.requests, args.seconds = min(args.requests, 600), min(args.seconds, 40.0)
@@ -215,7 +218,10 @@ def main() -> None:
             {k: v.contiguous() for k, v in module.state_dict().items()},
             str(folder / "model.safetensors"),
         )
-        (folder / "hardenml.toml").write_text(CONFIG)
+        config = CONFIG
+        if args.no_detectors:
+            config = config.split("[[monitor.alerts]]")[0] + "detectors = []\n"
+        (folder / "hardenml.toml").write_text(config)
         workflow.release(workflow.Workspace.open(folder / "hardenml.toml"), force=True)
         port = free_port()
         env = {**os.environ, TOKEN_ENV: TOKEN, "OMP_NUM_THREADS": str(args.threads)}
@@ -266,7 +272,9 @@ def main() -> None:
         "seconds": round(wall, 2),
         "meta": {
             "model": "hardenml.zoo.mnist_cnn, 1 epoch on mnist5k",
-            "detectors": "all six, window 500 (adversarial score: latest 100), every 5 s; "
+            "detectors": "none (--no-detectors); telemetry on (fingerprints only)"
+            if args.no_detectors
+            else "all six, window 500 (adversarial score: latest 100), every 5 s; "
             "telemetry on (fingerprints only)",
             "aim": ">= 1000 predictions/s, p99 added <= 5 ms, zero failed requests",
             "quick": args.quick,

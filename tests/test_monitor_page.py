@@ -6,7 +6,6 @@ Needs the `chromium` binary and the playwright package, as tests/test_html_brows
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,9 @@ import pytest
 from hardenml import workflow
 from hardenml.monitor.page import status_page
 from monitor_support import TOKEN, TOKEN_ENV, call, monitor_workspace, running
+from test_html_browser import ARGS, CHROMIUM, sync_api
 
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ODD_NAME = '<img src=x onerror="alert(1)">'
 
 PAGE_FACTS = """() => ({

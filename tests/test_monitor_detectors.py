@@ -283,6 +283,8 @@ def test_adversarial_score_is_a_function_of_the_input_alone(
     together = detector.scores(x_test[100:110])
     np.testing.assert_allclose(detector.scores(x_test[105:110]), together[5:])
     assert ((together >= 0) & (together <= 1)).all()
+    capped = AdversarialScore(target_predict(digits_target), x_test[:100], max_window=30)
+    assert capped.evaluate(Window(inputs=x_test[100:180]))[0].n == 30
 
 
 # --- query campaigns ------------------------------------------------------------------------

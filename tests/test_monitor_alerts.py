@@ -434,3 +434,18 @@ def test_a_failing_sink_is_counted_and_the_alert_still_stands() -> None:
 def test_a_webhook_url_must_be_http() -> None:
     with pytest.raises(MonitorError, match="http"):
         WebhookSink("ftp://example.org/hook")
+
+
+def test_log_sink_logs_raises_as_warnings_and_resolves_as_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager = AlertManager([drift_rule(raise_after=1, clear_after=1, cooldown_s=0.0)], [LogSink()])
+    with caplog.at_level(logging.INFO, logger="hardenml.monitor.alerts"):
+        (raised,) = replay(manager, [(0, True)])
+        replay(manager, [(1, False)])
+    levels = [(r.levelno, r.getMessage().split(":")[0]) for r in caplog.records]
+    assert levels == [
+        (logging.WARNING, f"alert {raised.alert_id} raised"),
+        (logging.INFO, f"alert {raised.alert_id} resolved"),
+    ]
+    assert caplog.records[0].alert == raised.payload()  # type: ignore[attr-defined]

@@ -28,7 +28,14 @@ import torch
 from scipy.stats import binomtest
 
 from hardenml.monitor.mmd import squared_distances
-from hardenml.monitor.readings import DetectorReading, MonitorError, Window, as_rows, require_rows
+from hardenml.monitor.readings import (
+    DetectorReading,
+    MonitorError,
+    Window,
+    as_rows,
+    require_rows,
+    seeded_subsample,
+)
 
 Norm = Literal["l2", "linf"]
 
@@ -101,9 +108,7 @@ class QueryCampaign:
         self.seed = seed
         rows = as_rows(reference, "the reference data (query campaign)")
         require_rows(rows, 2, "the reference data (query campaign)")
-        if rows.shape[0] > max_reference:
-            keep = np.random.default_rng(seed).choice(rows.shape[0], max_reference, replace=False)
-            rows = rows[np.sort(keep)]
+        rows = seeded_subsample(rows, max_reference, seed)
         self.dims_ = rows.shape[1]
         nearest = nearest_other(rows, norm)
         # Exact duplicates in the reference (a dataset's repeated rows) would put the

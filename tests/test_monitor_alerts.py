@@ -196,6 +196,38 @@ def test_each_feature_rules_track_clients_apart_and_clear_one_that_left() -> Non
     assert manager.update([], now=3) == []  # the detector did not run: nothing is judged
 
 
+def test_readers_in_other_threads_see_consistent_state_while_updates_run() -> None:
+    rule = AlertRule(
+        name="campaign", detector="query_campaign", feature=EACH_FEATURE, raise_after=1,
+        clear_after=1, cooldown_s=0.0, measure="statistic", direction="above", threshold=0.5,
+    )  # fmt: skip
+    manager = AlertManager([rule])
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                manager.active()
+                manager.to_dict()
+            except BaseException as exc:  # a dict changed size while being read
+                failures.append(exc)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for step in range(1000):
+        clients = [f"client-{(step + i) % 97}" for i in range(step % 40)]
+        manager.update(
+            [DetectorReading("query_campaign", c, 0.9, None, True, 50, "") for c in clients]
+            + [DetectorReading("query_campaign", None, len(clients), None, True, 500, "")],
+            now=float(step),
+        )
+    done.set()
+    reader.join()
+    assert failures == []
+
+
 def test_bad_rules_and_state_are_refused_clearly() -> None:
     with pytest.raises(MonitorError, match="raise_after and clear_after"):
         drift_rule(raise_after=0)
@@ -402,3 +434,18 @@ def test_a_failing_sink_is_counted_and_the_alert_still_stands() -> None:
 def test_a_webhook_url_must_be_http() -> None:
     with pytest.raises(MonitorError, match="http"):
         WebhookSink("ftp://example.org/hook")
+
+
+def test_log_sink_logs_raises_as_warnings_and_resolves_as_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager = AlertManager([drift_rule(raise_after=1, clear_after=1, cooldown_s=0.0)], [LogSink()])
+    with caplog.at_level(logging.INFO, logger="hardenml.monitor.alerts"):
+        (raised,) = replay(manager, [(0, True)])
+        replay(manager, [(1, False)])
+    levels = [(r.levelno, r.getMessage().split(":")[0]) for r in caplog.records]
+    assert levels == [
+        (logging.WARNING, f"alert {raised.alert_id} raised"),
+        (logging.INFO, f"alert {raised.alert_id} resolved"),
+    ]
+    assert caplog.records[0].alert == raised.payload()  # type: ignore[attr-defined]

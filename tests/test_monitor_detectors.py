@@ -283,6 +283,8 @@ def test_adversarial_score_is_a_function_of_the_input_alone(
     together = detector.scores(x_test[100:110])
     np.testing.assert_allclose(detector.scores(x_test[105:110]), together[5:])
     assert ((together >= 0) & (together <= 1)).all()
+    capped = AdversarialScore(target_predict(digits_target), x_test[:100], max_window=30)
+    assert capped.evaluate(Window(inputs=x_test[100:180]))[0].n == 30
 
 
 # --- query campaigns ------------------------------------------------------------------------
@@ -307,6 +309,21 @@ class RecordingTarget(Target):
         return self.inner.logits(x)
 
 
+def square_queries(
+    target: Target, x: np.ndarray, y: np.ndarray, *, queries: int, seed: int
+) -> np.ndarray:
+    """Every input a Square attack (L-inf, budget 0.1) sends to `target` while attacking x."""
+    black_box = RecordingTarget(target)
+    threat_class("square")(queries=queries)(
+        black_box,
+        torch.as_tensor(x),
+        torch.as_tensor(y),
+        budget=0.1,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return np.concatenate(black_box.sent)
+
+
 def ordinary_traffic(rows: np.ndarray, clients: int, per_client: int, seed: int) -> Window:
     rng = np.random.default_rng(seed)
     picks = [rng.choice(len(rows), per_client, replace=False) for _ in range(clients)]
@@ -320,15 +337,7 @@ def test_replayed_square_attack_flags_its_client_and_ordinary_traffic_does_not(
     digits: tuple[np.ndarray, ...], digits_target: TorchTarget
 ) -> None:
     x_train, _, x_test, y_test = digits
-    black_box = RecordingTarget(digits_target)
-    threat_class("square")(queries=100)(
-        black_box,
-        torch.as_tensor(x_test[:4]),
-        torch.as_tensor(y_test[:4]),
-        budget=0.1,
-        generator=torch.Generator().manual_seed(0),
-    )
-    queries = np.concatenate(black_box.sent)
+    queries = square_queries(digits_target, x_test[:4], y_test[:4], queries=100, seed=0)
     assert len(queries) >= 100
     detector = QueryCampaign(x_train)
     traffic = ordinary_traffic(x_test, clients=20, per_client=40, seed=1)
@@ -352,15 +361,7 @@ def test_query_campaign_in_linf_also_flags_the_attack(
     digits: tuple[np.ndarray, ...], digits_target: TorchTarget
 ) -> None:
     x_train, _, x_test, y_test = digits
-    black_box = RecordingTarget(digits_target)
-    threat_class("square")(queries=60)(
-        black_box,
-        torch.as_tensor(x_test[:2]),
-        torch.as_tensor(y_test[:2]),
-        budget=0.1,
-        generator=torch.Generator().manual_seed(1),
-    )
-    queries = np.concatenate(black_box.sent)
+    queries = square_queries(digits_target, x_test[:2], y_test[:2], queries=60, seed=1)
     detector = QueryCampaign(x_train, norm="linf")
     assert overall(detector.evaluate(Window(inputs=queries, clients=["m"] * len(queries)))).flagged
     assert not overall(detector.evaluate(ordinary_traffic(x_test, 20, 40, seed=2))).flagged

@@ -68,6 +68,8 @@ class AdversarialScore:
         confidence: of the Wilson interval (default 0.95).
         seed: the noise; the same input gets the same score.
         min_window: fewer rows: no reading.
+        max_window: only the window's most recent rows are scored (default 500): each costs
+            `draws + 1` model calls.
     """
 
     name = "adversarial_score"
@@ -84,6 +86,7 @@ class AdversarialScore:
         confidence: float = 0.95,
         seed: int = 0,
         min_window: int = 20,
+        max_window: int = 500,
     ) -> None:
         if noise_std <= 0 or draws < 1:
             raise MonitorError("noise_std must be positive and draws at least 1")
@@ -97,6 +100,9 @@ class AdversarialScore:
         self.confidence = confidence
         self.seed = seed
         self.min_window = min_window
+        self.max_window = max_window
+        if max_window < min_window:
+            raise MonitorError("max_window must be at least min_window")
         rows = as_rows(reference, "the reference data (adversarial score)")
         need = int(np.ceil(1 / false_positive_rate))
         require_rows(
@@ -141,7 +147,7 @@ class AdversarialScore:
         return np.concatenate(parts)
 
     def evaluate(self, window: Window) -> list[DetectorReading]:
-        rows = window.flat_inputs(self.name)
+        rows = window.flat_inputs(self.name)[-self.max_window :]
         n = rows.shape[0]
         if n < self.min_window:
             return []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -198,6 +199,9 @@ class AlertManager:
     `clock`: seconds since the epoch, read when `update` is not given `now`. A sink that
     fails (`AlertDeliveryError`) is logged and counted in `failed_deliveries`; the alert's
     state is kept regardless, so a broken webhook never loses or repeats an alert.
+    Safe to share between threads: `update` runs in a watcher thread while request
+    handlers read `active()`; sinks are called outside the lock, so a slow webhook does not
+    hold up readers.
     """
 
     def __init__(
@@ -218,6 +222,7 @@ class AlertManager:
         self.failed_deliveries = 0
         self._tracks: dict[tuple[str, str | None], _Track] = {}
         self._sequence = 0
+        self._lock = threading.Lock()
 
     def update(
         self, readings: Iterable[DetectorReading], now: float | None = None
@@ -226,19 +231,21 @@ class AlertManager:
         at = self.clock() if now is None else now
         batch = list(readings)
         events: list[AlertEvent] = []
-        for rule in self.rules:
-            for seen in self._observations(rule, batch):
-                event = self._step(rule, seen, at)
-                if event is not None:
-                    events.append(event)
-        self._forget_settled(at)
+        with self._lock:
+            for rule in self.rules:
+                for seen in self._observations(rule, batch):
+                    event = self._step(rule, seen, at)
+                    if event is not None:
+                        events.append(event)
+            self._forget_settled(at)
         for event in events:
             self._deliver(event)
         return events
 
     def active(self) -> list[AlertEvent]:
         """The open alerts (their raise events), oldest first."""
-        open_alerts = [t.open for t in self._tracks.values() if t.open is not None]
+        with self._lock:
+            open_alerts = [t.open for t in self._tracks.values() if t.open is not None]
         return sorted(open_alerts, key=lambda e: (e.at, e.alert_id))
 
     def _observations(self, rule: AlertRule, batch: list[DetectorReading]) -> list[_Observation]:
@@ -306,10 +313,8 @@ class AlertManager:
 
     def to_dict(self) -> dict[str, Any]:
         """The state to persist: counters, cooldowns and open alerts, as JSON-ready data."""
-        return {
-            "version": _STATE_VERSION,
-            "sequence": self._sequence,
-            "tracks": [
+        with self._lock:
+            tracks = [
                 {
                     "rule": name,
                     "feature": feature,
@@ -321,8 +326,8 @@ class AlertManager:
                 for (name, feature), track in sorted(
                     self._tracks.items(), key=lambda item: (item[0][0], str(item[0][1]))
                 )
-            ],
-        }
+            ]
+            return {"version": _STATE_VERSION, "sequence": self._sequence, "tracks": tracks}
 
     @classmethod
     def from_dict(

@@ -24,27 +24,33 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import torch
 from scipy.stats import binomtest
 
 from hardenml.monitor.mmd import squared_distances
-from hardenml.monitor.readings import DetectorReading, MonitorError, Window, as_rows, require_rows
+from hardenml.monitor.readings import (
+    DetectorReading,
+    MonitorError,
+    Window,
+    as_rows,
+    require_rows,
+    seeded_subsample,
+)
 
 Norm = Literal["l2", "linf"]
-# Rows per block of the L-infinity distance computation, which broadcasts (block, m, d).
-_LINF_BLOCK = 64
 
 
 def pairwise_distances(a: np.ndarray, b: np.ndarray, norm: Norm) -> np.ndarray:
     """(len(a), len(b)) distances in `norm`."""
     if norm == "l2":
         return np.sqrt(squared_distances(a, b))
-    return np.concatenate(
-        [
-            np.abs(a[i : i + _LINF_BLOCK, None, :] - b[None, :, :]).max(axis=2)
-            for i in range(0, a.shape[0], _LINF_BLOCK)
-        ]
-        or [np.zeros((0, b.shape[0]))]
+    # torch's kernel takes the max without materialising (len(a), len(b), d) differences,
+    # several times faster than numpy broadcasting (1,000 MNIST rows: under 2 s instead of
+    # over 10 on one core); float32 is exact enough for a max of differences of inputs.
+    distances = torch.cdist(
+        torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32), p=np.inf
     )
+    return distances.double().numpy()
 
 
 def nearest_other(rows: np.ndarray, norm: Norm) -> np.ndarray:
@@ -64,7 +70,8 @@ class QueryCampaign:
         near_share: the share of a client's queries that must be near-duplicates (0.5).
         min_queries: clients with fewer queries in the window are not judged (20).
         max_queries: the most recent queries per client that are compared (500).
-        max_reference: reference rows used for the calibration, a seeded subsample (2000).
+        max_reference: reference rows used for the calibration, a seeded subsample (1000);
+            its nearest-neighbour search costs max_reference^2 * d.
         seed: the subsample.
     Readings: one per flagged client (`feature` the client id) and one overall (`feature`
     None, `statistic` the number of flagged clients).
@@ -81,7 +88,7 @@ class QueryCampaign:
         near_share: float = 0.5,
         min_queries: int = 20,
         max_queries: int = 500,
-        max_reference: int = 2000,
+        max_reference: int = 1000,
         seed: int = 0,
     ) -> None:
         if norm not in ("l2", "linf"):
@@ -101,9 +108,7 @@ class QueryCampaign:
         self.seed = seed
         rows = as_rows(reference, "the reference data (query campaign)")
         require_rows(rows, 2, "the reference data (query campaign)")
-        if rows.shape[0] > max_reference:
-            keep = np.random.default_rng(seed).choice(rows.shape[0], max_reference, replace=False)
-            rows = rows[np.sort(keep)]
+        rows = seeded_subsample(rows, max_reference, seed)
         self.dims_ = rows.shape[1]
         nearest = nearest_other(rows, norm)
         # Exact duplicates in the reference (a dataset's repeated rows) would put the

@@ -27,7 +27,14 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import ks_2samp
 
-from hardenml.monitor.readings import DetectorReading, MonitorError, Window, as_rows, require_rows
+from hardenml.monitor.readings import (
+    DetectorReading,
+    MonitorError,
+    Window,
+    as_rows,
+    check_alpha,
+    require_rows,
+)
 
 
 def holm_adjust(p_values: np.ndarray) -> np.ndarray:
@@ -73,8 +80,7 @@ class FeatureDrift:
         seed: int = 0,
         min_window: int = 20,
     ) -> None:
-        if not 0 < alpha < 1:
-            raise MonitorError(f"alpha must lie in (0, 1), got {alpha}")
+        check_alpha(alpha)
         if max_features < 1 or min_window < 1:
             raise MonitorError("max_features and min_window must be at least 1")
         self.alpha = alpha

@@ -22,7 +22,15 @@ import math
 
 import numpy as np
 
-from hardenml.monitor.readings import DetectorReading, MonitorError, Window, as_rows, require_rows
+from hardenml.monitor.readings import (
+    DetectorReading,
+    MonitorError,
+    Window,
+    as_rows,
+    check_alpha,
+    require_rows,
+    seeded_subsample,
+)
 
 # Permuted statistics within this of the observed one count as ties: the two are the same
 # sums in a different order, and float rounding must not decide the p-value.
@@ -86,8 +94,7 @@ class MMDDrift:
         seed: int = 0,
         min_window: int = 20,
     ) -> None:
-        if not 0 < alpha < 1:
-            raise MonitorError(f"alpha must lie in (0, 1), got {alpha}")
+        check_alpha(alpha)
         if permutations < 1 or max_reference < 2 or max_window < 2 or min_window < 2:
             raise MonitorError(
                 "permutations must be at least 1, and max_reference, max_window and "
@@ -101,9 +108,7 @@ class MMDDrift:
         self.min_window = min_window
         rows = as_rows(reference, "the reference data (MMD drift)")
         require_rows(rows, 2, "the reference data (MMD drift)")
-        if rows.shape[0] > max_reference:
-            keep = np.random.default_rng(seed).choice(rows.shape[0], max_reference, replace=False)
-            rows = rows[np.sort(keep)]
+        rows = seeded_subsample(rows, max_reference, seed)
         self.reference_ = rows
         self.bandwidth_ = median_bandwidth(rows)
 

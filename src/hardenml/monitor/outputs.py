@@ -23,13 +23,9 @@ from hardenml.monitor.readings import (
     MonitorError,
     Window,
     as_probabilities,
+    check_alpha,
     require_rows,
 )
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0 < alpha < 1:
-        raise MonitorError(f"alpha must lie in (0, 1), got {alpha}")
 
 
 class PredictionShift:
@@ -51,7 +47,7 @@ class PredictionShift:
         class_names: list[str] | None = None,
         min_window: int = 20,
     ) -> None:
-        _check_alpha(alpha)
+        check_alpha(alpha)
         self.alpha = alpha
         self.min_window = min_window
         probs = as_probabilities(reference_probabilities, "the reference probabilities")
@@ -118,7 +114,7 @@ class ConfidenceShift:
         confidence: float = 0.95,
         min_window: int = 20,
     ) -> None:
-        _check_alpha(alpha)
+        check_alpha(alpha)
         if not 0.5 < confidence < 1:
             raise MonitorError(f"confidence must lie in (0.5, 1), got {confidence}")
         self.alpha = alpha

@@ -115,6 +115,19 @@ def as_probabilities(values: np.ndarray, what: str) -> np.ndarray:
     return rows
 
 
+def check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise MonitorError(f"alpha must lie in (0, 1), got {alpha}")
+
+
+def seeded_subsample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most `limit` of `rows`, drawn without replacement by `seed`, in their order."""
+    if rows.shape[0] <= limit:
+        return rows
+    keep = np.random.default_rng(seed).choice(rows.shape[0], limit, replace=False)
+    return rows[np.sort(keep)]
+
+
 def require_rows(rows: np.ndarray, minimum: int, what: str) -> None:
     if rows.shape[0] < minimum:
         raise MonitorError(f"{what} has {rows.shape[0]} rows; it needs at least {minimum}")

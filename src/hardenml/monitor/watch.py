@@ -69,8 +69,6 @@ class Watch:
         self.config = config
         self.model_name = config.model.name
         self.open_finding = {rule.name: rule.open_finding for rule in config.monitor.alerts}
-        # Detectors that judge only the latest rows of the window (the costly ones).
-        self.rows_for = {"adversarial_score": config.monitor.adversarial_rows}
         self.detectors = list(detectors)
         self.alerts = alerts
         self.window = window
@@ -130,10 +128,8 @@ class Watch:
             )
         readings: list[DetectorReading] = []
         for detector in self.detectors:
-            rows = self.rows_for.get(detector.name)
-            seen = window if rows is None else _latest(window, rows)
             try:
-                readings.extend(detector.evaluate(seen))
+                readings.extend(detector.evaluate(window))
             except Exception as exc:  # one detector's failure must not silence the others
                 log.error("detector %s failed on a window: %s", detector.name, exc)
         self.readings_ = readings
@@ -210,15 +206,6 @@ class Watch:
         }
 
 
-def _latest(window: Window, rows: int) -> Window:
-    """The last `rows` rows of `window`."""
-    return Window(
-        inputs=None if window.inputs is None else window.inputs[-rows:],
-        probabilities=None if window.probabilities is None else window.probabilities[-rows:],
-        clients=None if window.clients is None else list(window.clients)[-rows:],
-    )
-
-
 def build_detectors(
     config: HardenConfig, reference: np.ndarray, model: Target | None
 ) -> list[Detector]:
@@ -256,7 +243,12 @@ def build_detectors(
         elif name == "adversarial_score":
             detectors.append(
                 AdversarialScore(
-                    predict, reference, bounds=(low, high), seed=seed, min_window=least
+                    predict,
+                    reference,
+                    bounds=(low, high),
+                    seed=seed,
+                    min_window=least,
+                    max_window=max(monitor.adversarial_rows, least),
                 )
             )
     return detectors

@@ -28,11 +28,10 @@ from hardenml.targets import input_spec_from_config
 
 @dataclass(frozen=True)
 class ReferenceData:
-    """The rows the drift detectors compare live traffic with (flattened), their labels,
-    and which split of `[data]` they came from."""
+    """The rows the detectors compare live traffic with (flattened), and which split of
+    `[data]` they came from."""
 
     rows: np.ndarray
-    labels: np.ndarray
     split: str
 
 
@@ -69,11 +68,11 @@ def reference_data(config: HardenConfig) -> ReferenceData:
     _, chosen = prepare(config.data.model_copy(update={"split": split}), root=config.root)
     chosen = fit_to_shape(chosen, tuple(config.model.input.shape))
     limit = config.monitor.reference_max_rows
-    x, y = chosen.x, chosen.y
+    x = chosen.x
     if len(x) > limit:
         keep = np.sort(np.random.default_rng(config.data.seed).choice(len(x), limit, replace=False))
-        x, y = x[keep], y[keep]
-    return ReferenceData(np.asarray(x, np.float32).reshape(len(x), -1), np.asarray(y), split)
+        x = x[keep]
+    return ReferenceData(np.asarray(x, np.float32).reshape(len(x), -1), split)
 
 
 def build_service(

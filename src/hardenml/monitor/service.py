@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -170,16 +170,15 @@ class MonitorService:
         indices = probabilities.argmax(axis=1)
         confidences = probabilities[np.arange(len(indices)), indices]
         latency_ms = model_seconds * 1000.0
+        n = len(rows)
         self._record(
             rows,
             probabilities,
-            indices,
-            confidences,
-            model.version,
-            request_id,
-            client_id,
-            "predict",
-            [latency_ms] * len(rows),
+            version=model.version,
+            source="predict",
+            request_ids=[request_id] if n == 1 else [f"{request_id}#{i}" for i in range(n)],
+            client_ids=[client_id] * n,
+            latencies=[latency_ms] * n,
         )
         self.metrics.model_seconds.labels(model_version=model.version).observe(model_seconds)
         return Prediction(
@@ -195,25 +194,18 @@ class MonitorService:
         """Record what another service predicted; returns how many records were taken."""
         rows = np.stack([r.row for r in records])
         scores = np.stack([r.scores for r in records])
-        indices = scores.argmax(axis=1)
-        confidences = scores[np.arange(len(indices)), indices]
         by_version: dict[str, list[int]] = {}
         for i, record in enumerate(records):
             by_version.setdefault(record.model_version, []).append(i)
         for version, picked in by_version.items():
-            chosen = np.asarray(picked)
             self._record(
-                rows[chosen],
-                scores[chosen],
-                indices[chosen],
-                confidences[chosen],
-                version,
-                request_id,
-                None,
-                "ingest",
-                [records[i].latency_ms for i in picked],
+                rows[np.asarray(picked)],
+                scores[np.asarray(picked)],
+                version=version,
+                source="ingest",
+                request_ids=[records[i].request_id or f"{request_id}#{i}" for i in picked],
                 client_ids=[records[i].client_id for i in picked],
-                request_ids=[records[i].request_id for i in picked],
+                latencies=[records[i].latency_ms for i in picked],
             )
         return len(records)
 
@@ -221,46 +213,43 @@ class MonitorService:
         self,
         rows: np.ndarray,
         scores: np.ndarray,
-        indices: np.ndarray,
-        confidences: np.ndarray,
-        version: str,
-        request_id: str,
-        client_id: str | None,
-        source: Any,
-        latencies: Sequence[float | None],
         *,
-        client_ids: Sequence[str] | None = None,
-        request_ids: Sequence[str | None] | None = None,
+        version: str,
+        source: Literal["predict", "ingest"],
+        request_ids: Sequence[str],
+        client_ids: Sequence[str],
+        latencies: Sequence[float | None],
     ) -> None:
+        """One telemetry record per row, to the writer; the counters and the page's."""
         now = time.time()
         flat = rows.reshape(rows.shape[0], -1)
+        indices = scores.argmax(axis=1)
+        confidences = scores[np.arange(len(indices)), indices].tolist()
         fingerprints = input_fingerprints(flat)
         score_rows = scores.tolist()
         observations = []
-        n = len(flat)
-        for i in range(n):
-            own_id = request_ids[i] if request_ids is not None else None
+        for i in range(len(flat)):
             sha, summary = fingerprints[i]
             record = TelemetryRecord(
-                request_id=own_id or (request_id if n == 1 else f"{request_id}#{i}"),
+                request_id=request_ids[i],
                 at=now,
-                client_id=client_ids[i] if client_ids is not None else (client_id or "unknown"),
+                client_id=client_ids[i],
                 model_version=version,
                 source=source,
                 input_sha256=sha,
                 input_summary=summary,
                 scores=score_rows[i],
                 predicted=int(indices[i]),
-                confidence=float(confidences[i]),
+                confidence=confidences[i],
                 latency_ms=latencies[i],
                 raw_input=flat[i].tolist() if self.keep_raw_inputs else None,
             )
             observations.append(Observation(record, flat[i]))
         self.writer.submit(observations)
-        self.metrics.predictions.labels(model_version=version, source=source).inc(n)
-        for value in confidences.tolist():
+        self.metrics.predictions.labels(model_version=version, source=source).inc(len(flat))
+        for value in confidences:
             self.metrics.confidence.observe(value)
-        self.traffic.add(version, confidences.tolist(), now)
+        self.traffic.add(version, confidences, now)
 
     # --- blue/green --------------------------------------------------------------------
 

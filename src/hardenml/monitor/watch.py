@@ -169,7 +169,8 @@ class Watch:
             )
         except Exception as exc:  # the sinks and the page still have it
             log.error("alert %s not written to the ledger: %s", event.alert_id, exc)
-        self.events_.append({"kind": event.kind, **event.record().to_payload()})
+        with self._lock:
+            self.events_.append({"kind": event.kind, **event.record().to_payload()})
         raised = event.state == "raised"
         rule = event.rule.name
         active = any(a.rule.name == rule for a in self.alerts.active())
@@ -179,6 +180,8 @@ class Watch:
 
     def alerts_status(self) -> dict[str, Any]:
         """The open alerts and the recent events, newest last."""
+        with self._lock:
+            events = list(self.events_)
         return {
             "active": [
                 {
@@ -193,7 +196,7 @@ class Watch:
                 }
                 for a in self.alerts.active()
             ],
-            "events": list(self.events_),
+            "events": events,
         }
 
     def status(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -621,6 +621,129 @@ class ReportsConfig(_Strict):
     dir: Path = Path("reports")
 
 
+class MonitorTelemetryConfig(_Strict):
+    """What the live service records of each prediction (`[monitor.telemetry]`).
+
+    Raw inputs stay out unless `keep_raw_inputs`: a fingerprint (sha256 plus a compact
+    summary) is enough to tell repeated and shifted queries apart, and a raw input may be
+    personal data. Rows beyond `retention_count`, or older than `retention_days`, are
+    deleted (None: no bound). The writer commits at most `batch_size` records per batch,
+    and at least every `flush_interval_s` seconds while records wait."""
+
+    keep_raw_inputs: bool = False
+    retention_count: int | None = Field(default=1_000_000, gt=0)
+    retention_days: float | None = Field(default=30.0, gt=0)
+    batch_size: int = Field(default=512, gt=0, le=100_000)
+    flush_interval_s: float = Field(default=0.5, gt=0, le=60)
+
+
+class MonitorAlertRuleConfig(_Strict):
+    """One alert rule (`[[monitor.alerts]]`), as `hardenml.monitor.alerts.AlertRule` reads
+    it: the readings of `detector` (its overall reading; with `feature`, that feature's;
+    with `feature = "*"`, each feature or client apart) breach when their `measure`
+    ("p_value" or "statistic") is `direction` ("below" or "above") `threshold`. An alert is
+    raised after `raise_after` breaching evaluations in a row and resolved after
+    `clear_after` healthy ones (hysteresis); no other event of the rule follows within
+    `cooldown_s` seconds. `owner`: who hears of it and owns its finding (default: the
+    `[owners]` entry for "monitor:<name>", else "*")."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    detector: str = Field(min_length=1)
+    feature: str | None = None
+    threshold: float = 0.01
+    measure: Literal["p_value", "statistic"] = "p_value"
+    direction: Literal["below", "above"] = "below"
+    raise_after: int = Field(default=3, ge=1)
+    clear_after: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=300.0, ge=0.0)
+    severity: Severity = "medium"
+    owner: str | None = None
+    # A raised alert opens a finding (or observes an open one again), due per
+    # `policy.sla_days` like a scan's findings.
+    open_finding: bool = True
+
+
+class MonitorWebhookConfig(_Strict):
+    """Where alert events are posted as JSON (`[monitor.webhook]`), with `retries` after
+    the first attempt, `backoff_s * 2**attempt` apart. The header values may name an
+    environment variable as `env:NAME`, so a secret stays out of the file."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+    retries: int = Field(default=3, ge=0, le=20)
+    backoff_s: float = Field(default=0.5, ge=0, le=60)
+
+
+MonitorDetector = Literal[
+    "feature_drift",
+    "mmd_drift",
+    "prediction_shift",
+    "confidence_shift",
+    "adversarial_score",
+    "query_campaign",
+]
+MONITOR_DETECTORS: tuple[MonitorDetector, ...] = get_args(MonitorDetector)
+
+
+class MonitorConfig(_Strict):
+    """The live service (`[monitor]`, `hardenml monitor serve`); docs/config.md lists the
+    keys. The bearer token every route but /healthz requires is read from the environment
+    variable `token_env`, or from `token_file` (relative to the config), never from here."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8321, ge=0, le=65535)
+    token_env: str | None = "HARDENML_MONITOR_TOKEN"
+    token_file: Path | None = None
+    max_body_bytes: int = Field(default=8 * 2**20, gt=0)
+    max_rows: int = Field(default=1024, gt=0)
+    # The detectors judge the latest `window` records against the reference data, every
+    # `evaluate_every_s` seconds once `min_window` records have arrived.
+    window: int = Field(default=500, ge=10)
+    min_window: int = Field(default=100, ge=10)
+    evaluate_every_s: float = Field(default=5.0, gt=0)
+    detectors: list[MonitorDetector] = Field(default_factory=lambda: list(MONITOR_DETECTORS))
+    # The adversarial score judges the latest this many rows of the window: each costs
+    # its `draws` extra forward passes.
+    adversarial_rows: int = Field(default=100, ge=10)
+    # Reference data for the drift detectors: a split of `[data]`; None: `data.split`.
+    reference: Literal["test", "train", "all"] | None = None
+    reference_max_rows: int = Field(default=2000, gt=0)
+    # Blue/green: a second model file (a released or patched artifact the ledger records)
+    # served beside the released one, which takes `traffic_split` of the requests
+    # (chosen by a hash of the request id and `seed`, so a replayed request lands alike).
+    candidate: Path | None = None
+    traffic_split: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = 0
+    telemetry: MonitorTelemetryConfig = Field(default_factory=MonitorTelemetryConfig)
+    alerts: list[MonitorAlertRuleConfig] = Field(default_factory=list)
+    webhook: MonitorWebhookConfig | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MonitorConfig:
+        if self.min_window > self.window:
+            raise _at(("min_window",), self.min_window, f"at most window ({self.window})")
+        if self.traffic_split > 0 and self.candidate is None:
+            raise _at(
+                ("traffic_split",),
+                self.traffic_split,
+                "0 without a candidate (traffic_split sends requests to monitor.candidate: "
+                "set candidate too)",
+            )
+        names = [rule.name for rule in self.alerts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"alert rule names must be unique; repeated: {dupes}")
+        for i, rule in enumerate(self.alerts):
+            if rule.detector not in self.detectors:
+                raise _at(
+                    ("alerts", i, "detector"),
+                    rule.detector,
+                    f"one of the detectors monitor.detectors runs: {self.detectors}",
+                )
+        return self
+
+
 class HardenConfig(_Strict):
     """The whole `hardenml.toml`. Relative paths resolve against `root`."""
 
@@ -641,6 +764,8 @@ class HardenConfig(_Strict):
     owners: dict[str, str] = Field(default_factory=dict)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    # The live service (`hardenml monitor serve`).
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     root: Path = Field(default=Path("."), exclude=True)
     # Where each key sits in the file, so later checks can point at a line too.
     key_lines: dict[str, int] = Field(default_factory=dict, exclude=True)

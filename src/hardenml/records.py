@@ -298,3 +298,86 @@ class ModelReleased:
     def from_payload(cls, payload: dict[str, Any], *, seq: int = 0) -> ModelReleased:
         known = set(cls.__dataclass_fields__) - {"ledger_seq"}
         return cls(**{k: v for k, v in payload.items() if k in known}, ledger_seq=seq)
+
+
+ALERT_RAISED = "alert.raised"
+ALERT_RESOLVED = "alert.resolved"
+
+
+@dataclass(frozen=True)
+class AlertRaised:
+    """The payload of an `alert.raised` event: a monitor rule's condition lasted long enough
+    to raise an alert. `statistic`, `p_value`, `n` and `detail` are the detector's reading
+    that raised it; `at` is seconds since the epoch."""
+
+    alert_id: str
+    rule: str
+    detector: str
+    feature: str | None
+    severity: Severity
+    owner: str
+    statistic: float
+    p_value: float | None
+    n: int
+    detail: str
+    at: float
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> AlertRaised:
+        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class AlertResolved:
+    """The payload of an `alert.resolved` event: the condition of alert `alert_id` (raised
+    at `raised_at`) has cleared; the reading is the one that closed it."""
+
+    alert_id: str
+    rule: str
+    detector: str
+    feature: str | None
+    statistic: float
+    p_value: float | None
+    n: int
+    detail: str
+    at: float
+    raised_at: float
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> AlertResolved:
+        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})
+
+
+TRAFFIC_SWITCHED = "monitor.traffic_switched"
+
+
+@dataclass(frozen=True)
+class TrafficSwitched:
+    """The payload of a `monitor.traffic_switched` event: the live service moved traffic
+    between model versions (a blue/green switch, or a rollback to the released model).
+    `before` and `after` map each model version to its share of the requests."""
+
+    model: str
+    before: dict[str, float]
+    after: dict[str, float]
+    reason: str
+    rollback: bool
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> TrafficSwitched:
+        return cls(
+            model=str(payload["model"]),
+            before={str(k): float(v) for k, v in payload["before"].items()},
+            after={str(k): float(v) for k, v in payload["after"].items()},
+            reason=str(payload.get("reason", "")),
+            rollback=bool(payload.get("rollback", False)),
+        )

@@ -1,0 +1,313 @@
+"""The live service's behaviour, apart from HTTP: predict, ingest, switch, report state.
+
+`MonitorService` holds the traffic router (blue/green), the telemetry writer, the watch
+(detectors and alerts) and the metrics. The web app (`hardenml.monitor.app`) only parses
+requests and calls these; `hardenml.monitor.build` assembles a service from a workspace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from hardenml.ledger import Ledger
+from hardenml.monitor.inputs import IngestedRecord
+from hardenml.monitor.metrics import MonitorMetrics
+from hardenml.monitor.models import ServedModel
+from hardenml.monitor.readings import MonitorError
+from hardenml.monitor.telemetry import (
+    Observation,
+    TelemetryRecord,
+    TelemetryStore,
+    input_fingerprints,
+)
+from hardenml.monitor.traffic import TrafficRouter
+from hardenml.monitor.watch import Watch
+from hardenml.monitor.writer import TelemetryWriter
+from hardenml.records import TRAFFIC_SWITCHED, TrafficSwitched
+from hardenml.targets import InputSpec
+
+log = logging.getLogger("hardenml.monitor")
+
+MONITOR_STARTED = "monitor.started"
+MONITOR_STOPPED = "monitor.stopped"
+# The status page's traffic plot: requests per second over the last ten minutes.
+TRAFFIC_SECONDS = 600
+RECENT_CONFIDENCES = 2000
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer to one predict request: per row the class index, top probability and
+    all per-class probabilities, and the version that answered."""
+
+    request_id: str
+    model_version: str
+    class_indices: list[int]
+    confidences: list[float]
+    scores: list[list[float]]
+    model_seconds: float
+
+
+@dataclass
+class TrafficCounts:
+    """Predictions per second (a ring of `TRAFFIC_SECONDS` buckets) and per version."""
+
+    per_second: deque[tuple[int, int]] = field(
+        default_factory=lambda: deque(maxlen=TRAFFIC_SECONDS)
+    )
+    per_version: dict[str, int] = field(default_factory=dict)
+    confidences: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_CONFIDENCES))
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, version: str, confidences: Sequence[float], now: float) -> None:
+        """Count predictions (from any request thread)."""
+        second = int(now)
+        with self.lock:
+            if self.per_second and self.per_second[-1][0] == second:
+                self.per_second[-1] = (second, self.per_second[-1][1] + len(confidences))
+            else:
+                self.per_second.append((second, len(confidences)))
+            self.per_version[version] = self.per_version.get(version, 0) + len(confidences)
+            self.confidences.extend(confidences)
+
+    def snapshot(self) -> tuple[list[tuple[int, int]], dict[str, int], list[float]]:
+        """(per second, per version, recent confidences), copied under the lock."""
+        with self.lock:
+            return list(self.per_second), dict(self.per_version), list(self.confidences)
+
+
+class MonitorService:
+    """Serves `router`'s models (None: ingest only), records telemetry through `writer`,
+    feeds `watch`, and records switches in `ledger`."""
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        classes: Sequence[str],
+        input_spec: InputSpec,
+        router: TrafficRouter | None,
+        store: TelemetryStore,
+        writer: TelemetryWriter,
+        ledger: Ledger,
+        watch: Watch | None,
+        metrics: MonitorMetrics,
+        keep_raw_inputs: bool,
+        max_rows: int,
+        max_body_bytes: int,
+    ) -> None:
+        self.model_name = model_name
+        self.classes = tuple(classes)
+        self.input_spec = input_spec
+        self.router = router
+        self.store = store
+        self.writer = writer
+        self.ledger = ledger
+        self.watch = watch
+        self.metrics = metrics
+        self.keep_raw_inputs = keep_raw_inputs
+        self.max_rows = max_rows
+        self.max_body_bytes = max_body_bytes
+        self.traffic = TrafficCounts()
+        self.started_at = time.time()
+        self._switch_lock = threading.Lock()
+        self._started = False
+        metrics.watch_writer(lambda: writer.backlog, lambda: writer.written_)
+        self._export_shares()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Record the start in the ledger (which also creates the database the telemetry
+        tables live in) and start the writer."""
+        if self._started:
+            return
+        self.ledger.append(MONITOR_STARTED, {"model": self.model_name, "shares": self.shares()})
+        self.writer.start()
+        if self.watch is not None:
+            self.watch.start()
+        self._started = True
+
+    def close(self) -> None:
+        """Flush every queued telemetry record, then record the stop."""
+        if not self._started:
+            return
+        self._started = False
+        self.writer.close()
+        if self.watch is not None:
+            self.watch.close()
+        self.ledger.append(
+            MONITOR_STOPPED,
+            {"model": self.model_name, "telemetry_records": self.writer.written_},
+        )
+
+    # --- requests ----------------------------------------------------------------------
+
+    @property
+    def serving(self) -> bool:
+        return self.router is not None
+
+    def predict(self, rows: np.ndarray, *, request_id: str, client_id: str) -> Prediction:
+        """Answer `rows` (n, *input_spec.shape) with the version the split picks."""
+        if self.router is None:
+            raise MonitorError("this service only ingests records (`hardenml monitor ingest`)")
+        model = self.router.plan.pick(request_id)
+        began = time.perf_counter()
+        inputs = torch.from_numpy(rows).to(dtype=self.input_spec.dtype, device=model.target.device)
+        with torch.no_grad():
+            probabilities = torch.softmax(model.target.logits(inputs).double(), dim=1).cpu().numpy()
+        model_seconds = time.perf_counter() - began
+        indices = probabilities.argmax(axis=1)
+        confidences = probabilities[np.arange(len(indices)), indices]
+        latency_ms = model_seconds * 1000.0
+        n = len(rows)
+        self._record(
+            rows,
+            probabilities,
+            version=model.version,
+            source="predict",
+            request_ids=[request_id] if n == 1 else [f"{request_id}#{i}" for i in range(n)],
+            client_ids=[client_id] * n,
+            latencies=[latency_ms] * n,
+        )
+        self.metrics.model_seconds.labels(model_version=model.version).observe(model_seconds)
+        return Prediction(
+            request_id,
+            model.version,
+            indices.tolist(),
+            confidences.tolist(),
+            probabilities.tolist(),
+            model_seconds,
+        )
+
+    def ingest(self, records: Sequence[IngestedRecord], *, request_id: str) -> int:
+        """Record what another service predicted; returns how many records were taken."""
+        rows = np.stack([r.row for r in records])
+        scores = np.stack([r.scores for r in records])
+        by_version: dict[str, list[int]] = {}
+        for i, record in enumerate(records):
+            by_version.setdefault(record.model_version, []).append(i)
+        for version, picked in by_version.items():
+            self._record(
+                rows[np.asarray(picked)],
+                scores[np.asarray(picked)],
+                version=version,
+                source="ingest",
+                request_ids=[records[i].request_id or f"{request_id}#{i}" for i in picked],
+                client_ids=[records[i].client_id for i in picked],
+                latencies=[records[i].latency_ms for i in picked],
+            )
+        return len(records)
+
+    def _record(
+        self,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        *,
+        version: str,
+        source: Literal["predict", "ingest"],
+        request_ids: Sequence[str],
+        client_ids: Sequence[str],
+        latencies: Sequence[float | None],
+    ) -> None:
+        """One telemetry record per row, to the writer; the counters and the page's."""
+        now = time.time()
+        flat = rows.reshape(rows.shape[0], -1)
+        indices = scores.argmax(axis=1)
+        confidences = scores[np.arange(len(indices)), indices].tolist()
+        fingerprints = input_fingerprints(flat)
+        score_rows = scores.tolist()
+        observations = []
+        for i in range(len(flat)):
+            sha, summary = fingerprints[i]
+            record = TelemetryRecord(
+                request_id=request_ids[i],
+                at=now,
+                client_id=client_ids[i],
+                model_version=version,
+                source=source,
+                input_sha256=sha,
+                input_summary=summary,
+                scores=score_rows[i],
+                predicted=int(indices[i]),
+                confidence=confidences[i],
+                latency_ms=latencies[i],
+                raw_input=flat[i].tolist() if self.keep_raw_inputs else None,
+            )
+            observations.append(Observation(record, flat[i]))
+        self.writer.submit(observations)
+        self.metrics.predictions.labels(model_version=version, source=source).inc(len(flat))
+        for value in confidences:
+            self.metrics.confidence.observe(value)
+        self.traffic.add(version, confidences, now)
+
+    # --- blue/green --------------------------------------------------------------------
+
+    def shares(self) -> dict[str, float]:
+        return {} if self.router is None else self.router.plan.shares()
+
+    def versions(self) -> list[ServedModel]:
+        if self.router is None:
+            return []
+        plan = self.router.plan
+        return [plan.released] + ([plan.candidate] if plan.candidate is not None else [])
+
+    def _export_shares(self) -> None:
+        self.metrics.set_shares(self.shares(), [m.version for m in self.versions()])
+
+    def switch(self, candidate_share: float, *, reason: str, rollback: bool) -> TrafficSwitched:
+        """Move traffic to `candidate_share` on the candidate, atomically, and record it.
+        The ledger event is written first: a switch the ledger did not take never happens."""
+        if self.router is None:
+            raise MonitorError("this service serves no model (ingest only): nothing to switch")
+        with self._switch_lock:
+            plan = self.router.plan
+            after = self.router.planned(candidate_share)
+            event = TrafficSwitched(
+                model=self.model_name,
+                before=plan.shares(),
+                after=after.shares(),
+                reason=reason,
+                rollback=rollback,
+            )
+            self.ledger.append(TRAFFIC_SWITCHED, event.to_payload())
+            self.router.install(after)
+        self.metrics.traffic_switches.inc()
+        self._export_shares()
+        log.warning("traffic switched: %s -> %s (%s)", event.before, event.after, reason)
+        return event
+
+    def rollback(self, *, reason: str) -> TrafficSwitched:
+        """Send every request to the released model."""
+        return self.switch(0.0, reason=reason or "rollback", rollback=True)
+
+    # --- state -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What the status page and `GET /v1/status` show."""
+        return {
+            "model": self.model_name,
+            "serving": self.serving,
+            "versions": [
+                {"version": m.version, "role": m.role, "sha256": m.sha256} for m in self.versions()
+            ],
+            "shares": self.shares(),
+            "predictions_by_version": self.traffic.snapshot()[1],
+            "telemetry": {
+                "submitted": self.writer.submitted_,
+                "written": self.writer.written_,
+                "backlog": self.writer.backlog,
+            },
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "watch": None if self.watch is None else self.watch.status(),
+        }

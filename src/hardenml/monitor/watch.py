@@ -1,0 +1,320 @@
+"""The watch: sliding windows of the telemetry stream, the detectors, the alert rules.
+
+The telemetry writer hands each committed batch to `Watch.observe` in its own thread, so
+no detector runs on the request path. The window holds the latest `monitor.window`
+records; every `monitor.evaluate_every_s` seconds (once `min_window` records arrived) each
+detector judges it against the reference data, the alert manager turns the readings into
+raise/clear events (threshold, hysteresis, cooldown: a lasting condition raises one
+alert), and each event is written to the ledger, sent to the sinks and exported as
+metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from hardenml.config import HardenConfig
+from hardenml.ledger import Ledger
+from hardenml.monitor.alert_records import alert_ledger_events
+from hardenml.monitor.alerts import AlertEvent, AlertManager, AlertRule
+from hardenml.monitor.detectors import (
+    AdversarialScore,
+    ConfidenceShift,
+    Detector,
+    DetectorReading,
+    FeatureDrift,
+    MMDDrift,
+    PredictionShift,
+    QueryCampaign,
+    Window,
+    target_predict,
+)
+from hardenml.monitor.metrics import MAX_FEATURE_SERIES, MonitorMetrics
+from hardenml.monitor.sinks import LogSink, Sink, WebhookSink
+from hardenml.monitor.telemetry import Observation
+from hardenml.targets import Target
+
+log = logging.getLogger("hardenml.monitor")
+
+RECENT_ALERT_EVENTS = 100
+# Detectors that need the served model's outputs on the reference data (or the model).
+NEEDS_MODEL = ("prediction_shift", "confidence_shift", "adversarial_score")
+
+
+class Watch:
+    """Windows of the stream, judged by `detectors` in a thread of its own every
+    `evaluate_every_s` seconds, turned into alert events by `alerts`."""
+
+    def __init__(
+        self,
+        *,
+        config: HardenConfig,
+        detectors: Sequence[Detector],
+        alerts: AlertManager,
+        window: int,
+        min_window: int,
+        evaluate_every_s: float,
+        ledger: Ledger,
+        metrics: MonitorMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.model_name = config.model.name
+        self.open_finding = {rule.name: rule.open_finding for rule in config.monitor.alerts}
+        self.detectors = list(detectors)
+        self.alerts = alerts
+        self.window = window
+        self.min_window = min_window
+        self.evaluate_every_s = evaluate_every_s
+        self.ledger = ledger
+        self.metrics = metrics
+        self.clock = clock
+        self._rows: deque[np.ndarray] = deque(maxlen=window)
+        self._probabilities: deque[list[float]] = deque(maxlen=window)
+        self._clients: deque[str] = deque(maxlen=window)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.readings_: list[DetectorReading] = []
+        self.events_: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERT_EVENTS)
+        self.evaluations_ = 0
+        self.seen_ = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="monitor-watch", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop evaluating; alert events were written as they happened."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.evaluate_every_s):
+            if len(self._rows) >= self.min_window:
+                try:
+                    self.evaluate()
+                except Exception:  # keep watching: the next window may well work
+                    log.exception("the watch failed on a window")
+
+    def observe(self, batch: Sequence[Observation]) -> None:
+        """Add a written batch of telemetry to the window (called by the writer)."""
+        with self._lock:
+            for observation in batch:
+                self._rows.append(observation.row)
+                self._probabilities.append(observation.record.scores)
+                self._clients.append(observation.record.client_id)
+            self.seen_ += len(batch)
+
+    def evaluate(self, now: float | None = None) -> list[AlertEvent]:
+        """Judge the current window with every detector; returns the alert events."""
+        with self._lock:
+            if not self._rows:
+                return []
+            window = Window(
+                inputs=np.stack(self._rows),
+                probabilities=np.asarray(self._probabilities, dtype=np.float64),
+                clients=list(self._clients),
+            )
+        readings: list[DetectorReading] = []
+        for detector in self.detectors:
+            try:
+                readings.extend(detector.evaluate(window))
+            except Exception as exc:  # one detector's failure must not silence the others
+                log.error("detector %s failed on a window: %s", detector.name, exc)
+        self.readings_ = readings
+        self.evaluations_ += 1
+        self._export(readings)
+        events = self.alerts.update(readings, self.clock() if now is None else now)
+        for event in events:
+            self._record(event)
+        return events
+
+    def _export(self, readings: Sequence[DetectorReading]) -> None:
+        per_feature = sorted(
+            (r for r in readings if r.feature is not None),
+            key=lambda r: 1.0 if r.p_value is None else r.p_value,
+        )
+        shown = [r for r in readings if r.feature is None] + per_feature[:MAX_FEATURE_SERIES]
+        for reading in shown:
+            labels = {"detector": reading.detector, "feature": reading.feature or ""}
+            if reading.p_value is not None:
+                self.metrics.drift_p_value.labels(**labels).set(reading.p_value)
+            self.metrics.detector_statistic.labels(**labels).set(reading.statistic)
+            self.metrics.detector_flagged.labels(**labels).set(1.0 if reading.flagged else 0.0)
+
+    def _record(self, event: AlertEvent) -> None:
+        """The alert's ledger event, and for a raise its finding (opened, observed again or
+        reopened), in one transaction with the state it is derived from."""
+        open_finding = self.open_finding.get(event.rule.name, True)
+        try:
+            self.ledger.append_derived(
+                lambda current: alert_ledger_events(
+                    event,
+                    current,
+                    model=self.model_name,
+                    config=self.config,
+                    open_finding=open_finding,
+                )
+            )
+        except Exception as exc:  # the sinks and the page still have it
+            log.error("alert %s not written to the ledger: %s", event.alert_id, exc)
+        with self._lock:
+            self.events_.append({"kind": event.kind, **event.record().to_payload()})
+        raised = event.state == "raised"
+        rule = event.rule.name
+        active = any(a.rule.name == rule for a in self.alerts.active())
+        self.metrics.alert_active.labels(rule=rule).set(1.0 if active else 0.0)
+        if raised:
+            self.metrics.alerts_raised.labels(rule=rule).inc()
+
+    def alerts_status(self) -> dict[str, Any]:
+        """The open alerts and the recent events, newest last."""
+        with self._lock:
+            events = list(self.events_)
+        return {
+            "active": [
+                {
+                    "alert_id": a.alert_id,
+                    "rule": a.rule.name,
+                    "detector": a.rule.detector,
+                    "feature": a.feature,
+                    "severity": a.rule.severity,
+                    "owner": a.rule.owner,
+                    "since": a.at,
+                    "detail": a.reading.detail,
+                }
+                for a in self.alerts.active()
+            ],
+            "events": events,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "window": len(self._rows),
+            "seen": self.seen_,
+            "evaluations": self.evaluations_,
+            "readings": [r.as_dict() for r in self.readings_],
+            "alerts": self.alerts_status(),
+        }
+
+
+def build_detectors(
+    config: HardenConfig, reference: np.ndarray, model: Target | None
+) -> list[Detector]:
+    """The detectors `monitor.detectors` names, fitted to the reference rows. Those that
+    need the model's outputs are left out, with a note in the log, when no model is
+    served (`hardenml monitor ingest`)."""
+    monitor = config.monitor
+    seed, least = monitor.seed, min(monitor.min_window, 20)
+    detectors: list[Detector] = []
+    for name in monitor.detectors:
+        if name == "feature_drift":
+            detectors.append(FeatureDrift(reference, seed=seed, min_window=least))
+        elif name == "mmd_drift":
+            detectors.append(
+                MMDDrift(reference, seed=seed, max_window=monitor.window, min_window=least)
+            )
+        elif name == "query_campaign":
+            detectors.append(QueryCampaign(reference, seed=seed))
+    wanted = [name for name in monitor.detectors if name in NEEDS_MODEL]
+    if model is None:
+        for name in wanted:
+            log.warning("detector %s needs the served model; an ingest-only service skips it", name)
+        return detectors
+    predict = target_predict(model)
+    reference_probabilities = predict(reference)
+    low, high = config.model.input.bounds
+    for name in wanted:
+        if name == "prediction_shift":
+            classes = list(config.model.classes)
+            detectors.append(
+                PredictionShift(reference_probabilities, class_names=classes, min_window=least)
+            )
+        elif name == "confidence_shift":
+            detectors.append(ConfidenceShift(reference_probabilities, min_window=least))
+        elif name == "adversarial_score":
+            detectors.append(
+                AdversarialScore(
+                    predict,
+                    reference,
+                    bounds=(low, high),
+                    seed=seed,
+                    min_window=least,
+                    max_window=max(monitor.adversarial_rows, least),
+                )
+            )
+    return detectors
+
+
+def build_sinks(config: HardenConfig) -> list[Sink]:
+    """The log, and the webhook `[monitor.webhook]` names (header values written
+    `env:NAME` are read from the environment)."""
+    sinks: list[Sink] = [LogSink()]
+    hook = config.monitor.webhook
+    if hook is not None:
+        headers = {
+            name: os.environ.get(value[4:], "") if value.startswith("env:") else value
+            for name, value in hook.headers.items()
+        }
+        sinks.append(
+            WebhookSink(
+                hook.url,
+                headers=headers,
+                timeout_s=hook.timeout_s,
+                retries=hook.retries,
+                backoff_s=hook.backoff_s,
+            )
+        )
+    return sinks
+
+
+def build_watch(
+    config: HardenConfig,
+    *,
+    reference_rows: np.ndarray,
+    model: Target | None,
+    ledger: Ledger,
+    metrics: MonitorMetrics,
+) -> Watch | None:
+    """The watch `[monitor]` configures, or None when it names no detector."""
+    monitor = config.monitor
+    detectors = build_detectors(config, reference_rows, model)
+    if not detectors:
+        return None
+    rules = [
+        AlertRule(
+            name=rule.name,
+            detector=rule.detector,
+            feature=rule.feature,
+            threshold=rule.threshold,
+            measure=rule.measure,
+            direction=rule.direction,
+            raise_after=rule.raise_after,
+            clear_after=rule.clear_after,
+            cooldown_s=rule.cooldown_s,
+            severity=rule.severity,
+            owner=rule.owner or config.owner_for(f"monitor:{rule.name}"),
+        )
+        for rule in monitor.alerts
+    ]
+    return Watch(
+        config=config,
+        detectors=detectors,
+        alerts=AlertManager(rules, build_sinks(config)),
+        window=monitor.window,
+        min_window=monitor.min_window,
+        evaluate_every_s=monitor.evaluate_every_s,
+        ledger=ledger,
+        metrics=metrics,
+    )

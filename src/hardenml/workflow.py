@@ -46,6 +46,7 @@ from hardenml.ledger import (
     latest_run,
     record_scan,
 )
+from hardenml.ledger.checkpoint import sign_checkpoint, signing_key_from_env
 from hardenml.patch import (
     PATCH_EVENT,
     PatchError,
@@ -346,9 +347,13 @@ def gate(
 
     Everything it decides on comes from one verified read of the ledger; a broken hash
     chain raises `LedgerTamperedError` before any scan or decision, and the report records
-    the chain head the decision read.
+    the chain head the decision read. With $HARDENML_LEDGER_KEY set, every report also
+    carries a signed checkpoint of that chain; without it, they say what that leaves open.
     """
     ws.ledger.check_writable()
+    # Loaded before any scan: a configured key that does not load is a usage error, found
+    # before minutes of scanning rather than after.
+    signing_key = signing_key_from_env()
     events, head = ws.ledger.verified()
     try:
         model_sha = ws.model_sha256()
@@ -376,6 +381,9 @@ def gate(
         validation=latest_validation(events, run.model_sha256),
         released=last_release(events, run.model),
         ledger_head=head,
+        # The very events the decision read, verified above: the checkpoint vouches for
+        # nothing the gate did not see.
+        ledger_checkpoint=None if signing_key is None else sign_checkpoint(events, signing_key),
     )
     path = report_path or ws.config.ledger_path.parent / GATE_REPORT_NAME
     write_gate_report(path, ws.config, decision)

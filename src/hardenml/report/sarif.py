@@ -29,9 +29,11 @@ from hardenml.config import CONFIG_FILENAME, HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.gate.decision import GateCheck
 from hardenml.ledger import FindingState
+from hardenml.ledger.checkpoint import REPORT_KEY
 from hardenml.records import UnitKey, fingerprint
 from hardenml.report.common import (
     Findings,
+    anchor_note,
     atomic_write,
     blocking_ids,
     check_reason,
@@ -209,6 +211,8 @@ def sarif_report(
                         "exit_code": decision.exit_code,
                         "reasons": decision.reasons,
                     },
+                    REPORT_KEY: decision.ledger_checkpoint,
+                    "ledger_anchor": anchor_note(decision),
                 },
             }
         ],

@@ -109,6 +109,18 @@ class BlockingFindingRecord(_Open):
     status: str
 
 
+class CheckpointRecord(_Open):
+    """A signed checkpoint of the ledger (`hardenml ledger checkpoint`, RFC 9162 style)."""
+
+    format: Literal["hardenml.ledger.checkpoint/1"]
+    tree_size: int = Field(ge=0, description="how many of the ledger's first events it covers")
+    root_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="their Merkle tree root")
+    chain_head: str = Field(pattern=r"^[0-9a-f]{64}$", description="hash of the last of them")
+    timestamp: str
+    key_id: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the public key")
+    signature: str = Field(description="Ed25519 over the signed text, base64")
+
+
 class GateReportJson(_Open):
     """One gate decision (`gate-report.json`, docs/gate-report.md)."""
 
@@ -122,6 +134,10 @@ class GateReportJson(_Open):
     measurements: list[MeasurementRecord]
     behaviour: list[SuiteRecord]
     blocking_findings: list[BlockingFindingRecord]
+    ledger_checkpoint: CheckpointRecord | None = Field(
+        description="the decided chain, signed; null when no signing key was configured"
+    )
+    ledger_anchor: str = Field(description="what the checkpoint covers, or what its absence leaves")
 
 
 def config_schema() -> dict[str, Any]:

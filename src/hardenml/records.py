@@ -135,6 +135,9 @@ class Finding:
     remediation: str
     evidence: list[dict[str, Any]] = field(default_factory=list)
     slice: str | None = None
+    # The attack taxonomies the threat maps to (threats/taxonomy.json): {"atlas": [ids],
+    # "owasp_ml": [ids], "mapping_version": ...}; empty for a finding about no threat.
+    taxonomy: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finding_id(self) -> str:

@@ -62,6 +62,9 @@ class FindingState:
     escalated_for_due: str | None = None
     # The slice a slice-gap finding is about (`class=3`), None for every other finding.
     slice: str | None = None
+    # MITRE ATLAS and OWASP ML Top Ten ids of the threat (`records.Finding.taxonomy`);
+    # empty for findings about no threat and for those opened before findings carried them.
+    taxonomy: dict[str, Any] = field(default_factory=dict)
 
     def status_on(self, today: date | None = None) -> str:
         """The status as of `today`: an accepted risk whose date has passed is open again."""
@@ -122,6 +125,7 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
                 opened=event.ts,
                 history=[entry],
                 slice=p.get("slice"),
+                taxonomy=dict(p.get("taxonomy") or {}),
             )
             continue
         current = state.get(fid)
@@ -137,6 +141,7 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
             current.severity, current.title = p["severity"], p["title"]
             current.exploitation, current.remediation = p["exploitation"], p["remediation"]
             current.evidence = p.get("evidence") or current.evidence
+            current.taxonomy = dict(p.get("taxonomy") or current.taxonomy)
             if event.kind == "finding.reopened":
                 current.status, current.due = "reopened", p["due"]
         elif event.kind == "finding.fixed":

@@ -62,6 +62,7 @@ def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
                 "owner": f.owner,
                 "due": f.due,
                 "status": f.status,
+                "taxonomy": f.taxonomy,
             }
             for f in decision.blocking_findings
         ],

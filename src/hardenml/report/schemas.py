@@ -107,6 +107,9 @@ class BlockingFindingRecord(_Open):
     owner: str
     due: str
     status: str
+    taxonomy: dict[str, Any] = Field(
+        description="MITRE ATLAS (`atlas`) and OWASP ML Top Ten (`owasp_ml`) ids of the threat"
+    )
 
 
 class CheckpointRecord(_Open):

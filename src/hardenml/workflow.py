@@ -63,6 +63,7 @@ from hardenml.patch import (
 from hardenml.records import GATE_DECIDED, GateDecided
 from hardenml.report import write_all_reports, write_gate_report
 from hardenml.report.bundle import report_files
+from hardenml.report.regulation import validate_requirements
 from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.policy import Remedy, generic_remedy
 from hardenml.scan.scanner import Checkpoint
@@ -102,6 +103,7 @@ class Workspace:
         _on_import_path(config.root)
         validate_target_config(config)
         validate_threats(config)
+        validate_requirements(config)
         return cls(config, Ledger(config.ledger_path))
 
     @property

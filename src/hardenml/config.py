@@ -610,6 +610,14 @@ class ReportsConfig(_Strict):
     dir: Path = Path("reports")
 
 
+class IntakeConfig(_Strict):
+    """External reports (`hardenml intake`): the severity of the credited finding a
+    reproduced submission opens, and the most samples one submission may hold."""
+
+    severity: Severity = "high"
+    max_samples: int = Field(default=1000, gt=0)
+
+
 class RequirementConfig(_Strict):
     """A regulatory requirement the threat model answers (`[[requirements]]`): an id of the
     catalogue `hardenml.report.regulation` ships (EU AI Act Article 15, NIST AI RMF
@@ -645,6 +653,7 @@ class HardenConfig(_Strict):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     requirements: list[RequirementConfig] = Field(default_factory=list)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
     root: Path = Field(default=Path("."), exclude=True)
     # Where each key sits in the file, so later checks can point at a line too.
     key_lines: dict[str, int] = Field(default_factory=dict, exclude=True)

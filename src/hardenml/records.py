@@ -237,3 +237,53 @@ class GateDecided:
             **{k: payload[k] for k in known},
             extra={k: v for k, v in payload.items() if k not in known},
         )
+
+
+INTAKE_RECEIVED = "intake.received"
+INTAKE_DECIDED = "intake.decided"
+
+
+@dataclass(frozen=True)
+class IntakeReceived:
+    """The payload of an `intake.received` event: the acknowledgement of an external report
+    (bug bounty, outside red team), before anything is judged."""
+
+    submission_id: str
+    sha256: str
+    submitter: str
+    contact: str | None
+    file: str
+    model: str
+    model_sha256: str
+    claims: dict[str, Any]
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> IntakeReceived:
+        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class IntakeDecided:
+    """The payload of an `intake.decided` event: the outcome of an external report.
+    `outcome` is "reproduced" (a credited finding, `finding_id`, holds the reproduction),
+    "not-reproduced" (inside the threat model, but the model withstood it) or "refused"
+    (outside the threat model; `reasons` say why)."""
+
+    submission_id: str
+    outcome: Literal["reproduced", "not-reproduced", "refused"]
+    samples: int
+    in_scope: int
+    reproduced: int
+    reasons: list[str]
+    finding_id: str | None
+    credit: str
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> IntakeDecided:
+        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})

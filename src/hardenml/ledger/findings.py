@@ -65,6 +65,8 @@ class FindingState:
     # MITRE ATLAS and OWASP ML Top Ten ids of the threat (`records.Finding.taxonomy`);
     # empty for findings about no threat and for those opened before findings carried them.
     taxonomy: dict[str, Any] = field(default_factory=dict)
+    # Who reported it from outside (`hardenml intake`): submitter, contact, submission id.
+    credit: dict[str, Any] | None = None
 
     def status_on(self, today: date | None = None) -> str:
         """The status as of `today`: an accepted risk whose date has passed is open again."""
@@ -126,6 +128,7 @@ def findings_state(events: list[Event]) -> dict[str, FindingState]:
                 history=[entry],
                 slice=p.get("slice"),
                 taxonomy=dict(p.get("taxonomy") or {}),
+                credit=p.get("credit"),
             )
             continue
         current = state.get(fid)

@@ -287,3 +287,71 @@ class IntakeDecided:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> IntakeDecided:
         return cls(**{k: payload[k] for k in cls.__dataclass_fields__})
+
+
+INCIDENT_OPENED = "incident.opened"
+INCIDENT_UPDATED = "incident.updated"
+INCIDENT_CLOSED = "incident.closed"
+# The finding families an incident runbook exists for (templates/runbooks/FAMILY.md).
+IncidentFamily = Literal["drift", "attack-campaign", "jailbreak", "regression"]
+INCIDENT_FAMILIES: tuple[IncidentFamily, ...] = (
+    "drift",
+    "attack-campaign",
+    "jailbreak",
+    "regression",
+)
+IncidentStatus = Literal["investigating", "mitigated", "monitoring"]
+
+
+@dataclass(frozen=True)
+class IncidentOpened:
+    """The payload of an `incident.opened` event. `findings` are finding ids; `alerts` are
+    monitor alert ids, kept as the monitor spells them."""
+
+    incident_id: str
+    title: str
+    family: IncidentFamily
+    severity: Severity
+    findings: list[str]
+    alerts: list[str]
+    summary: str
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> IncidentOpened:
+        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class IncidentUpdated:
+    """The payload of an `incident.updated` event: a note, links added, a status change."""
+
+    incident_id: str
+    note: str
+    findings: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    status: IncidentStatus | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> IncidentUpdated:
+        return cls(**{k: payload[k] for k in cls.__dataclass_fields__ if k in payload})
+
+
+@dataclass(frozen=True)
+class IncidentClosed:
+    """The payload of an `incident.closed` event: how it ended."""
+
+    incident_id: str
+    resolution: str
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> IncidentClosed:
+        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})

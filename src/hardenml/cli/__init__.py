@@ -18,7 +18,17 @@ import typer
 from rich.markup import escape
 
 from hardenml._version import __version__
-from hardenml.cli import core, demo, findings, intake, ledger, patching, report, schema
+from hardenml.cli import (
+    core,
+    demo,
+    findings,
+    incident,
+    intake,
+    ledger,
+    patching,
+    report,
+    schema,
+)
 from hardenml.cli._shared import EXIT_INTERNAL, err
 
 __all__ = ["app", "build_app", "main"]
@@ -52,7 +62,7 @@ def build_app() -> typer.Typer:
         if debug:
             os.environ["HARDENML_DEBUG"] = "1"
 
-    for module in (core, findings, ledger, patching, report, intake, schema, demo):
+    for module in (core, findings, ledger, patching, report, intake, incident, schema, demo):
         module.register(app)
     return app
 

@@ -56,6 +56,7 @@ from hardenml.patch import (
     model_section_for,
     patch_parameters,
     policy_attacks,
+    recorded_privacy,
     remedies_for,
     rewrite_model_section,
     write_artifact,
@@ -386,6 +387,7 @@ def gate(
         # The very events the decision read, verified above: the checkpoint vouches for
         # nothing the gate did not see.
         ledger_checkpoint=None if signing_key is None else sign_checkpoint(events, signing_key),
+        privacy=recorded_privacy(events, run.model_sha256),
     )
     path = report_path or ws.config.ledger_path.parent / GATE_REPORT_NAME
     write_gate_report(path, ws.config, decision)

@@ -72,6 +72,9 @@ class GateDecision:
     # That chain's signed checkpoint (ledger/checkpoint.py), when a signing key was
     # configured; every report carries it, so CI artifacts hold copies outside the ledger.
     ledger_checkpoint: dict[str, Any] | None = None
+    # The (epsilon, delta) the decided model's training spent, from its `model.patched`
+    # lineage (`metrics.privacy` of the dp_sgd patch); None when no guarantee is recorded.
+    privacy: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -107,6 +110,7 @@ def decide(
     released: dict[str, Any] | None = None,
     ledger_head: ChainHead | None = None,
     ledger_checkpoint: dict[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> GateDecision:
     """Evaluate today's policy against the run's measurements, the open findings, the
     validator's verdict for this model and the last released model, all read from the
@@ -179,6 +183,7 @@ def decide(
         loosened=loosened,
         ledger_head=ledger_head,
         ledger_checkpoint=ledger_checkpoint,
+        privacy=privacy,
     )
 
 

@@ -51,6 +51,8 @@ def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
         # --checkpoint gate-report.json` reads it from here), or null, and in words either way.
         REPORT_KEY: decision.ledger_checkpoint,
         "ledger_anchor": anchor_note(decision),
+        # The differential-privacy guarantee of the model's training (dp_sgd), or null.
+        "privacy": decision.privacy,
         "checks": [c.as_dict() for c in decision.checks],
         "measurements": run["measurements"],
         "behaviour": run.get("behaviour", []),

@@ -141,6 +141,9 @@ class GateReportJson(_Open):
         description="the decided chain, signed; null when no signing key was configured"
     )
     ledger_anchor: str = Field(description="what the checkpoint covers, or what its absence leaves")
+    privacy: dict[str, Any] | None = Field(
+        description="(epsilon, delta) the model's DP-SGD training spent; null when none"
+    )
 
 
 def config_schema() -> dict[str, Any]:

@@ -8,8 +8,8 @@ monitor as these types, so that no room formats or parses another room's keys.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal, NamedTuple
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal, NamedTuple, Self, cast
 
 Severity = Literal["critical", "high", "medium", "low"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
@@ -239,12 +239,25 @@ class GateDecided:
         )
 
 
+class _FlatPayload:
+    """A payload that is exactly its dataclass's fields: written with `asdict`, read back
+    by name (an optional field a writer left out takes its default)."""
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(cast(Any, self))
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Self:
+        names = [f.name for f in fields(cast(Any, cls))]
+        return cls(**{k: payload[k] for k in names if k in payload})
+
+
 INTAKE_RECEIVED = "intake.received"
 INTAKE_DECIDED = "intake.decided"
 
 
 @dataclass(frozen=True)
-class IntakeReceived:
+class IntakeReceived(_FlatPayload):
     """The payload of an `intake.received` event: the acknowledgement of an external report
     (bug bounty, outside red team), before anything is judged."""
 
@@ -257,16 +270,9 @@ class IntakeReceived:
     model_sha256: str
     claims: dict[str, Any]
 
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> IntakeReceived:
-        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})
-
 
 @dataclass(frozen=True)
-class IntakeDecided:
+class IntakeDecided(_FlatPayload):
     """The payload of an `intake.decided` event: the outcome of an external report.
     `outcome` is "reproduced" (a credited finding, `finding_id`, holds the reproduction),
     "not-reproduced" (inside the threat model, but the model withstood it) or "refused"
@@ -280,13 +286,6 @@ class IntakeDecided:
     reasons: list[str]
     finding_id: str | None
     credit: str
-
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> IntakeDecided:
-        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})
 
 
 INCIDENT_OPENED = "incident.opened"
@@ -304,7 +303,7 @@ IncidentStatus = Literal["investigating", "mitigated", "monitoring"]
 
 
 @dataclass(frozen=True)
-class IncidentOpened:
+class IncidentOpened(_FlatPayload):
     """The payload of an `incident.opened` event. `findings` are finding ids; `alerts` are
     monitor alert ids, kept as the monitor spells them."""
 
@@ -316,16 +315,9 @@ class IncidentOpened:
     alerts: list[str]
     summary: str
 
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> IncidentOpened:
-        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})
-
 
 @dataclass(frozen=True)
-class IncidentUpdated:
+class IncidentUpdated(_FlatPayload):
     """The payload of an `incident.updated` event: a note, links added, a status change."""
 
     incident_id: str
@@ -334,24 +326,10 @@ class IncidentUpdated:
     alerts: list[str] = field(default_factory=list)
     status: IncidentStatus | None = None
 
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> IncidentUpdated:
-        return cls(**{k: payload[k] for k in cls.__dataclass_fields__ if k in payload})
-
 
 @dataclass(frozen=True)
-class IncidentClosed:
+class IncidentClosed(_FlatPayload):
     """The payload of an `incident.closed` event: how it ended."""
 
     incident_id: str
     resolution: str
-
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> IncidentClosed:
-        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})

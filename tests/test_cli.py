@@ -60,7 +60,7 @@ def test_scan_findings_gate_and_verify(failing_ws: Path, monkeypatch):
     assert "GATE FAILED" in gate.output and "FAIL" in gate.output
     report = json.loads((failing_ws.parent / "gate-report.json").read_text())
     assert report["decision"]["status"] == "fail" and report["decision"]["exit_code"] == 1
-    assert report["schema_version"] == "1.2"
+    assert report["schema_version"] == "1.3"
     failed = [c for c in report["checks"] if not c["passed"]]
     assert [c["name"] for c in failed] == ["robust_accuracy[pgd-linf@0.1]"]
     assert report["blocking_findings"][0]["finding_id"] == finding["finding_id"]

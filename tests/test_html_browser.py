@@ -98,7 +98,9 @@ def test_tabular_report_renders_plots_and_findings_without_errors(
     assert [r["id"] for r in rows] == expected_rows(gated) and len(rows) == 1
     f = gated.decision.blocking_findings[0]
     assert rows[0]["cells"][:4] == [f.finding_id, "critical", "open", "yes"]
-    assert rows[0]["cells"][8] == OWNER
+    # The threat's ATLAS and OWASP ids sit between the finding and its value.
+    assert rows[0]["cells"][5].split() == [*f.taxonomy["atlas"], *f.taxonomy["owasp_ml"]]
+    assert rows[0]["cells"][9] == OWNER
     assert facts["images"] == []
     # The before/after summary is drawn above every section, one row per problem.
     summary = facts["summary"]

@@ -36,6 +36,7 @@ from hardenml.train import train_classifier
 CLASSES = [str(i) for i in range(10)]
 FAST = {
     "pgd_at": {"eps": 0.1, "epochs": 1},
+    "dp_sgd": {"epochs": 1},
     # One epoch at Adam's default rate does not beat the parent (then nothing is written).
     "trades": {"eps": 0.1, "epochs": 1, "lr": 3e-3},
     "fgsm_rs": {"eps": 0.1, "epochs": 1},

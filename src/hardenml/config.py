@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from hardenml.records import SEVERITIES, Severity
+from hardenml.records import SEVERITIES, Severity, metric_key
 
 CONFIG_FILENAME = "hardenml.toml"
 
@@ -744,6 +744,29 @@ class MonitorConfig(_Strict):
         return self
 
 
+class IntakeConfig(_Strict):
+    """External reports (`hardenml intake`): the severity of the credited finding a
+    reproduced submission opens, and the most samples one submission may hold."""
+
+    severity: Severity = "high"
+    max_samples: int = Field(default=1000, gt=0)
+
+
+class RequirementConfig(_Strict):
+    """A regulatory requirement the threat model answers (`[[requirements]]`): an id of the
+    catalogue `hardenml.report.regulation` ships (EU AI Act Article 15, NIST AI RMF
+    MEASURE), and the policy checks and threats whose measurements and findings are its
+    evidence. `hardenml report compliance` lists each with what stands behind it."""
+
+    id: str = Field(min_length=1)
+    # Policy check names: `clean_accuracy`, `robust_accuracy[THREAT@BUDGET]`, `behaviour[NAME]`.
+    checks: list[str] = Field(default_factory=list)
+    # Names of [[threats]] entries: every finding about them (any budget) is evidence.
+    threats: list[str] = Field(default_factory=list)
+    # Why these answer the requirement, in the project's words (shown in the report).
+    rationale: str = ""
+
+
 class HardenConfig(_Strict):
     """The whole `hardenml.toml`. Relative paths resolve against `root`."""
 
@@ -766,6 +789,9 @@ class HardenConfig(_Strict):
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     # The live service (`hardenml monitor serve`).
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    requirements: list[RequirementConfig] = Field(default_factory=list)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
     root: Path = Field(default=Path("."), exclude=True)
     # Where each key sits in the file, so later checks can point at a line too.
     key_lines: dict[str, int] = Field(default_factory=dict, exclude=True)
@@ -793,7 +819,40 @@ class HardenConfig(_Strict):
                     f"{req.budget:g} to that threat's budgets, or require one of those)",
                 )
         self._check_behaviour()
+        self._check_requirements(names)
         return self
+
+    def policy_check_names(self) -> list[str]:
+        """The names of the checks the policy makes, as `PolicyCheck.name` spells them."""
+        out = [] if self.policy.min_clean_accuracy is None else ["clean_accuracy"]
+        out += [metric_key("robust_accuracy", r.threat, r.budget) for r in self.policy.robust]
+        return out + [suite.check_name for suite in self.behaviour]
+
+    def _check_requirements(self, threat_names: list[str]) -> None:
+        seen: set[str] = set()
+        checks = self.policy_check_names()
+        for i, req in enumerate(self.requirements):
+            if req.id in seen:
+                raise _at(
+                    ("requirements", i, "id"),
+                    req.id,
+                    "an id no other [[requirements]] entry names (list its checks in one entry)",
+                )
+            seen.add(req.id)
+            for j, check in enumerate(req.checks):
+                if check not in checks:
+                    raise _at(
+                        ("requirements", i, "checks", j),
+                        check,
+                        f"the name of a check the policy makes: one of {checks}",
+                    )
+            for j, threat in enumerate(req.threats):
+                if threat not in threat_names:
+                    raise _at(
+                        ("requirements", i, "threats", j),
+                        threat,
+                        f"the name of a declared [[threats]] entry: one of {threat_names}",
+                    )
 
     def _check_behaviour(self) -> None:
         seen: set[str] = set()

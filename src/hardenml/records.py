@@ -8,8 +8,8 @@ monitor as these types, so that no room formats or parses another room's keys.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal, NamedTuple
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal, NamedTuple, Self, cast
 
 Severity = Literal["critical", "high", "medium", "low"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
@@ -137,6 +137,10 @@ class Finding:
     slice: str | None = None
     # The short id users type; derived from the fingerprint unless the ledger names it.
     finding_id: str = ""
+
+    # The attack taxonomies the threat maps to (threats/taxonomy.json): {"atlas": [ids],
+    # "owasp_ml": [ids], "mapping_version": ...}; empty for a finding about no threat.
+    taxonomy: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.finding_id:
@@ -381,3 +385,99 @@ class TrafficSwitched:
             reason=str(payload.get("reason", "")),
             rollback=bool(payload.get("rollback", False)),
         )
+
+
+class _FlatPayload:
+    """A payload that is exactly its dataclass's fields: written with `asdict`, read back
+    by name (an optional field a writer left out takes its default)."""
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(cast(Any, self))
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Self:
+        names = [f.name for f in fields(cast(Any, cls))]
+        return cls(**{k: payload[k] for k in names if k in payload})
+
+
+INTAKE_RECEIVED = "intake.received"
+INTAKE_DECIDED = "intake.decided"
+
+
+@dataclass(frozen=True)
+class IntakeReceived(_FlatPayload):
+    """The payload of an `intake.received` event: the acknowledgement of an external report
+    (bug bounty, outside red team), before anything is judged."""
+
+    submission_id: str
+    sha256: str
+    submitter: str
+    contact: str | None
+    file: str
+    model: str
+    model_sha256: str
+    claims: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IntakeDecided(_FlatPayload):
+    """The payload of an `intake.decided` event: the outcome of an external report.
+    `outcome` is "reproduced" (a credited finding, `finding_id`, holds the reproduction),
+    "not-reproduced" (inside the threat model, but the model withstood it) or "refused"
+    (outside the threat model; `reasons` say why)."""
+
+    submission_id: str
+    outcome: Literal["reproduced", "not-reproduced", "refused"]
+    samples: int
+    in_scope: int
+    reproduced: int
+    reasons: list[str]
+    finding_id: str | None
+    credit: str
+
+
+INCIDENT_OPENED = "incident.opened"
+INCIDENT_UPDATED = "incident.updated"
+INCIDENT_CLOSED = "incident.closed"
+# The finding families an incident runbook exists for (templates/runbooks/FAMILY.md).
+IncidentFamily = Literal["drift", "attack-campaign", "jailbreak", "regression"]
+INCIDENT_FAMILIES: tuple[IncidentFamily, ...] = (
+    "drift",
+    "attack-campaign",
+    "jailbreak",
+    "regression",
+)
+IncidentStatus = Literal["investigating", "mitigated", "monitoring"]
+
+
+@dataclass(frozen=True)
+class IncidentOpened(_FlatPayload):
+    """The payload of an `incident.opened` event. `findings` are finding ids; `alerts` are
+    monitor alert ids, kept as the monitor spells them."""
+
+    incident_id: str
+    title: str
+    family: IncidentFamily
+    severity: Severity
+    findings: list[str]
+    alerts: list[str]
+    summary: str
+
+
+@dataclass(frozen=True)
+class IncidentUpdated(_FlatPayload):
+    """The payload of an `incident.updated` event: a note, links added, a status change."""
+
+    incident_id: str
+    note: str
+    findings: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    status: IncidentStatus | None = None
+
+
+@dataclass(frozen=True)
+class IncidentClosed(_FlatPayload):
+    """The payload of an `incident.closed` event: how it ended."""
+
+    incident_id: str
+    resolution: str

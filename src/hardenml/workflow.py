@@ -46,6 +46,7 @@ from hardenml.ledger import (
     latest_run,
     record_scan,
 )
+from hardenml.ledger.checkpoint import sign_checkpoint, signing_key_from_env
 from hardenml.patch import (
     PATCH_EVENT,
     PatchError,
@@ -55,6 +56,7 @@ from hardenml.patch import (
     model_section_for,
     patch_parameters,
     policy_attacks,
+    recorded_privacy,
     remedies_for,
     rewrite_model_section,
     write_artifact,
@@ -63,6 +65,7 @@ from hardenml.records import GATE_DECIDED, GateDecided, ModelPatched, ModelRelea
 from hardenml.report import write_all_reports, write_gate_report
 from hardenml.report.bundle import report_files
 from hardenml.report.mlflow_tracking import TrackingError, log_gate, log_scan
+from hardenml.report.regulation import validate_requirements
 from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.policy import Remedy, generic_remedy
 from hardenml.scan.scanner import Checkpoint
@@ -102,6 +105,7 @@ class Workspace:
         _on_import_path(config.root)
         validate_target_config(config)
         validate_threats(config)
+        validate_requirements(config)
         return cls(config, Ledger(config.ledger_path))
 
     @property
@@ -359,9 +363,13 @@ def gate(
 
     Everything it decides on comes from one verified read of the ledger; a broken hash
     chain raises `LedgerTamperedError` before any scan or decision, and the report records
-    the chain head the decision read.
+    the chain head the decision read. With $HARDENML_LEDGER_KEY set, every report also
+    carries a signed checkpoint of that chain; without it, they say what that leaves open.
     """
     ws.ledger.check_writable()
+    # Loaded before any scan: a configured key that does not load is a usage error, found
+    # before minutes of scanning rather than after.
+    signing_key = signing_key_from_env()
     events, head = ws.ledger.verified()
     try:
         model_sha = ws.model_sha256()
@@ -392,6 +400,10 @@ def gate(
         validation=latest_validation(events, run.model_sha256),
         released=last_release(events, run.model),
         ledger_head=head,
+        # The very events the decision read, verified above: the checkpoint vouches for
+        # nothing the gate did not see.
+        ledger_checkpoint=None if signing_key is None else sign_checkpoint(events, signing_key),
+        privacy=recorded_privacy(events, run.model_sha256),
     )
     path = report_path or ws.config.ledger_path.parent / GATE_REPORT_NAME
     write_gate_report(path, ws.config, decision)

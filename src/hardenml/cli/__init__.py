@@ -18,7 +18,18 @@ import typer
 from rich.markup import escape
 
 from hardenml._version import __version__
-from hardenml.cli import core, demo, findings, ledger, monitor, patching, schema
+from hardenml.cli import (
+    core,
+    demo,
+    findings,
+    incident,
+    intake,
+    ledger,
+    monitor,
+    patching,
+    report,
+    schema,
+)
 from hardenml.cli._shared import EXIT_INTERNAL, err
 
 __all__ = ["app", "build_app", "main"]
@@ -52,7 +63,9 @@ def build_app() -> typer.Typer:
         if debug:
             os.environ["HARDENML_DEBUG"] = "1"
 
-    for module in (core, findings, ledger, patching, monitor, schema, demo):
+    for module in (
+        core, findings, ledger, patching, report, intake, incident, monitor, schema, demo
+    ):  # fmt: skip
         module.register(app)
     return app
 

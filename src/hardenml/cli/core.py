@@ -25,24 +25,61 @@ from hardenml.cli._shared import (
     user_errors,
 )
 from hardenml.cli.findings import print_findings
-from hardenml.config import CONFIG_FILENAME
+from hardenml.config import CONFIG_FILENAME, load_config
 from hardenml.report import gate_report_json
+from hardenml.report.security_policy import security_policy as security_policy_text
 from hardenml.scan import ScanResult
+
+SECURITY_FILENAME = "SECURITY.md"
 
 
 def init(
     path: Annotated[Path, typer.Option(help="Where to write the config.")] = Path(CONFIG_FILENAME),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    security_policy: Annotated[
+        bool,
+        typer.Option(
+            "--security-policy",
+            help="Also write SECURITY.md beside the config: a disclosure-policy starter whose "
+            "scope is the threat model (an existing config is kept and read).",
+        ),
+    ] = False,
+    contact: Annotated[
+        str | None,
+        typer.Option("--security-contact", help="Where reports go (with --security-policy)."),
+    ] = None,
 ) -> None:
-    """Write a commented starter hardenml.toml."""
-    if path.exists() and not force:
+    """Write a commented starter hardenml.toml (and, opt-in, a SECURITY.md)."""
+    if security_policy and not (contact or "").strip():
+        err.print(
+            "[bold red]error:[/] --security-policy needs --security-contact ADDRESS: the "
+            "address (or form) that security reports go to"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    keep_config = security_policy and path.exists() and not force
+    if path.exists() and not force and not keep_config:
         err.print(f"[bold red]error:[/] {path} exists; pass --force to overwrite it")
         raise typer.Exit(EXIT_USAGE)
-    path.write_text(files("hardenml").joinpath("templates/hardenml.toml").read_text())
-    console.print(
-        f"wrote {path}: edit [bold]model[/], [bold]data[/] and [bold]policy[/], "
-        "then run [bold]hardenml scan[/]"
-    )
+    if security_policy:
+        policy_path = path.parent / SECURITY_FILENAME
+        if policy_path.exists() and not force:
+            err.print(f"[bold red]error:[/] {policy_path} exists; pass --force to overwrite it")
+            raise typer.Exit(EXIT_USAGE)
+    if not keep_config:
+        path.write_text(files("hardenml").joinpath("templates/hardenml.toml").read_text())
+        console.print(
+            f"wrote {path}: edit [bold]model[/], [bold]data[/] and [bold]policy[/], "
+            "then run [bold]hardenml scan[/]"
+        )
+    if security_policy:
+        assert contact is not None
+        with user_errors():
+            text = security_policy_text(load_config(path), contact=contact.strip())
+        policy_path.write_text(text, encoding="utf-8")
+        console.print(
+            f"wrote {policy_path}: its scope is {path}'s threat model; review the safe-harbour "
+            "terms before publishing it"
+        )
 
 
 def scan(

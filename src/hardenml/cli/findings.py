@@ -94,6 +94,8 @@ def findings_show(
         ("value", f"{f.value:.3f} (CI {f.ci[0]:.3f}-{f.ci[1]:.3f})"),
         ("threshold", f.threshold),
         ("fingerprint", f.fingerprint),
+        ("ATLAS", ", ".join(f.taxonomy.get("atlas") or []) or "-"),
+        ("OWASP ML", ", ".join(f.taxonomy.get("owasp_ml") or []) or "-"),
         ("exploitation", f.exploitation),
         ("remediation", f.remediation),
     ):

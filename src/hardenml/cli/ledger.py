@@ -15,6 +15,7 @@ from hardenml.cli._shared import EXIT_TAMPERED, ConfigOpt, console, err, fail, n
 from hardenml.config import CONFIG_FILENAME
 from hardenml.ledger.checkpoint import (
     KEY_ENV,
+    UNANCHORED_LIMITATION,
     current_checkpoint,
     generate_key,
     key_path_from,
@@ -29,12 +30,6 @@ KeyOpt = Annotated[
     Path | None,
     typer.Option("--key", "-k", help=f"Ledger key file (default: ${KEY_ENV})."),
 ]
-NO_ANCHOR_NOTE = (
-    "without a checkpoint this check cannot detect a rewrite by someone with write access "
-    "to the ledger file (drop the append-only triggers, edit an event, recompute every hash "
-    "after it); sign one with `hardenml ledger checkpoint`, keep it outside the workspace, "
-    "and check against it with `hardenml ledger verify --checkpoint FILE`"
-)
 
 
 def ledger_verify(
@@ -58,7 +53,7 @@ def ledger_verify(
     if checkpoint is None:
         if report.ok:
             console.print(f"ledger ok: {report.events} events, head {report.head_hash}")
-            note(f"note: {NO_ANCHOR_NOTE}")
+            note(f"note: {UNANCHORED_LIMITATION}")
             return
         _print_problems(ws, [str(p) for p in report.problems])
         raise typer.Exit(EXIT_TAMPERED)

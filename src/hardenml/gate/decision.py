@@ -69,6 +69,12 @@ class GateDecision:
     loosened: list[str] = field(default_factory=list)
     # The verified chain the decision read: its `gate.decided` event is chained after it.
     ledger_head: ChainHead | None = None
+    # That chain's signed checkpoint (ledger/checkpoint.py), when a signing key was
+    # configured; every report carries it, so CI artifacts hold copies outside the ledger.
+    ledger_checkpoint: dict[str, Any] | None = None
+    # The (epsilon, delta) the decided model's training spent, from its `model.patched`
+    # lineage (`metrics.privacy` of the dp_sgd patch); None when no guarantee is recorded.
+    privacy: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -103,10 +109,13 @@ def decide(
     validation: dict[str, Any] | None = None,
     released: ModelReleased | None = None,
     ledger_head: ChainHead | None = None,
+    ledger_checkpoint: dict[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> GateDecision:
     """Evaluate today's policy against the run's measurements, the open findings, the
     validator's verdict for this model and the last released model, all read from the
-    verified ledger whose head is `ledger_head`."""
+    verified ledger whose head is `ledger_head` (and whose signed checkpoint, when the
+    caller signed one, is `ledger_checkpoint`)."""
     completed = run.completed
     measurements = completed.measurements
     scan_info = completed.scan
@@ -173,6 +182,8 @@ def decide(
         released=released,
         loosened=loosened,
         ledger_head=ledger_head,
+        ledger_checkpoint=ledger_checkpoint,
+        privacy=privacy,
     )
 
 

@@ -28,6 +28,7 @@ import base64
 import hashlib
 import json
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +62,22 @@ LEAF_RULE = (
     "split at the largest power of two below n (RFC 9162 section 2.1)"
 )
 _SIGNED_FIELDS = ("tree_size", "root_hash", "chain_head", "timestamp", "key_id")
+# Where a gate's reports carry the checkpoint: a key of gate-report.json, a property of the
+# SARIF run, and a property of the JUnit policy suite (its value, the checkpoint's JSON).
+REPORT_KEY = "ledger_checkpoint"
+UNANCHORED_LIMITATION = (
+    "without a checkpoint this check cannot detect a rewrite by someone with write access "
+    "to the ledger file (drop the append-only triggers, edit an event, recompute every hash "
+    "after it); sign one with `hardenml ledger checkpoint`, keep it outside the workspace, "
+    "and check against it with `hardenml ledger verify --checkpoint FILE`"
+)
+NOT_SIGNED_IN_REPORT = (
+    f"no ledger checkpoint was signed: ${KEY_ENV} was not set when the gate ran. The ledger "
+    "head above is only as trustworthy as the ledger file: whoever can write that file can "
+    "edit an event, recompute every hash after it and move the head, and nothing in this "
+    f"report would show it. Set ${KEY_ENV} to a key kept outside the workspace (`hardenml "
+    "ledger keygen PATH`) so that every report carries a signed checkpoint"
+)
 
 
 class CheckpointError(LedgerError):
@@ -355,19 +372,68 @@ def _first_divergence(
     return Divergence(size, events[size - 1].event_id, "the signed root differs")
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint file, or the checkpoint inside a gate report that carries one."""
+def signed_in_report_note(checkpoint: Mapping[str, Any]) -> str:
+    """What a report says beside the checkpoint it carries: what it covers and how to check it."""
+    return (
+        f"signed checkpoint of the ledger's first {checkpoint['tree_size']} events (root "
+        f"{checkpoint['root_hash']}, key {str(checkpoint['key_id'])[:16]}…): `hardenml ledger "
+        "verify --checkpoint THIS_FILE --key PUBLIC_KEY` proves a later ledger extends it"
+    )
+
+
+def _from_junit(text: str, path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise CheckpointError(f"{path} is neither JSON nor readable XML: {exc}") from None
+    for prop in root.iter("property"):
+        if prop.get("name") == REPORT_KEY:
+            try:
+                inner = json.loads(prop.get("value") or "")
+            except ValueError:
+                break
+            if isinstance(inner, dict):
+                return inner
+    raise CheckpointError(
+        f"{path} carries no `{REPORT_KEY}` property: the gate that wrote it ran without "
+        f"${KEY_ENV}, so no checkpoint was signed"
+    )
+
+
+def _from_json(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    if "format" in data:  # a checkpoint file itself
+        return data
+    holder: Any = data
+    runs = data.get("runs")
+    if isinstance(runs, list) and runs and isinstance(runs[0], dict):  # a SARIF log
+        holder = runs[0].get("properties") or {}
+    inner = holder.get(REPORT_KEY, holder.get("checkpoint"))
+    if isinstance(inner, dict):
+        return inner
+    raise CheckpointError(
+        f"{path} holds no signed checkpoint: it is not a checkpoint file, and its "
+        f"`{REPORT_KEY}` is missing or null (the gate ran without ${KEY_ENV})"
+    )
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint file, or the checkpoint inside a gate's report that carries one:
+    gate-report.json, the SARIF log or the JUnit XML."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint file {path} is not readable text: {exc}") from None
+    if text.lstrip().startswith("<"):
+        return _from_junit(text, Path(path))
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise CheckpointError(f"checkpoint file {path} is not readable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint file {path} does not hold a JSON object")
-    # A gate report carries its checkpoint under "checkpoint"; accept either file.
-    inner = data.get("ledger_checkpoint", data.get("checkpoint"))
-    return inner if isinstance(inner, dict) and "format" not in data else data
+    return _from_json(data, Path(path))
 
 
 def prove_inclusion(ledger: Ledger, event_id: str, checkpoint: Mapping[str, Any]) -> dict[str, Any]:

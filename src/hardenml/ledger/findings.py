@@ -48,6 +48,8 @@ class FindingState(Finding):
     history: list[dict[str, Any]] = field(default_factory=list)
     accepted_until: str | None = None
     escalated_for_due: str | None = None
+    # Who reported it from outside (`hardenml intake`): submitter, contact, submission id.
+    credit: dict[str, Any] | None = None
 
     def status_on(self, today: date | None = None) -> str:
         """The status as of `today`: an accepted risk whose date has passed is open again."""
@@ -136,6 +138,8 @@ def findings_state(events: list[Event], *, as_of_run: str | None = None) -> dict
                 due=p["due"],
                 opened=event.ts,
                 history=[entry],
+                taxonomy=dict(p.get("taxonomy") or {}),
+                credit=p.get("credit"),
             )
             continue
         current = state.get(fid)
@@ -157,6 +161,7 @@ def findings_state(events: list[Event], *, as_of_run: str | None = None) -> dict
                 exploitation=p["exploitation"],
                 remediation=p["remediation"],
                 evidence=p.get("evidence") or current.evidence,
+                taxonomy=dict(p.get("taxonomy") or current.taxonomy),
             )
             if event.kind == "finding.reopened":
                 current = replace(current, status="reopened", due=p["due"])

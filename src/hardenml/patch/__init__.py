@@ -13,6 +13,7 @@ from hardenml.patch.lineage import (
     PATCH_EVENT,
     lineage_for,
     model_section_for,
+    recorded_privacy,
     rewrite_model_section,
     write_artifact,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "TrainingAttack",
     "available_patches",
     "lineage_for",
+    "recorded_privacy",
     "make_patch",
     "model_section_for",
     "patch_class",

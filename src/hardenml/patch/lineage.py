@@ -53,6 +53,15 @@ def lineage_for(events: list[Event], sha256: str) -> ModelPatched | None:
     return None
 
 
+def recorded_privacy(events: list[Event], sha256: str) -> dict[str, Any] | None:
+    """The differential-privacy guarantee the lineage of this model file records (the
+    `metrics.privacy` of a dp_sgd patch), or None."""
+    lineage = lineage_for(events, sha256)
+    metrics = {} if lineage is None else lineage.extra.get("metrics") or {}
+    privacy = metrics.get("privacy")
+    return dict(privacy) if isinstance(privacy, dict) else None
+
+
 def model_section_for(
     events: list[Event], base: ModelConfig, path: Path, sha256: str
 ) -> ModelConfig:

@@ -13,6 +13,7 @@ from hardenml.config import CONFIG_FILENAME, HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.gate.decision import GateCheck
 from hardenml.ledger import FindingState
+from hardenml.ledger.checkpoint import NOT_SIGNED_IN_REPORT, signed_in_report_note
 from hardenml.records import Measurement
 from hardenml.scan import PolicyCheck
 from hardenml.threats import ThreatLookupError, threat_class
@@ -76,6 +77,13 @@ def gate_check_key(config: HardenConfig, check: GateCheck) -> str:
         base, "policy"
     )
     return key if key in config.key_lines else "policy"
+
+
+def anchor_note(decision: GateDecision) -> str:
+    """What a report says about its ledger checkpoint: what the one it carries covers and
+    how to check it, or that none was signed and what that leaves undetectable."""
+    signed = decision.ledger_checkpoint
+    return NOT_SIGNED_IN_REPORT if signed is None else signed_in_report_note(signed)
 
 
 def blocking_ids(decision: GateDecision) -> set[str]:

@@ -118,6 +118,8 @@ class FindingRow:
     required: str
     owner: str
     due: str
+    # MITRE ATLAS technique ids, then OWASP ML Top Ten ids; empty for a finding about no threat.
+    taxa: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,7 @@ def finding_rows(decision: GateDecision, own: Sequence[FindingState]) -> list[Fi
             required=fmt(f.threshold),
             owner=f.owner,
             due=f.due,
+            taxa=tuple(str(i) for key in ("atlas", "owasp_ml") for i in f.taxonomy.get(key) or []),
         )
         for f in own
     ]

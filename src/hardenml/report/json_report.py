@@ -10,9 +10,10 @@ from typing import Any
 from hardenml._version import __version__
 from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
-from hardenml.report.common import atomic_write, json_safe
+from hardenml.ledger.checkpoint import REPORT_KEY
+from hardenml.report.common import anchor_note, atomic_write, json_safe
 
-GATE_REPORT_SCHEMA_VERSION = "1.2"
+GATE_REPORT_SCHEMA_VERSION = "1.3"
 
 
 def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
@@ -46,6 +47,12 @@ def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
         # The verified chain the gate decided on (null only for a decision made in code
         # without a ledger read).
         "ledger": None if head is None else head.as_dict(),
+        # That chain, signed with a key kept outside the workspace (`hardenml ledger verify
+        # --checkpoint gate-report.json` reads it from here), or null, and in words either way.
+        REPORT_KEY: decision.ledger_checkpoint,
+        "ledger_anchor": anchor_note(decision),
+        # The differential-privacy guarantee of the model's training (dp_sgd), or null.
+        "privacy": decision.privacy,
         "checks": [c.as_dict() for c in decision.checks],
         "measurements": run["measurements"],
         "behaviour": run.get("behaviour", []),
@@ -57,6 +64,7 @@ def gate_report(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
                 "owner": f.owner,
                 "due": f.due,
                 "status": f.status,
+                "taxonomy": f.taxonomy,
             }
             for f in decision.blocking_findings
         ],

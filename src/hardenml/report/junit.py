@@ -14,6 +14,7 @@ the policy line in `hardenml.toml`.
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -25,9 +26,11 @@ from hardenml.config import HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.gate.decision import GateCheck
 from hardenml.ledger import FindingState
+from hardenml.ledger.checkpoint import REPORT_KEY
 from hardenml.records import UnitKey, fingerprint
 from hardenml.report.common import (
     Findings,
+    anchor_note,
     atomic_write,
     check_reason,
     config_path,
@@ -196,8 +199,14 @@ def _policy_suite(
         ("n", run.get("n", "")),
         ("gate_status", decision.status),
         ("gate_exit_code", decision.exit_code),
+        ("ledger_anchor", anchor_note(decision)),
     ):
         ET.SubElement(props, "property", name=name, value=_x(value))
+    if decision.ledger_checkpoint is not None:
+        # Compact JSON in one attribute, so `hardenml ledger verify --checkpoint report.xml`
+        # reads it back exactly as signed.
+        signed = json.dumps(decision.ledger_checkpoint, sort_keys=True, separators=(",", ":"))
+        ET.SubElement(props, "property", name=REPORT_KEY, value=_x(signed))
     for check in checks:
         case = _case(
             suite, f"hardenml.policy.{config.model.name}", check.name, check_seconds(check, seconds)

@@ -129,6 +129,7 @@ def model_card_section(
     lines += _curve_tables(config, decision, baseline)
     lines += _calibration(reliability, run)
     lines += _vulnerabilities(decision, findings)
+    lines += _privacy(decision)
     lines += _limitations(config)
     return "\n".join(lines) + "\n"
 
@@ -221,6 +222,22 @@ def _vulnerabilities(decision: GateDecision, findings: Findings | None) -> list[
             f"- {code(f.finding_id)}: {md(f.exploitation)} Remediation: {md(f.remediation)}"
         )
     return lines
+
+
+def _privacy(decision: GateDecision) -> list[str]:
+    """The differential-privacy guarantee of the model's training, from its lineage event."""
+    lines = ["", "### Privacy", ""]
+    spent = decision.privacy
+    if spent is None:
+        return [*lines, "No differential-privacy guarantee is recorded for this model's training."]
+    return [
+        *lines,
+        f"Trained with {md(spent.get('mechanism'))}: ({fmt(spent.get('epsilon'), 2)}, "
+        f"{spent.get('delta'):.2g})-differential privacy for {md(spent.get('covers'))} "
+        f"({spent.get('training_samples')} samples, noise multiplier "
+        f"{fmt(spent.get('noise_multiplier'), 3)}, clipping norm {spent.get('max_grad_norm')}, "
+        f"{spent.get('epochs')} epochs).",
+    ]
 
 
 def _limitations(config: HardenConfig) -> list[str]:

@@ -29,9 +29,11 @@ from hardenml.config import CONFIG_FILENAME, HardenConfig
 from hardenml.gate import GateDecision
 from hardenml.gate.decision import GateCheck
 from hardenml.ledger import FindingState
+from hardenml.ledger.checkpoint import REPORT_KEY
 from hardenml.records import UnitKey, fingerprint
 from hardenml.report.common import (
     Findings,
+    anchor_note,
     atomic_write,
     blocking_ids,
     check_reason,
@@ -51,7 +53,9 @@ from hardenml.report.rule_help import (
     rule_help,
     threat_sentence,
 )
+from hardenml.report.sarif_taxonomy import rule_relationships, sarif_taxonomies
 from hardenml.scan import PolicyCheck
+from hardenml.scan.policy import threat_taxonomy
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = (
@@ -144,14 +148,17 @@ def sarif_report(
     blocking = blocking_ids(decision)
     failed_checks = {_check_fingerprint(decision, c) for c in decision.checks if not c.passed}
     rules: dict[str, dict[str, Any]] = {}
+    taxa: dict[str, list[str]] = {}  # taxonomy -> the ids the rules relate to, in order
     results: list[dict[str, Any]] = []
     for f in own:
         rule = _rule(rules, config, f.metric, f.threat, f.budget, f.slice, f.remediation)
+        _relate(rule, f.taxonomy or threat_taxonomy(config, [f.threat]), taxa)
         fails_gate = f.finding_id in blocking or f.fingerprint in failed_checks
         results.append(_finding_result(config, loc, rule, f, blocking=fails_gate))
     covered = {f.finding_id for f in own}
     for check in decision.checks:
         rule = _rule(rules, config, check.metric, check.threat, check.budget, None, None)
+        _relate(rule, threat_taxonomy(config, [check.threat]), taxa)
         if check.passed or f"HML-{_check_fingerprint(decision, check)[:8]}" in covered:
             continue
         results.append(_check_result(config, loc, rule, decision, check))
@@ -192,6 +199,7 @@ def sarif_report(
                 "automationDetails": {
                     "id": f"hardenml/{config.project.name}/{decision.run.model}/{run['run_id']}"
                 },
+                "taxonomies": sarif_taxonomies(taxa),
                 "invocations": [_invocation(decision)],
                 "originalUriBaseIds": loc.base_ids(),
                 "artifacts": artifacts,
@@ -209,6 +217,8 @@ def sarif_report(
                         "exit_code": decision.exit_code,
                         "reasons": decision.reasons,
                     },
+                    REPORT_KEY: decision.ledger_checkpoint,
+                    "ledger_anchor": anchor_note(decision),
                 },
             }
         ],
@@ -262,6 +272,14 @@ def _rule(
     }
     rules[rid] = rule
     return rule
+
+
+def _relate(rule: dict[str, Any], taxonomy: dict[str, Any], taxa: dict[str, list[str]]) -> None:
+    """Relate a rule to its threat's ATLAS and OWASP taxa (once: a rule may have several
+    results, and the first to name taxa decides)."""
+    if taxonomy and "relationships" not in rule:
+        rule["relationships"] = rule_relationships(taxonomy, taxa)
+        rule["properties"]["taxonomy_mapping"] = taxonomy.get("mapping_version")
 
 
 def _describe(

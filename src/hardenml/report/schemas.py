@@ -134,6 +134,21 @@ class BlockingFindingRecord(_Open):
     owner: str
     due: str
     status: str
+    taxonomy: dict[str, Any] = Field(
+        description="MITRE ATLAS (`atlas`) and OWASP ML Top Ten (`owasp_ml`) ids of the threat"
+    )
+
+
+class CheckpointRecord(_Open):
+    """A signed checkpoint of the ledger (`hardenml ledger checkpoint`, RFC 9162 style)."""
+
+    format: Literal["hardenml.ledger.checkpoint/1"]
+    tree_size: int = Field(ge=0, description="how many of the ledger's first events it covers")
+    root_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="their Merkle tree root")
+    chain_head: str = Field(pattern=r"^[0-9a-f]{64}$", description="hash of the last of them")
+    timestamp: str
+    key_id: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the public key")
+    signature: str = Field(description="Ed25519 over the signed text, base64")
 
 
 class GateReportJson(_Open):
@@ -152,6 +167,13 @@ class GateReportJson(_Open):
     measurements: list[MeasurementRecord]
     behaviour: list[SuiteRecord]
     blocking_findings: list[BlockingFindingRecord]
+    ledger_checkpoint: CheckpointRecord | None = Field(
+        description="the decided chain, signed; null when no signing key was configured"
+    )
+    ledger_anchor: str = Field(description="what the checkpoint covers, or what its absence leaves")
+    privacy: dict[str, Any] | None = Field(
+        description="(epsilon, delta) the model's DP-SGD training spent; null when none"
+    )
 
 
 def config_schema() -> dict[str, Any]:

@@ -10,7 +10,8 @@ from hardenml.config import FEATURE_NOISE, BehaviourSuite, HardenConfig
 from hardenml.records import Finding, Measurement, fingerprint, metric_key
 from hardenml.scan.sequential import Decision, SequentialCheck, sequential_check
 from hardenml.scan.threat_models import SharedThreatModel, governing
-from hardenml.threats import Threat
+from hardenml.threats import Threat, ThreatLookupError, threat_class
+from hardenml.threats.taxonomy import finding_taxonomy
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,24 @@ def _flips(m: Measurement, clean: Measurement | None) -> str:
     )
 
 
+def threat_taxonomy(config: HardenConfig, threats: Sequence[str | None]) -> dict[str, Any]:
+    """The taxonomy ids of findings about the named threats, by what their attacks declare
+    (family, access); the union, in order, when a finding is about several."""
+    merged: dict[str, Any] = {}
+    for name in threats:
+        attack = next((t.attack for t in config.threats if t.name == name), None)
+        try:
+            cls = None if attack is None else threat_class(attack)
+        except ThreatLookupError:
+            cls = None
+        for key, value in finding_taxonomy(cls).items():
+            if isinstance(value, list):
+                merged[key] = list(dict.fromkeys([*merged.get(key, []), *value]))
+            else:
+                merged[key] = value
+    return merged
+
+
 def finding_for(
     config: HardenConfig,
     check: PolicyCheck,
@@ -293,6 +312,11 @@ def finding_for(
         exploitation=exploitation,
         remediation=remediation,
         evidence=evidence or [],
+        taxonomy=(
+            finding_taxonomy(type(threat))
+            if threat is not None
+            else threat_taxonomy(config, [check.threat])
+        ),
     )
 
 
@@ -332,6 +356,7 @@ def slice_finding(
             "the replay buffer; check it for label noise."
         ),
         slice=gap["name"],
+        taxonomy=threat_taxonomy(config, [threat]),
     )
 
 
@@ -369,6 +394,7 @@ def integrity_finding(config: HardenConfig, results: Sequence[Any]) -> Finding:
         remediation=" ".join(
             dict.fromkeys(f"{r.advice[0].upper()}{r.advice[1:]}." for r in results)
         ),
+        taxonomy=threat_taxonomy(config, threats),
     )
 
 

@@ -121,3 +121,25 @@ def taxonomy_for(threat_class: type[Threat]) -> TaxonomyEntry:
         rationale=entry["rationale"],
         mapping_version=str(data["version"]),
     )
+
+
+def taxon(key: str, taxon_id: str) -> TaxonReference:
+    """The catalogued entry `taxon_id` of taxonomy `key` ("atlas" or "owasp_ml")."""
+    data = _load()
+    if taxon_id not in data[key]:
+        raise TaxonomyError(f"{DATA_FILE} lists no {key} id {taxon_id!r}")
+    return _refs(key, [taxon_id])[0]
+
+
+def finding_taxonomy(threat_class: type[Threat] | None) -> dict[str, Any]:
+    """The taxonomy ids a finding about a threat carries in the ledger (ids only, plus the
+    mapping's version, so a reader can tell which mapping tagged it); empty for a finding
+    about no threat (clean accuracy, a behavioural suite)."""
+    if threat_class is None:
+        return {}
+    entry = taxonomy_for(threat_class)
+    return {
+        "atlas": [ref.id for ref in entry.atlas],
+        "owasp_ml": [ref.id for ref in entry.owasp_ml],
+        "mapping_version": entry.mapping_version,
+    }

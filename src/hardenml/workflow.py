@@ -64,11 +64,14 @@ from hardenml.report import write_all_reports, write_gate_report
 from hardenml.report.bundle import report_files
 from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.policy import Remedy, generic_remedy
+from hardenml.scan.probes import prompt_sets_sha256, run_probe_scan
 from hardenml.scan.scanner import Checkpoint
 from hardenml.targets import (
     Target,
     TargetError,
     file_sha256,
+    is_chat_kind,
+    load_chat_model,
     load_target,
     model_identity,
     validate_target_config,
@@ -133,6 +136,18 @@ class Workspace:
 
     def evaluation_data(self) -> Dataset:
         return self.datasets()[1]
+
+    @property
+    def is_chat(self) -> bool:
+        """Whether the model is a chat model, scanned with prompt probes, not tensors."""
+        return is_chat_kind(self.config.model)
+
+    def evaluated_sha256(self) -> str:
+        """The sha256 of what a scan evaluates: the evaluation split, or for a chat model
+        the prompt files of its probes."""
+        if self.is_chat:
+            return prompt_sets_sha256(self.config, validate_threats(self.config))
+        return self.evaluation_data().sha256
 
     def datasets(self) -> tuple[Dataset, Dataset]:
         """(reference, evaluation): the train split and the split the scan evaluates."""
@@ -239,6 +254,8 @@ def scan(
     ws.ledger.check_writable()
     ws.ledger.verified()
     threats = validate_threats(ws.config)
+    if ws.is_chat:
+        return _scan_chat(ws, threats, seed=seed, progress=progress, log=log)
     target = ws.load_target(trust=trust)
     reference, data = ws.datasets()
     prepare_threats(threats, reference)
@@ -266,6 +283,32 @@ def scan(
     )
     record_scan(ws.ledger, ws.config, result)
     Checkpoint(ws.config.artifacts_dir / "checkpoints" / fingerprint[:16]).clear()
+    return result
+
+
+def _scan_chat(
+    ws: Workspace,
+    threats: dict[str, Threat],
+    *,
+    seed: int | None,
+    progress: Progress | None,
+    log: Callable[[str], None] | None,
+) -> ScanResult:
+    """A chat model's scan: its prompt probes, recorded like any scan (no checkpoints: a
+    probe run is a few dozen conversations)."""
+    model_sha = ws.model_sha256()
+    seed = ws.config.data.seed if seed is None else seed
+    result = run_probe_scan(
+        ws.config,
+        load_chat_model(ws.config.model),
+        threats,
+        model_sha256=model_sha,
+        seed=seed,
+        progress=progress,
+        log=log,
+        fingerprint=ws.scan_fingerprint(model_sha, ws.evaluated_sha256(), seed),
+    )
+    record_scan(ws.ledger, ws.config, result)
     return result
 
 
@@ -357,8 +400,7 @@ def gate(
     say = log or (lambda message: None)
     run = None
     if not rescan and model_sha:
-        data = ws.evaluation_data()
-        wanted = ws.scan_fingerprint(model_sha, data.sha256, ws.config.data.seed)
+        wanted = ws.scan_fingerprint(model_sha, ws.evaluated_sha256(), ws.config.data.seed)
         run = latest_run(events, config_fingerprint=wanted)
         if run is None:
             say(f"gate: scanning now, because {_why_no_run(events, model_sha)}")

@@ -119,7 +119,7 @@ class LocalChatModel:
         new = out[0, prompt:]
         finished = bool(len(new)) and int(new[-1]) == self.tokenizer_.eos_token_id
         text = self.tokenizer_.decode(new, skip_special_tokens=True)
-        return Completion(text, prompt, int(len(new)), "stop" if finished else "length")
+        return Completion(text, prompt, len(new), "stop" if finished else "length")
 
 
 class RequestError(Exception):

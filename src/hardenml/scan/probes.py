@@ -60,6 +60,41 @@ def prompt_sets_sha256(config: HardenConfig, threats: dict[str, Threat]) -> str:
     return hashlib.sha256(json.dumps(hashes).encode()).hexdigest()
 
 
+def probe_outcomes(
+    config: HardenConfig,
+    model: ChatModel,
+    threats: dict[str, Threat],
+    *,
+    seed: int,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+    seconds: dict[str, float] | None = None,
+    label: str = "",
+) -> dict[UnitKey, ProbeOutcome]:
+    """Every declared probe at every budget against `model`, in the config's order; each
+    result logged with its detector's error rates, its time added to `seconds`."""
+    progress = progress or SilentProgress()
+    log = log or (lambda message: None)
+    probes = prompt_probes(threats)
+    units = [UnitKey(t.name, b) for t in config.threats for b in t.budgets]
+    advance = progress.task(f"{label}probing with {len(units)} probe/budget pairs", len(units))
+    outcomes: dict[UnitKey, ProbeOutcome] = {}
+    for unit in units:
+        clock = time.perf_counter()
+        outcomes[unit] = probes[unit.threat].probe(
+            model,
+            budget=unit.budget,
+            seed=seed,
+            root=config.root,
+            confidence=config.policy.confidence,
+        )
+        if seconds is not None:
+            seconds[str(unit)] = round(time.perf_counter() - clock, 3)
+        log(f"{label}{verdict_line(str(unit), outcomes[unit], config.policy.confidence)}")
+        advance(1)
+    return outcomes
+
+
 def run_probe_scan(
     config: HardenConfig,
     model: ChatModel,
@@ -72,27 +107,16 @@ def run_probe_scan(
     fingerprint: str = "",
 ) -> ScanResult:
     """Every declared probe at every budget against `model`: measurements, checks, findings."""
-    progress = progress or SilentProgress()
-    log = log or (lambda message: None)
     seed = config.data.seed if seed is None else seed
-    probes = prompt_probes(threats)
     run_id = uuid.uuid4().hex[:12]
     started = datetime.now(UTC).isoformat(timespec="seconds")
     queries_before = model.queries
-    units = [(t.name, b) for t in config.threats for b in t.budgets]
-    advance = progress.task(f"probing with {len(units)} probe/budget pairs", len(units))
-    outcomes: dict[UnitKey, ProbeOutcome] = {}
     seconds: dict[str, float] = {}
-    for name, budget in units:
-        clock = time.perf_counter()
-        outcome = probes[name].probe(
-            model, budget=budget, seed=seed, root=config.root, confidence=config.policy.confidence
-        )
-        unit = UnitKey(name, budget)
-        outcomes[unit] = outcome
-        seconds[str(unit)] = round(time.perf_counter() - clock, 3)
-        log(verdict_line(str(unit), outcome, config.policy.confidence))
-        advance(1)
+    outcomes = probe_outcomes(
+        config, model, threats, seed=seed, progress=progress, log=log, seconds=seconds
+    )
+    probes = prompt_probes(threats)
+    units = list(outcomes)
     measurements = [
         proportion(
             "robust_accuracy",

@@ -252,7 +252,10 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(blob)))
             self.end_headers()
-            self.wfile.write(blob)
+            try:
+                self.wfile.write(blob)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up waiting (its timeout): nothing to answer
 
         def _handle(self, body: bytes) -> None:
             try:

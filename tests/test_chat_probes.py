@@ -62,7 +62,12 @@ seed = 0
 name = "extraction"
 attack = "system-prompt-extraction"
 budgets = [1]
-limit = 4
+limit = 6
+
+# Six conversations: at 95% an exact McNemar test needs six discordant pairs to call a
+# gain significant; at 80% four are enough, which keeps the generations few.
+[policy]
+confidence = 0.8
 
 [[policy.robust]]
 threat = "extraction"
@@ -89,7 +94,7 @@ def test_the_canary_probe_finds_leaks_and_none_behind_the_output_filter(
     model = load_chat_model(
         chat_model_config(smollm2.base_url, system_prompt=WEAK_PROMPT, max_tokens=32, timeout=120.0)
     )
-    probe = SystemPromptExtraction(limit=6)
+    probe = SystemPromptExtraction(limit=6)  # the conversations of the workspace test
     before = probe.probe(model, budget=1, seed=0)
     assert before.n == 6 and before.queries == 6
     leaked = [v for v in before.verdicts if not v.passed]
@@ -114,19 +119,19 @@ def test_injection_is_measured_and_the_sanitiser_neutralises_the_markers(
     model = load_chat_model(
         chat_model_config(smollm2.base_url, system_prompt=WEAK_PROMPT, timeout=120.0)
     )
-    probe = PromptInjection(limit=3)
+    probe = PromptInjection(limit=2)
     plain = probe.probe(model, budget=1, seed=1)
     sanitised_model = ChatInputSanitizer().wrap(model)
     sanitised = probe.probe(sanitised_model, budget=1, seed=1)
-    assert plain.n == sanitised.n == 3
-    assert sanitised_model.markers_found >= 3  # type: ignore[attr-defined]
+    assert plain.n == sanitised.n == 2
+    assert sanitised_model.markers_found >= 2  # type: ignore[attr-defined]
     assert sanitised.passed >= plain.passed
     # The model got the cleaned turns: no marker instruction reached it.
     for verdict in sanitised.verdicts:
         assert "ignore all previous instructions" not in verdict.messages[1].content.lower()
 
 
-def test_a_chat_workspace_scans_and_gates_with_exit_codes(
+def test_a_chat_workspace_scans_patches_validates_and_gates_with_exit_codes(
     smollm2: ChatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = tmp_path / "chat"
@@ -150,7 +155,22 @@ def test_a_chat_workspace_scans_and_gates_with_exit_codes(
     assert "false negatives 2/20" in finding["exploitation"]
     assert TOKEN not in (ws / "hardenml.db").read_bytes().decode("utf-8", "replace")
 
-    # The server gone: the scan is a usage error naming the URL, not a traceback.
+    patched = runner.invoke(app, ["patch", "--with", "chat-output-filter"])
+    assert patched.exit_code == 0, patched.output
+    (guards,) = (ws / "artifacts" / "models").glob("*.guards.json")
+    # The candidate is asked the same conversations (the server's greedy cache answers the
+    # baseline's again) and blocks every leak: a significant gain, so it is promoted.
+    checked = runner.invoke(app, ["validate", "configured", str(guards), "--promote", "--json"])
+    assert checked.exit_code == 0, checked.output
+    verdict = json.loads(checked.output)
+    assert verdict["passed"] and verdict["probes"][0]["candidate"]["passed"] == 6
+    assert guards.name in (ws / "hardenml.toml").read_text()
+    regate = runner.invoke(app, ["gate"])
+    assert regate.exit_code == 0, regate.output
+    listed = json.loads(runner.invoke(app, ["findings", "list", "--all", "--json"]).output)
+    assert [f["status"] for f in listed if f["threat"] == "extraction"] == ["fixed"]
+
+    # The token unset: a usage error that says what to export, not a traceback.
     monkeypatch.setenv(TOKEN_ENV, "")
     missing = runner.invoke(app, ["scan"])
     assert missing.exit_code == 2 and f"export {TOKEN_ENV}=" in " ".join(missing.output.split())

@@ -11,7 +11,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,14 +59,16 @@ from hardenml.patch import (
     rewrite_model_section,
     write_artifact,
 )
+from hardenml.patch.chat_guards import Guard, chat_patch, guarded, read_guards, write_guards
 from hardenml.records import GATE_DECIDED, GateDecided
 from hardenml.report import write_all_reports, write_gate_report
 from hardenml.report.bundle import report_files
 from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.policy import Remedy, generic_remedy
-from hardenml.scan.probes import prompt_sets_sha256, run_probe_scan
+from hardenml.scan.probes import probe_outcomes, prompt_sets_sha256, run_probe_scan
 from hardenml.scan.scanner import Checkpoint
 from hardenml.targets import (
+    ChatModel,
     Target,
     TargetError,
     file_sha256,
@@ -78,6 +80,7 @@ from hardenml.targets import (
 )
 from hardenml.threats import Threat, threat_class, validate_threats
 from hardenml.validate import Verdict, compare, evaluate
+from hardenml.validate.probes import compare_probes
 
 GATE_REPORT_NAME = "gate-report.json"
 
@@ -122,7 +125,10 @@ class Workspace:
         return None if path is None else self.config.resolve(path)
 
     def model_sha256(self) -> str:
-        """What names the configured model in runs and findings (see `model_identity`)."""
+        """What names the configured model in runs and findings (see `model_identity`);
+        a chat model behind guards is named by the model and its guard file together."""
+        if self.is_chat:
+            return chat_model_sha256(self, self.model_file)
         return model_identity(self.config.model, self.model_file)
 
     def load_target(self, *, trust: bool = False) -> Target:
@@ -300,7 +306,7 @@ def _scan_chat(
     seed = ws.config.data.seed if seed is None else seed
     result = run_probe_scan(
         ws.config,
-        load_chat_model(ws.config.model),
+        chat_model(ws, ws.model_file),
         threats,
         model_sha256=model_sha,
         seed=seed,
@@ -639,6 +645,10 @@ def validate(
 ) -> Verdict:
     """Compare `candidate` with `baseline` on the same samples and seeds, record the verdict;
     with `promote`, a passing candidate becomes the configured model."""
+    if ws.is_chat:
+        return _validate_chat(
+            ws, baseline, candidate, seed=seed, progress=progress, promote=promote
+        )
     ws.ledger.check_writable()
     events = ws.ledger.events()
     base_path = _model_file(ws, baseline, events)
@@ -678,6 +688,135 @@ def validate(
     }
     ws.ledger.append(VALIDATION_EVENT, verdict.as_dict())
     if promote and verdict.passed:
+        promote_model(ws, cand_path)
+    return verdict
+
+
+# --- chat models: guards as patches, validated by rerunning the probes -----------------
+
+
+def chat_model_sha256(ws: Workspace, guards: Path | None) -> str:
+    """The chat endpoint's identity, with the guard file's sha256 where one is given."""
+    identity = model_identity(ws.config.model, None)
+    if guards is None:
+        return identity
+    if not guards.is_file():
+        raise TargetError(f"guard file {guards} does not exist (model.path or the argument)")
+    return hashlib.sha256(f"{identity}:{file_sha256(guards)}".encode()).hexdigest()
+
+
+def chat_model(ws: Workspace, guards: Path | None) -> ChatModel:
+    """The configured chat model, behind the guards the file `guards` lists (if any)."""
+    model = load_chat_model(ws.config.model)
+    return model if guards is None else guarded(model, read_guards(guards))
+
+
+def _chat_source(ws: Workspace, source: Path | str | None, events: list[Event]) -> Path | None:
+    """A chat model the user named: None or "configured" is the configured model (behind
+    its guard file, if model.path names one), "released" the last release, else a guard
+    file."""
+    if source is None or str(source) == "configured":
+        return ws.model_file
+    if str(source) == "released":
+        released = last_release(events, ws.config.model.name)
+        if released is None:
+            raise PatchError(f"no release of {ws.config.model.name!r} is recorded in the ledger")
+        path = released.get("path")
+        return None if path is None else ws.config.resolve(Path(path))
+    path = Path(source)
+    if not path.is_file():
+        raise PatchError(f"guard file {path} does not exist; pass a file `hardenml patch` wrote")
+    return path
+
+
+@dataclass
+class ChatPatchOutcome:
+    """A chat model's guard file and its lineage event in the ledger."""
+
+    patch: str
+    artifact: Path
+    sha256: str
+    parent_sha256: str
+    guards: list[Guard]
+    event: Event
+
+
+def patch_chat(
+    ws: Workspace,
+    name: str,
+    *,
+    params: dict[str, Any] | None = None,
+    model_path: Path | str | None = None,
+) -> ChatPatchOutcome:
+    """Put the chat patch `name` in front of a chat model (default: the configured one):
+    write the new guard file and record its lineage."""
+    defence = chat_patch(name, params)
+    ws.ledger.check_writable()
+    events = ws.ledger.events()
+    source = _chat_source(ws, model_path, events)
+    parent = [] if source is None else read_guards(source)
+    guards = [*parent, Guard(name, defence.params())]
+    folder = ws.config.artifacts_dir / PATCHED_MODELS_DIR
+    path, sha = write_guards(folder, f"{ws.config.model.name}-{name}", guards)
+    parent_sha = chat_model_sha256(ws, source)
+    payload = {
+        "patch": name,
+        "params": defence.params(),
+        "model": {"kind": ws.config.model.kind, "factory": None, "factory_kwargs": {}},
+        "model_name": ws.config.model.name,
+        "artifact": _shown_path(ws, path),
+        "artifact_sha256": sha,
+        "model_sha256": chat_model_sha256(ws, path),
+        "parent_sha256": parent_sha,
+        "parent": "configured" if source is None else _shown_path(ws, source),
+        "guards": [asdict(g) for g in guards],
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": 0.0,
+    }
+    event = ws.ledger.append(PATCH_EVENT, payload)
+    return ChatPatchOutcome(name, path, sha, parent_sha, guards, event)
+
+
+def _validate_chat(
+    ws: Workspace,
+    baseline: Path | str,
+    candidate: Path | str,
+    *,
+    seed: int | None,
+    progress: Progress | None,
+    promote: bool,
+    log: Callable[[str], None] | None = None,
+) -> Verdict:
+    """Rerun the probes against both chat models with the same seed and compare them."""
+    ws.ledger.check_writable()
+    events = ws.ledger.events()
+    base_path = _chat_source(ws, baseline, events)
+    cand_path = _chat_source(ws, candidate, events)
+    threats = validate_threats(ws.config)
+    seed = ws.config.data.seed if seed is None else seed
+    outcomes = [
+        probe_outcomes(
+            ws.config,
+            chat_model(ws, path),
+            threats,
+            seed=seed,
+            progress=progress,
+            log=log,
+            label=label,
+        )
+        for path, label in ((base_path, "baseline: "), (cand_path, "candidate: "))
+    ]
+    verdict = compare_probes(ws.config, outcomes[0], outcomes[1], seed=seed)
+    verdict.baseline_sha256 = chat_model_sha256(ws, base_path)
+    verdict.candidate_sha256 = chat_model_sha256(ws, cand_path)
+    verdict.data_sha256 = ws.evaluated_sha256()
+    verdict.extra |= {
+        "model": ws.config.model.name,
+        "baseline": "configured" if base_path is None else _shown_path(ws, base_path),
+        "candidate": "configured" if cand_path is None else _shown_path(ws, cand_path),
+    }
+    ws.ledger.append(VALIDATION_EVENT, verdict.as_dict())
+    if promote and verdict.passed and cand_path is not None:
         promote_model(ws, cand_path)
     return verdict
 

@@ -126,9 +126,8 @@ def test_injection_is_measured_and_the_sanitiser_neutralises_the_markers(
     assert plain.n == sanitised.n == 2
     assert sanitised_model.markers_found >= 2  # type: ignore[attr-defined]
     assert sanitised.passed >= plain.passed
-    # The model got the cleaned turns: no marker instruction reached it.
-    for verdict in sanitised.verdicts:
-        assert "ignore all previous instructions" not in verdict.messages[1].content.lower()
+    # Every conversation held a marker, so every one reached the model rewritten.
+    assert sanitised_model.interventions == 2  # type: ignore[attr-defined]
 
 
 def test_a_chat_workspace_scans_patches_validates_and_gates_with_exit_codes(
@@ -162,7 +161,7 @@ def test_a_chat_workspace_scans_patches_validates_and_gates_with_exit_codes(
     # baseline's again) and blocks every leak: a significant gain, so it is promoted.
     checked = runner.invoke(app, ["validate", "configured", str(guards), "--promote", "--json"])
     assert checked.exit_code == 0, checked.output
-    verdict = json.loads(checked.output)
+    verdict = json.loads(checked.stdout)
     assert verdict["passed"] and verdict["probes"][0]["candidate"]["passed"] == 6
     assert guards.name in (ws / "hardenml.toml").read_text()
     regate = runner.invoke(app, ["gate"])

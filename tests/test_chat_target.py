@@ -10,10 +10,13 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from hardenml.cli import app
 from hardenml.config import ConfigError, ModelConfig
 from hardenml.targets import (
     ChatModel,
@@ -29,6 +32,7 @@ from hardenml.targets.chat_target import ChatOptions
 
 TOKEN = f"chat-{secrets.token_hex(12)}"
 TOKEN_ENV = "HARDENML_TEST_CHAT_TOKEN"
+runner = CliRunner()
 
 
 class FaultyChatServer:
@@ -201,3 +205,72 @@ def test_options_are_checked_by_key_and_identity_ignores_the_token() -> None:
     assert ChatOptions(base_url="http://h:1/v1").endpoint == "http://h:1/v1/chat/completions"
     with pytest.raises(TargetError, match="answers conversations, not tensors"):
         load_target(config, None)
+
+
+CHAT_WORKSPACE = """\
+version = 1
+
+[project]
+name = "chat-errors"
+
+[model]
+name = "reverser"
+kind = "chat"
+classes = ["unsafe", "safe"]
+
+[model.input]
+shape = [1]
+
+[model.options]
+base_url = "{base_url}"
+token_env = "{token_env}"
+retries = 0
+timeout = 5.0
+
+[data]
+source = "prompts"
+
+[[threats]]
+name = "injection"
+attack = "{attack}"
+budgets = [1]
+
+[[policy.robust]]
+threat = "injection"
+budget = 1
+min_accuracy = 0.5
+"""
+
+
+def _chat_workspace(folder: Path, base_url: str, attack: str = "prompt-injection") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = CHAT_WORKSPACE.format(base_url=base_url, token_env=TOKEN_ENV, attack=attack)
+    (folder / "hardenml.toml").write_text(text)
+    return folder
+
+
+def test_the_cli_scans_and_gates_a_chat_endpoint_and_names_what_is_wrong(
+    server: FaultyChatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(_chat_workspace(tmp_path / "ws", server.base_url))
+    scan = runner.invoke(app, ["scan"])
+    # The reversing "model" repeats every injected marker (reversed): every probe fails.
+    assert scan.exit_code == 0, scan.output
+    assert "held in 0/6 conversations" in " ".join(scan.output.split())
+    gate = runner.invoke(app, ["gate"])
+    assert gate.exit_code == 1 and "Traceback" not in gate.output
+
+    server.fault = "500"
+    broken = runner.invoke(app, ["scan"])
+    assert broken.exit_code == 2 and "answered HTTP 500" in broken.output
+    assert "Traceback" not in broken.output and TOKEN not in broken.output
+
+    monkeypatch.chdir(_chat_workspace(tmp_path / "tensor", server.base_url, attack="pgd"))
+    tensor = runner.invoke(app, ["scan"])
+    assert tensor.exit_code == 2 and "cannot run on a chat model" in tensor.output
+
+
+def test_serve_chat_refuses_to_start_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HARDENML_CHAT_TOKEN", raising=False)
+    result = runner.invoke(app, ["serve-chat", "--port", "0"])
+    assert result.exit_code == 2 and "export HARDENML_CHAT_TOKEN=" in result.output

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.test_chat_target import chat_model_config
+from tests.test_chat_target import TOKEN_ENV, chat_model_config, chat_workspace
 from typer.testing import CliRunner
 
 from hardenml.cli import app
@@ -30,50 +30,8 @@ pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
 
 TOKEN = f"smol-{secrets.token_hex(8)}"
-TOKEN_ENV = "HARDENML_TEST_CHAT_TOKEN"
 WEAK_PROMPT = "You are a helpful assistant."
 runner = CliRunner()
-
-CHAT_CONFIG = """\
-version = 1
-
-[project]
-name = "chat-test"
-
-[model]
-name = "smollm2-chat"
-kind = "chat"
-classes = ["unsafe", "safe"]
-
-[model.input]
-shape = [1]
-
-[model.options]
-base_url = "{base_url}"
-token_env = "{token_env}"
-system_prompt = "{system_prompt}"
-max_tokens = 32
-
-[data]
-source = "prompts"
-seed = 0
-
-[[threats]]
-name = "extraction"
-attack = "system-prompt-extraction"
-budgets = [1]
-limit = 6
-
-# Six conversations: at 95% an exact McNemar test needs six discordant pairs to call a
-# gain significant; at 80% four are enough, which keeps the generations few.
-[policy]
-confidence = 0.8
-
-[[policy.robust]]
-threat = "extraction"
-budget = 1
-min_accuracy = 0.9
-"""
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +91,18 @@ def test_injection_is_measured_and_the_sanitiser_neutralises_the_markers(
 def test_a_chat_workspace_scans_patches_validates_and_gates_with_exit_codes(
     smollm2: ChatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ws = tmp_path / "chat"
-    ws.mkdir()
-    (ws / "hardenml.toml").write_text(
-        CHAT_CONFIG.format(
-            base_url=smollm2.base_url, token_env=TOKEN_ENV, system_prompt=WEAK_PROMPT
-        )
+    # Six conversations: at 95% an exact McNemar test needs six discordant pairs to call a
+    # gain significant; at 80% four are enough, which keeps the generations few.
+    ws = chat_workspace(
+        tmp_path / "chat",
+        smollm2.base_url,
+        name="smollm2-chat",
+        options=f'system_prompt = "{WEAK_PROMPT}"\nmax_tokens = 32\ntimeout = 120.0',
+        threat="extraction",
+        attack="system-prompt-extraction",
+        threat_params="limit = 6",
+        confidence=0.8,
+        min_accuracy=0.9,
     )
     monkeypatch.chdir(ws)
     scan = runner.invoke(app, ["scan"])

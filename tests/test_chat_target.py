@@ -211,10 +211,10 @@ CHAT_WORKSPACE = """\
 version = 1
 
 [project]
-name = "chat-errors"
+name = "chat-test"
 
 [model]
-name = "reverser"
+name = "{name}"
 kind = "chat"
 classes = ["unsafe", "safe"]
 
@@ -224,27 +224,54 @@ shape = [1]
 [model.options]
 base_url = "{base_url}"
 token_env = "{token_env}"
-retries = 0
-timeout = 5.0
+{options}
 
 [data]
 source = "prompts"
+seed = 0
 
 [[threats]]
-name = "injection"
+name = "{threat}"
 attack = "{attack}"
 budgets = [1]
+{threat_params}
+
+[policy]
+confidence = {confidence}
 
 [[policy.robust]]
-threat = "injection"
+threat = "{threat}"
 budget = 1
-min_accuracy = 0.5
+min_accuracy = {min_accuracy}
 """
 
 
-def _chat_workspace(folder: Path, base_url: str, attack: str = "prompt-injection") -> Path:
+def chat_workspace(
+    folder: Path,
+    base_url: str,
+    *,
+    name: str = "reverser",
+    options: str = "retries = 0\ntimeout = 5.0",
+    threat: str = "injection",
+    attack: str = "prompt-injection",
+    threat_params: str = "",
+    confidence: float = 0.95,
+    min_accuracy: float = 0.5,
+) -> Path:
+    """A workspace (hardenml.toml) for a chat model at `base_url`, one probe and its
+    policy requirement."""
     folder.mkdir(parents=True, exist_ok=True)
-    text = CHAT_WORKSPACE.format(base_url=base_url, token_env=TOKEN_ENV, attack=attack)
+    text = CHAT_WORKSPACE.format(
+        name=name,
+        base_url=base_url,
+        token_env=TOKEN_ENV,
+        options=options,
+        threat=threat,
+        attack=attack,
+        threat_params=threat_params,
+        confidence=confidence,
+        min_accuracy=min_accuracy,
+    )
     (folder / "hardenml.toml").write_text(text)
     return folder
 
@@ -252,7 +279,7 @@ def _chat_workspace(folder: Path, base_url: str, attack: str = "prompt-injection
 def test_the_cli_scans_and_gates_a_chat_endpoint_and_names_what_is_wrong(
     server: FaultyChatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(_chat_workspace(tmp_path / "ws", server.base_url))
+    monkeypatch.chdir(chat_workspace(tmp_path / "ws", server.base_url))
     scan = runner.invoke(app, ["scan"])
     # The reversing "model" repeats every injected marker (reversed): every probe fails.
     assert scan.exit_code == 0, scan.output
@@ -265,7 +292,7 @@ def test_the_cli_scans_and_gates_a_chat_endpoint_and_names_what_is_wrong(
     assert broken.exit_code == 2 and "answered HTTP 500" in broken.output
     assert "Traceback" not in broken.output and TOKEN not in broken.output
 
-    monkeypatch.chdir(_chat_workspace(tmp_path / "tensor", server.base_url, attack="pgd"))
+    monkeypatch.chdir(chat_workspace(tmp_path / "tensor", server.base_url, attack="pgd"))
     tensor = runner.invoke(app, ["scan"])
     assert tensor.exit_code == 2 and "cannot run on a chat model" in tensor.output
 

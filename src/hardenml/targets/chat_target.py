@@ -31,7 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hardenml.config import ModelConfig
 from hardenml.targets.base import Target, TargetError
-from hardenml.targets.http_client import EndpointClient, excerpt, token_from_env
+from hardenml.targets.http_client import (
+    EndpointClient,
+    checked_headers,
+    checked_url,
+    excerpt,
+    token_from_env,
+)
 from hardenml.targets.http_transport import Transport
 from hardenml.targets.kinds import TargetKind
 
@@ -93,15 +99,7 @@ class ChatOptions(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"an http:// or https:// URL with a host, got {url!r}")
-        if parts.username or parts.password:
-            raise ValueError(
-                "a URL without user:password (the options are written to the ledger); "
-                "put a token in an environment variable and name it in token_env"
-            )
-        if parts.path.rstrip("/").endswith("/chat/completions"):
+        if urlsplit(checked_url(url)).path.rstrip("/").endswith("/chat/completions"):
             raise ValueError(
                 f"the server's base URL, without /v1/chat/completions (got {url!r}); "
                 "the target adds the path"
@@ -111,12 +109,7 @@ class ChatOptions(BaseModel):
     @field_validator("headers")
     @classmethod
     def _no_secret_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        if any(name.lower() == "authorization" for name in headers):
-            raise ValueError(
-                "no Authorization header (the options are written to the ledger); put the "
-                "token in an environment variable and name it in token_env"
-            )
-        return headers
+        return checked_headers(headers)
 
     @property
     def endpoint(self) -> str:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from hardenml.targets.base import TargetError
 from hardenml.targets.http_transport import (
@@ -176,6 +177,31 @@ class EndpointClient:
         if self._token:
             message = message.replace(self._token, "***")
         return TargetError(message)
+
+
+def checked_url(url: str) -> str:
+    """`url` if it is an http(s) URL with a host and no credentials, else a `ValueError`
+    saying what to give (the options are written to the ledger, a password must not be)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"an http:// or https:// URL with a host, got {url!r}")
+    if parts.username or parts.password:
+        raise ValueError(
+            "a URL without user:password (the options are written to the ledger); "
+            "put a token in an environment variable and name it in token_env"
+        )
+    return url
+
+
+def checked_headers(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` if they carry no Authorization header (the options are written to the
+    ledger; the token comes from `token_env`), else a `ValueError`."""
+    if any(name.lower() == "authorization" for name in headers):
+        raise ValueError(
+            "no Authorization header (the options are written to the ledger); put the "
+            "token in an environment variable and name it in token_env"
+        )
+    return headers
 
 
 def token_from_env(token_env: str | None) -> str | None:

@@ -27,7 +27,6 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -36,7 +35,13 @@ from torch import Tensor
 
 from hardenml.config import ModelConfig
 from hardenml.targets.base import InputSpec, Target, TargetError
-from hardenml.targets.http_client import EndpointClient, excerpt, token_from_env
+from hardenml.targets.http_client import (
+    EndpointClient,
+    checked_headers,
+    checked_url,
+    excerpt,
+    token_from_env,
+)
 from hardenml.targets.http_transport import Transport
 from hardenml.targets.kinds import TargetKind
 from hardenml.targets.loading import input_spec_from_config
@@ -82,25 +87,12 @@ class HttpOptions(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"an http:// or https:// URL with a host, got {url!r}")
-        if parts.username or parts.password:
-            raise ValueError(
-                "a URL without user:password (the options are written to the ledger); "
-                "put a token in an environment variable and name it in token_env"
-            )
-        return url
+        return checked_url(url)
 
     @field_validator("headers")
     @classmethod
     def _no_secret_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        if any(name.lower() == "authorization" for name in headers):
-            raise ValueError(
-                "no Authorization header (the options are written to the ledger); put the "
-                "token in an environment variable and name it in token_env"
-            )
-        return headers
+        return checked_headers(headers)
 
     @model_validator(mode="after")
     def _single_inputs(self) -> HttpOptions:

@@ -287,6 +287,24 @@ def test_the_cli_scans_and_gates_a_chat_endpoint_and_names_what_is_wrong(
     gate = runner.invoke(app, ["gate"])
     assert gate.exit_code == 1 and "Traceback" not in gate.output
 
+    # The sanitiser removes every hidden instruction: 6/6 held, a significant gain.
+    assert runner.invoke(app, ["patch", "--with", "chat-input-sanitizer"]).exit_code == 0
+    (sanitiser,) = Path("artifacts/models").glob("*chat-input-sanitizer*.guards.json")
+    checked = runner.invoke(app, ["validate", "configured", str(sanitiser), "--json"])
+    assert checked.exit_code == 0, checked.output
+    verdict = json.loads(checked.stdout)
+    assert [c["passed"] for c in verdict["checks"]] == [True, True]
+    # A filter that blocks every reply holding an "e" refuses ordinary requests too: the
+    # benign check fails it, whatever it does to the probes.
+    blunt = runner.invoke(app, ["patch", "--with", "chat-output-filter", "--set", 'secrets=["e"]'])
+    assert blunt.exit_code == 0, blunt.output
+    (blocker,) = Path("artifacts/models").glob("*chat-output-filter*.guards.json")
+    refused = runner.invoke(app, ["validate", "configured", str(blocker), "--json"])
+    assert refused.exit_code == 1, refused.output
+    benign = json.loads(refused.stdout)["checks"][0]
+    assert benign["name"].startswith("benign requests") and not benign["passed"]
+    assert "detector refusal: false positives 0/20" in benign["reason"]
+
     server.fault = "500"
     broken = runner.invoke(app, ["scan"])
     assert broken.exit_code == 2 and "answered HTTP 500" in broken.output

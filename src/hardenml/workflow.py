@@ -79,6 +79,7 @@ from hardenml.targets import (
     validate_target_config,
 )
 from hardenml.threats import Threat, threat_class, validate_threats
+from hardenml.threats.probes.benign import BenignRequests
 from hardenml.validate import Verdict, compare, evaluate
 from hardenml.validate.probes import compare_probes
 
@@ -806,7 +807,14 @@ def _validate_chat(
         )
         for path, label in ((base_path, "baseline: "), (cand_path, "candidate: "))
     ]
-    verdict = compare_probes(ws.config, outcomes[0], outcomes[1], seed=seed)
+    benign = BenignRequests()
+    answered = tuple(
+        benign.probe(chat_model(ws, path), budget=1, seed=seed, root=ws.config.root)
+        for path in (base_path, cand_path)
+    )
+    verdict = compare_probes(
+        ws.config, outcomes[0], outcomes[1], seed=seed, benign=(answered[0], answered[1])
+    )
     verdict.baseline_sha256 = chat_model_sha256(ws, base_path)
     verdict.candidate_sha256 = chat_model_sha256(ws, cand_path)
     verdict.data_sha256 = ws.evaluated_sha256()

@@ -29,7 +29,8 @@ _MARKERS = re.compile(
     r"|\b(?:ignore|disregard|forget|override)\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|"
     r"above|earlier|preceding|the)\s+(?:instructions?|task|prompts?|rules?)\b[^.!?\n\"]*"
     r"|\bnew instructions?\s*:[^.!?\n\"]*"
-    r"|\b(?:always\s+)?(?:begin|start)\s+(?:your\s+)?(?:answer|reply|response)\s+with\b[^.!?\n'\"]*"
+    r"|\b(?:always\s+(?:begin|start|end)|(?:begin|start|end)\s+your\s+(?:answer|reply|response))"
+    r"(?:\s+\w+)?\s+with\b[^.!?\n'\"]*"
     r")"
 )
 

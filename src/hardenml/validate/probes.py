@@ -60,7 +60,11 @@ def compare_probes(
             raise ThreatError(f"{unit}: baseline and candidate were asked different prompts")
         n = max(n, len(base))
         counts = resampling_counts(len(base), samples=samples, seed=seed)
-        note = f" ({baseline[unit].error_rates.detector})"
+        rates = baseline[unit].error_rates
+        note = (
+            f" (judged by {rates.detector}: false positives {rates.false_positive.words()}, "
+            f"false negatives {rates.false_negative.words()})"
+        )
         checks.append(robust_check(config, req, base, cand, counts, note=note))
     verdict = Verdict(
         passed=all(c.passed for c in checks),

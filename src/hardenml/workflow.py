@@ -760,9 +760,13 @@ def patch_chat(
     folder = ws.config.artifacts_dir / PATCHED_MODELS_DIR
     path, sha = write_guards(folder, f"{ws.config.model.name}-{name}", guards)
     parent_sha = chat_model_sha256(ws, source)
+    # The keys of every `model.patched` payload (records.ModelPatched on main), plus the
+    # guards; `data_sha256` is what the probes read, as a tensor patch's is its train split.
     payload = {
         "patch": name,
         "params": defence.params(),
+        "seed": 0,
+        "data_sha256": ws.evaluated_sha256(),
         "model": {"kind": ws.config.model.kind, "factory": None, "factory_kwargs": {}},
         "model_name": ws.config.model.name,
         "artifact": _shown_path(ws, path),

@@ -39,7 +39,7 @@ typecheck: dev
 	$(BIN)/mypy src
 
 test: dev lint typecheck
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: dev
 	$(BIN)/python bench/attacks.py

@@ -1,7 +1,7 @@
 """Prompt probes against SmolLM2-135M-Instruct served on 127.0.0.1 by `hardenml`'s own
 chat server (the real chat-completions protocol, greedy decoding): the canary-leak probe
 finds leaks behind a weak system prompt and none behind the output filter, and a chat
-workspace goes through `hardenml scan` and `hardenml gate` with their exit codes.
+workspace goes through `hardenml scan`, `patch`, `validate` and `gate` with their exit codes.
 
 Loading the model takes about a minute on a CPU, so one server serves the whole module;
 every test keeps to a few short generations (max_tokens 32)."""
@@ -27,7 +27,9 @@ from hardenml.threats.probes.extraction import SystemPromptExtraction
 from hardenml.threats.probes.injection import PromptInjection
 
 pytest.importorskip("transformers")
-pytestmark = pytest.mark.slow
+# One worker runs the whole module (`--dist loadgroup`, as `make test` runs), so the model
+# is loaded once per test session.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smollm2")]
 
 TOKEN = f"smol-{secrets.token_hex(8)}"
 WEAK_PROMPT = "You are a helpful assistant."

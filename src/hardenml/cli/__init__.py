@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from hardenml._version import __version__
 from hardenml.cli import (
+    chat,
     core,
     demo,
     findings,
@@ -64,7 +65,7 @@ def build_app() -> typer.Typer:
             os.environ["HARDENML_DEBUG"] = "1"
 
     for module in (
-        core, findings, ledger, patching, report, intake, incident, monitor, schema, demo
+        core, findings, ledger, patching, report, intake, incident, monitor, schema, demo, chat
     ):  # fmt: skip
         module.register(app)
     return app

@@ -97,6 +97,9 @@ def patch(
         if scratch:
             params["init"] = "scratch"
         ws = workflow.Workspace.open(config)
+        if ws.is_chat:
+            _patch_chat(ws, with_, params, source)
+            return
         with progress_display() as progress:
             outcome = workflow.patch(
                 ws,
@@ -126,6 +129,19 @@ def patch(
     )
 
 
+def _patch_chat(
+    ws: workflow.Workspace, name: str, params: dict[str, Any], source: str | None
+) -> None:
+    """A chat model's patch: a guard file in front of the model, recorded in the ledger."""
+    outcome = workflow.patch_chat(ws, name, params=params, model_path=source)
+    chain = " -> ".join(g.patch for g in outcome.guards)
+    console.print(
+        f"guarded with [bold]{escape(name)}[/] -> {escape(str(outcome.artifact))} (sha256 "
+        f"{outcome.sha256[:12]}, guards: model -> {escape(chain)}, ledger #{outcome.event.seq})"
+    )
+    console.print(f"next: hardenml validate configured {escape(str(outcome.artifact))} --promote")
+
+
 def _print_metrics(metrics: dict[str, Any], prefix: str = "") -> None:
     for key, value in metrics.items():
         if isinstance(value, dict) and all(not isinstance(v, dict | list) for v in value.values()):
@@ -144,8 +160,15 @@ def _fmt(value: Any) -> str:
 
 
 def validate(
-    baseline: Annotated[str, typer.Argument(help="Baseline model file, or 'released'.")],
-    candidate: Annotated[str, typer.Argument(help="Candidate model file.")],
+    baseline: Annotated[
+        str,
+        typer.Argument(
+            help="Baseline model file, or 'released' (chat models: a guard file, 'configured')."
+        ),
+    ],
+    candidate: Annotated[
+        str, typer.Argument(help="Candidate model file (chat models: a guard file).")
+    ],
     promote: Annotated[
         bool,
         typer.Option(help="If the candidate passes, point the config's model at it."),

@@ -14,12 +14,9 @@ label and softmax confidence is 1. Score-based attacks (square, tabular-blackbox
 labels only: their search accepts a step only when it flips the label, so they find less
 than they would with scores; HopSkipJump (label-only by design) is the attack that fits.
 
-The network sits behind `Transport` (see `http_transport`). This module adds what the
-model's owner configures: a bearer token read from the environment variable `token_env`
-(kept out of the options, reprs, the ledger, reports and every error message), retries
-with exponential backoff for timeouts, broken connections, HTTP 5xx and 429 (which waits
-as `Retry-After` says), a token-bucket rate limit, and a per-scan query budget (inputs
-sent), beyond which it stops with an error that names `query_budget`.
+The token (`token_env`), timeouts, retries with backoff and the rate limit are those of
+every network kind (`http_client.EndpointClient`); this module adds a per-scan query
+budget (inputs sent), beyond which it stops with an error that names `query_budget`.
 """
 
 from __future__ import annotations
@@ -27,13 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import time
-from collections.abc import Callable, Sequence
-from email.utils import parsedate_to_datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -42,23 +35,20 @@ from torch import Tensor
 
 from hardenml.config import ModelConfig
 from hardenml.targets.base import InputSpec, Target, TargetError
-from hardenml.targets.http_transport import (
-    ConnectFailed,
-    HttpRequest,
-    HttpResponse,
-    StdlibTransport,
-    TimedOut,
-    Transport,
+from hardenml.targets.http_client import (
+    EndpointClient,
+    checked_headers,
+    checked_url,
+    excerpt,
+    token_from_env,
 )
+from hardenml.targets.http_transport import Transport
 from hardenml.targets.kinds import TargetKind
 from hardenml.targets.loading import input_spec_from_config
 
 # The log-probability of the classes a label-only answer rules out (as the sklearn target
 # clips probabilities): finite, so the outputs stay valid logits.
 LOG_ZERO = math.log(1e-12)
-# A server that asks for a longer pause than this fails the scan rather than stalling it.
-MAX_RETRY_AFTER_S = 120.0
-# Threats that need no gradients, named when a gradient threat is refused.
 # The options that say which model answers and how its answers are read: they make up the
 # target's identity. Timeouts, retries, the rate limit, the budget and the batching only
 # change how it is asked, so raising the query budget still resumes a stopped scan.
@@ -97,25 +87,12 @@ class HttpOptions(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"an http:// or https:// URL with a host, got {url!r}")
-        if parts.username or parts.password:
-            raise ValueError(
-                "a URL without user:password (the options are written to the ledger); "
-                "put a token in an environment variable and name it in token_env"
-            )
-        return url
+        return checked_url(url)
 
     @field_validator("headers")
     @classmethod
     def _no_secret_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        if any(name.lower() == "authorization" for name in headers):
-            raise ValueError(
-                "no Authorization header (the options are written to the ledger); put the "
-                "token in an environment variable and name it in token_env"
-            )
-        return headers
+        return checked_headers(headers)
 
     @model_validator(mode="after")
     def _single_inputs(self) -> HttpOptions:
@@ -126,33 +103,6 @@ class HttpOptions(BaseModel):
     @property
     def rows_per_request(self) -> int:
         return self.batch_size if self.batched else 1
-
-
-class TokenBucket:
-    """At most `rate` requests per second, with a bucket of one token: requests are spaced
-    at least 1/rate apart, so a limit enforced over any window is respected."""
-
-    def __init__(
-        self,
-        rate: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.rate = rate
-        self.clock = clock
-        self.sleep = sleep
-        self.tokens_ = 1.0
-        self.updated_ = clock()
-
-    def take(self) -> None:
-        now = self.clock()
-        self.tokens_ = min(1.0, self.tokens_ + (now - self.updated_) * self.rate)
-        self.updated_ = now
-        if self.tokens_ < 1.0:
-            self.sleep((1.0 - self.tokens_) / self.rate)
-            self.tokens_, self.updated_ = 1.0, self.clock()
-        self.tokens_ -= 1.0
 
 
 class HttpTarget(Target):
@@ -175,11 +125,24 @@ class HttpTarget(Target):
             device=torch.device("cpu"),
         )
         self.options = options
-        self.transport = transport if transport is not None else StdlibTransport()
-        self.requests_sent = 0
-        self._token = token or None
-        self._limiter = TokenBucket(options.rate_limit) if options.rate_limit else None
+        self.client = EndpointClient(
+            options.url,
+            options,
+            token=token,
+            transport=transport,
+            hints={
+                status: (
+                    f"; check model.options.request_field ({options.request_field!r}), "
+                    "batched and model.input.shape against what the API expects"
+                )
+                for status in (400, 422)
+            },
+        )
         self._normalizer = input_spec.normalizer()
+
+    @property
+    def requests_sent(self) -> int:
+        return self.client.requests_sent
 
     def __repr__(self) -> str:
         return f"HttpTarget(url={self.options.url!r}, response={self.options.response!r})"
@@ -213,87 +176,10 @@ class HttpTarget(Target):
     def _ask(self, rows: Tensor) -> np.ndarray:
         """One request for `rows`: per-class logits, shape `(len(rows), classes)`."""
         inputs: Any = rows.tolist() if self.options.batched else rows[0].tolist()
-        body = _nested(self.options.request_field, inputs)
-        request = HttpRequest(
-            "POST",
-            self.options.url,
-            json.dumps(body, allow_nan=False).encode(),
-            self._headers(),
-            self.options.timeout,
-        )
-        response = self._send(request)
-        try:
-            answer = json.loads(response.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise self._error(
-                f"returned malformed JSON ({exc}): {_excerpt(response.body)}; the endpoint "
-                "must answer with a JSON object"
-            ) from None
+        answer = self.client.post_json(_nested(self.options.request_field, inputs))
         if self.options.response == "labels":
             return self._labels(answer, len(rows))
         return self._scores(answer, len(rows))
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        headers |= self.options.headers
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {self._token}"
-        return headers
-
-    def _send(self, request: HttpRequest) -> HttpResponse:
-        """`request` with retries: timeouts, broken connections, 5xx and 429 are retried
-        after `backoff * 2**attempt` seconds (429: after its Retry-After), 4xx are not."""
-        attempts = self.options.retries + 1
-        problem = ""
-        for attempt in range(attempts):
-            if self._limiter is not None:
-                self._limiter.take()
-            self.requests_sent += 1
-            wait = self.options.backoff * 2**attempt
-            try:
-                response = self.transport.send(request)
-            except TimedOut:
-                problem = (
-                    f"timed out (no answer within model.options.timeout = "
-                    f"{self.options.timeout:g} s)"
-                )
-            except ConnectFailed as exc:
-                problem = f"could not be reached: {exc}"
-            else:
-                if 200 <= response.status < 300:
-                    return response
-                problem = self._status_problem(response)
-                if response.status == 429:
-                    wait = _retry_after(response, default=wait)
-                    if wait > MAX_RETRY_AFTER_S:
-                        raise self._error(
-                            f"{problem} and asks to wait {wait:g} s (Retry-After); lower "
-                            "model.options.rate_limit or scan later"
-                        )
-                elif response.status < 500:
-                    raise self._error(problem)
-            if attempt + 1 < attempts:
-                time.sleep(wait)
-        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
-        raise self._error(
-            f"{problem}, after {tries} (model.options.retries = {self.options.retries})"
-        )
-
-    def _status_problem(self, response: HttpResponse) -> str:
-        status = f"answered HTTP {response.status} {response.reason}".rstrip()
-        hint = {
-            401: "; check the token in the variable model.options.token_env names",
-            403: "; check the token in the variable model.options.token_env names",
-            404: "; check model.options.url",
-            413: "; lower model.options.batch_size",
-            429: "; lower model.options.rate_limit",
-        }.get(response.status, "")
-        if response.status in (400, 422):
-            hint = (
-                f"; check model.options.request_field ({self.options.request_field!r}), "
-                "batched and model.input.shape against what the API expects"
-            )
-        return f"{status}: {_excerpt(response.body)}{hint}"
 
     def _scores(self, answer: Any, n: int) -> np.ndarray:
         field = self.options.scores_field
@@ -313,7 +199,7 @@ class HttpTarget(Target):
         if scores is None or scores.ndim != 2 or scores.shape[1] != k:
             raise self._error(
                 f"returned scores under {field!r} that are not {n} rows of {k} numbers (one "
-                f"per class in model.classes); first row: {_excerpt(json.dumps(rows[0]))}"
+                f"per class in model.classes); first row: {excerpt(json.dumps(rows[0]))}"
             )
         bad = ~np.isfinite(scores).all(axis=1)
         if bad.any():
@@ -347,7 +233,7 @@ class HttpTarget(Target):
         if is_index and 0 <= label < len(self.classes):
             return int(label)
         raise self._error(
-            f"returned the label {_excerpt(json.dumps(label))}, which is neither a class index "
+            f"returned the label {excerpt(json.dumps(label))}, which is neither a class index "
             f"0..{len(self.classes) - 1} nor a name in model.classes"
         )
 
@@ -366,12 +252,7 @@ class HttpTarget(Target):
         return value
 
     def _error(self, problem: str) -> TargetError:
-        """A `TargetError` naming the URL; the token never appears in it (a server may
-        echo the request's headers in an error body)."""
-        message = f"POST {self.options.url} {problem}"
-        if self._token:
-            message = message.replace(self._token, "***")
-        return TargetError(message)
+        return self.client.error(problem)
 
 
 def _nested(path: str, value: Any) -> dict[str, Any]:
@@ -381,28 +262,6 @@ def _nested(path: str, value: Any) -> dict[str, Any]:
     for name in reversed(outer):
         body = {name: body}
     return body
-
-
-def _retry_after(response: HttpResponse, *, default: float) -> float:
-    """Seconds a 429 response asks to wait: its Retry-After (seconds or an HTTP date)."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _excerpt(body: bytes | str, limit: int = 200) -> str:
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = " ".join(text.split())
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 class HttpKind(TargetKind):
@@ -424,17 +283,5 @@ class HttpKind(TargetKind):
             options,
             input_spec=input_spec_from_config(model),
             classes=model.classes,
-            token=_token(options),
+            token=token_from_env(options.token_env),
         )
-
-
-def _token(options: HttpOptions) -> str | None:
-    if options.token_env is None:
-        return None
-    token = os.environ.get(options.token_env)
-    if not token:
-        raise TargetError(
-            f"model.options.token_env names the environment variable {options.token_env!r}, "
-            f"which is not set (or empty): export {options.token_env}=<token> before the scan"
-        )
-    return token

@@ -5,13 +5,16 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from hardenml.config import ConfigError, ConfigProblem, HardenConfig, ModelConfig
 from hardenml.targets.base import Target, TargetError
 from hardenml.targets.kinds import TargetKind
+
+if TYPE_CHECKING:
+    from hardenml.targets.chat_target import ChatModel
 
 GROUP = "hardenml.targets"
 
@@ -125,3 +128,23 @@ def model_identity(model: ModelConfig, path: Path | None) -> str:
     if kind.needs_file and (path is None or not path.is_file()):
         raise TargetError(f"model file {path} does not exist (model.path = {str(model.path)!r})")
     return kind.identity(model, path if kind.needs_file else None, kind_options(model))
+
+
+def is_chat_kind(model: ModelConfig) -> bool:
+    """Whether `model.kind` is a chat model (a `ChatKind`), scanned with prompt threats."""
+    from hardenml.targets.chat_target import ChatKind
+
+    return isinstance(target_kind(model.kind), ChatKind)
+
+
+def load_chat_model(model: ModelConfig) -> ChatModel:
+    """The chat model named by `model` (a `model.kind` registered as a `ChatKind`)."""
+    from hardenml.targets.chat_target import ChatKind
+
+    kind = target_kind(model.kind)
+    if not isinstance(kind, ChatKind):
+        raise TargetError(
+            f"model.kind {model.kind!r} is not a chat model; prompt threats need one "
+            "(model.kind = 'chat')"
+        )
+    return kind.connect(kind_options(model))

@@ -44,12 +44,14 @@ def threat_class(name: str) -> type[Threat]:
 
 
 def gradient_free_threats() -> list[str]:
-    """Registered threats that run without input gradients (scores, labels or none), by
-    name; a plugin that fails to load is left out rather than hiding the real error."""
+    """Registered threats that run on a classifier without input gradients (scores, labels
+    or none), by name; prompt probes (which need a chat model) and a plugin that fails to
+    load are left out."""
     names = []
     for name in available_threats():
         try:
-            if not threat_class(name).needs_gradients:
+            cls = threat_class(name)
+            if not cls.needs_gradients and cls.family != "prompt":
                 names.append(name)
         except Exception:  # a broken third-party plugin
             continue

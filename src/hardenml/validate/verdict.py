@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from hardenml.config import HardenConfig
+from hardenml.config import HardenConfig, RobustRequirement
 from hardenml.scan.behaviour import SuiteResult
 from hardenml.stats import (
     ece_difference_interval,
@@ -140,7 +140,6 @@ def compare(
     """Judge `candidate` against `baseline`, measured on the same samples with labels `y`."""
     policy = config.policy
     conf = policy.confidence
-    alpha = 1 - conf
     n = len(y)
     counts = resampling_counts(n, samples=samples, seed=seed)
     level = f"{conf:.0%} CI"
@@ -169,42 +168,10 @@ def compare(
 
     for req in policy.robust:
         key = robust_key(req.threat, req.budget)
-        base, cand = baseline.judged(key), candidate.judged(key)
-        diff, lo, hi = mean_difference_interval(base, cand, counts, conf)
-        test = mcnemar_exact(base, cand)
         worst = " (worst case over its threat model)" if key in candidate.worst else ""
-        shown = (
-            f"{base.mean():.3f} -> {cand.mean():.3f}{worst} ({_pct(diff)}, "
-            f"{_interval(lo, hi, level)}); exact McNemar p = {test.p_value:.3g}"
-        )
-        if base.mean() < req.min_accuracy:
-            ok = lo > 0 and test.c > test.b and test.p_value < alpha
-            why = (
-                "a significant gain, as needed below the policy's "
-                if ok
-                else "no significant gain, but the baseline is below the policy's "
-            )
-            name, reason = f"robust_accuracy[{key}] improvement", f"{shown}: {why}"
-            reason += f"{req.min_accuracy:.3f}"
-        else:
-            ok = lo >= -policy.clean_margin
-            name = f"robust_accuracy[{key}] non-inferiority"
-            reason = (
-                f"{shown}; lower end {_bound(lo, policy.clean_margin)} "
-                f"{'within' if ok else 'beyond'} the margin -{policy.clean_margin:g}"
-                f"{'' if ok else _power_note(diff, lo, n, policy.clean_margin)} "
-                f"(the baseline already met {req.min_accuracy:.3f})"
-            )
         checks.append(
-            ValidationCheck(
-                name,
-                ok,
-                reason,
-                float(base.mean()),
-                float(cand.mean()),
-                diff,
-                (lo, hi),
-                test.p_value,
+            robust_check(
+                config, req, baseline.judged(key), candidate.judged(key), counts, note=worst
             )
         )
 
@@ -230,6 +197,52 @@ def compare(
     checks.append(_behaviour(config, baseline, candidate))
     return Verdict(
         passed=all(c.passed for c in checks), checks=checks, n=n, seed=seed, confidence=conf
+    )
+
+
+def robust_check(
+    config: HardenConfig,
+    req: RobustRequirement,
+    base: np.ndarray,
+    cand: np.ndarray,
+    counts: np.ndarray,
+    *,
+    note: str = "",
+) -> ValidationCheck:
+    """One `[[policy.robust]]` requirement on paired per-sample outcomes (`base`, `cand`:
+    True where the sample held): a baseline below the policy must gain significantly
+    (bootstrap interval above 0, exact McNemar), one that met it must stay within the
+    margin. `counts`: the bootstrap resampling counts; `note` follows the values."""
+    policy = config.policy
+    conf = policy.confidence
+    level = f"{conf:.0%} CI"
+    key = robust_key(req.threat, req.budget)
+    diff, lo, hi = mean_difference_interval(base, cand, counts, conf)
+    test = mcnemar_exact(base, cand)
+    shown = (
+        f"{base.mean():.3f} -> {cand.mean():.3f}{note} ({_pct(diff)}, "
+        f"{_interval(lo, hi, level)}); exact McNemar p = {test.p_value:.3g}"
+    )
+    if base.mean() < req.min_accuracy:
+        ok = lo > 0 and test.c > test.b and test.p_value < 1 - conf
+        why = (
+            "a significant gain, as needed below the policy's "
+            if ok
+            else "no significant gain, but the baseline is below the policy's "
+        )
+        name, reason = f"robust_accuracy[{key}] improvement", f"{shown}: {why}"
+        reason += f"{req.min_accuracy:.3f}"
+    else:
+        ok = lo >= -policy.clean_margin
+        name = f"robust_accuracy[{key}] non-inferiority"
+        reason = (
+            f"{shown}; lower end {_bound(lo, policy.clean_margin)} "
+            f"{'within' if ok else 'beyond'} the margin -{policy.clean_margin:g}"
+            f"{'' if ok else _power_note(diff, lo, len(base), policy.clean_margin)} "
+            f"(the baseline already met {req.min_accuracy:.3f})"
+        )
+    return ValidationCheck(
+        name, ok, reason, float(base.mean()), float(cand.mean()), diff, (lo, hi), test.p_value
     )
 
 

@@ -24,7 +24,7 @@ ROOMS: list[tuple[str, ...]] = [
     ("threats",),
     ("scan",),
     ("ledger",),
-    ("train", "zoo"),
+    ("train", "zoo", "text_train"),
     ("patch",),
     ("validate",),
     ("gate",),

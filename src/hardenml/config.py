@@ -78,6 +78,10 @@ class ProjectConfig(_Strict):
 
 
 class InputConfig(_Strict):
+    # "text": the model reads strings; `shape = [max_chars]` is the longest input it takes
+    # (inputs travel as rows of code points, `hardenml.targets.text_codec`), and the numeric
+    # keys (dtype, bounds, mean, std) do not apply.
+    modality: Literal["tensor", "text"] = "tensor"
     shape: list[int] = Field(min_length=1)
     dtype: Literal["float32", "float64"] = "float32"
     bounds: tuple[float, float] = (0.0, 1.0)
@@ -95,6 +99,16 @@ class InputConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> InputConfig:
+        if self.modality == "text":
+            numeric = sorted(self.model_fields_set & {"dtype", "bounds", "mean", "std"})
+            if numeric:
+                raise ValueError(
+                    f"a text model's input takes only shape = [max_chars]; remove {numeric}"
+                )
+            if len(self.shape) != 1:
+                raise ValueError(
+                    f"a text model's shape is [max_chars] (one number), got {self.shape}"
+                )
         lo, hi = self.bounds
         if not lo < hi:
             raise ValueError(f"bounds must be [low, high] with low < high, got {list(self.bounds)}")

@@ -32,7 +32,7 @@ ROOMS: list[tuple[str, ...]] = [
     ("monitor",),
     ("continuous",),
     ("executors",),
-    ("workflow", "demo", "api", "integrity_zoo"),
+    ("workflow", "demo", "demo_text", "api", "integrity_zoo"),
     ("cli", "__main__", "__init__"),
 ]
 LEVEL = {name: i for i, room in enumerate(ROOMS) for name in room}

@@ -249,14 +249,14 @@ def _text_examples(config: HardenConfig, ev: Evidence, shown: int) -> list[TextE
             i,
             _class_name(config, ev.y[i]),
             _class_name(config, ev.pred[i]),
-            _visible(before[i]),
-            _visible(after[i]),
+            visible_text(before[i]),
+            visible_text(after[i]),
         )
         for i in range(shown)
     ]
 
 
-def _visible(text: str) -> str:
+def visible_text(text: str) -> str:
     """`text` with characters that do not show (zero-width, controls) and those outside
     ASCII written as escapes, so that a homoglyph or an invisible edit can be seen."""
     return "".join(ch if ch.isascii() and ch.isprintable() else ascii(ch)[1:-1] for ch in text)

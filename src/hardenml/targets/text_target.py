@@ -30,7 +30,7 @@ def text_spec_from_config(model: ModelConfig) -> InputSpec:
     """`text_spec` of `[model.input]`, which must declare `modality = "text"`."""
     if model.input.modality != "text":
         raise TargetError(
-            f"model.kind {model.kind!r} reads strings: set [model.input] modality = \"text\" "
+            f'model.kind {model.kind!r} reads strings: set [model.input] modality = "text" '
             "and shape = [max_chars] (the longest input it takes, e.g. [1000])"
         )
     return text_spec(model.input.shape[0])
@@ -49,7 +49,9 @@ class TextTarget(Target):
 
     @property
     def no_gradients_reason(self) -> str:
-        return f"{type(self).__name__} reads strings (discrete inputs), so it has no input gradients"
+        return (
+            f"{type(self).__name__} reads strings (discrete inputs), so it has no input gradients"
+        )
 
     @abstractmethod
     def _scores(self, texts: list[str]) -> Tensor: ...

@@ -62,5 +62,7 @@ class SklearnTextKind(TargetKind):
     def load(self, model: ModelConfig, path: Path | None, options: Any, *, trust: bool) -> Target:
         assert path is not None  # needs_file
         spec = text_spec_from_config(model)
-        estimator = load_sklearn(path, trust=trust or model.trust, trusted_types=model.trusted_types)
+        estimator = load_sklearn(
+            path, trust=trust or model.trust, trusted_types=model.trusted_types
+        )
         return SklearnTextTarget(estimator, max_chars=spec.shape[0], classes=model.classes)

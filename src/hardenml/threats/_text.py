@@ -95,7 +95,7 @@ class TextThreat(Threat):
         if target.input_spec.modality != "text":
             raise ThreatError(
                 f"{type(self).__name__} edits strings, but the model reads tensors of shape "
-                f"{target.input_spec.shape}; use it on a text model (modality = \"text\")"
+                f'{target.input_spec.shape}; use it on a text model (modality = "text")'
             )
         width = target.input_spec.shape[0]
         texts = decode_texts(x)

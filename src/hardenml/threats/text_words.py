@@ -143,12 +143,18 @@ class TextFoolerJin2020(TextThreat):
                 if similarity[best] >= self.min_sentence_similarity:
                     return candidates[flipped[best]], float(changed + 1)
             lower = [
-                i for i in np.argsort(scores[:, label], kind="stable") if scores[i, label] < current_p
+                i
+                for i in np.argsort(scores[:, label], kind="stable")
+                if scores[i, label] < current_p
             ][:CHECKED_PER_WORD]
             if not lower:
                 continue
             similarity = embed([candidates[i] for i in lower]) @ original
-            passing = [i for i, s in zip(lower, similarity, strict=True) if s >= self.min_sentence_similarity]
+            passing = [
+                i
+                for i, s in zip(lower, similarity, strict=True)
+                if s >= self.min_sentence_similarity
+            ]
             if not passing:
                 continue
             pick = passing[0]

@@ -10,7 +10,7 @@ from tests.text_support import accuracy, first_test, minilm_model, rt_split, tfi
 from hardenml.targets import InputSpec, TargetError, TorchTarget
 from hardenml.targets.minilm import embed
 from hardenml.targets.text_codec import decode_texts
-from hardenml.threats import check_access
+from hardenml.threats import available_threats, check_access, threat_class, threat_parameters
 from hardenml.threats._text import stop_words, word_spans
 from hardenml.threats.pgd import LinfPGD
 from hardenml.threats.text_chars import OPERATIONS, CharacterEdits, edit_word
@@ -101,3 +101,43 @@ def test_attacks_lower_the_minilm_classifier_accuracy(rt_split, minilm_model):
     assert clean >= 0.6
     for result in (typos, words):
         assert float(result.robust_correct.float().mean()) <= clean - 0.1
+
+
+TEXT_THREATS = [n for n in available_threats() if threat_class(n).family == "text"]
+# The word-level threats load the MiniLM encoder (tens of seconds, once per process).
+SLOW_TEXT = {"textfooler"}
+
+
+def test_every_registered_threat_has_a_contract_suite() -> None:
+    from tests.test_threat_registry import TENSOR_THREATS
+
+    assert sorted(TENSOR_THREATS + TEXT_THREATS) == available_threats()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TEXT else n for n in TEXT_THREATS],
+)
+def test_text_threat_contract(name: str, rt_split, tfidf_model) -> None:
+    """The registry contract for threats that edit strings: the same checks as for tensor
+    threats (shapes, success is misclassification, queries counted, misclassified inputs
+    untouched, smallest flipping budget within the budget, same seed same result), with the
+    bounds read as code points. A norm-ball size does not apply: the budget counts edits."""
+    x, y = first_test(rt_split, 12)
+    params = {"max_queries": 150} if "max_queries" in threat_parameters(name) else {}
+    budget = 2.0
+    before = tfidf_model.queries
+    result = _attack(threat_class(name)(**params), tfidf_model, x, y, budget, seed=7)
+    assert result.x_adv.shape == x.shape and result.x_adv.dtype == x.dtype
+    assert result.success.shape == (12,) and result.clean_correct.shape == (12,)
+    assert result.queries == tfidf_model.queries - before > 0
+    assert int(result.x_adv.min()) >= 0 and int(result.x_adv.max()) <= 0x10FFFF
+    wrong = ~result.clean_correct
+    assert torch.equal(result.x_adv[wrong], x[wrong])
+    assert torch.equal(result.success, (tfidf_model.predict(result.x_adv) != y) | wrong)
+    if result.min_perturbation is not None:
+        assert bool(torch.isnan(result.min_perturbation[~result.success]).all())
+        assert bool((result.min_perturbation[result.success] <= budget).all())
+    again = _attack(threat_class(name)(**params), tfidf_model, x, y, budget, seed=7)
+    assert torch.equal(result.x_adv, again.x_adv) and result.queries == again.queries
+    assert f"{budget:g}" in threat_class(name)(**params).describe(budget)

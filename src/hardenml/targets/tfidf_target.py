@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,6 +17,7 @@ from hardenml.config import ModelConfig
 from hardenml.targets.base import Target, TargetError
 from hardenml.targets.kinds import TargetKind
 from hardenml.targets.loading import load_sklearn
+from hardenml.targets.sklearn_target import estimator_logits
 from hardenml.targets.text_target import TextTarget, text_spec_from_config
 
 
@@ -34,13 +34,7 @@ class SklearnTextTarget(TextTarget):
         super().__init__(max_chars=max_chars, classes=classes)
 
     def _scores(self, texts: list[str]) -> Tensor:
-        if hasattr(self.estimator, "predict_proba"):
-            proba = np.asarray(self.estimator.predict_proba(texts), dtype=np.float64)
-            return torch.from_numpy(np.log(np.clip(proba, 1e-12, 1.0)))
-        out = np.asarray(self.estimator.decision_function(texts), dtype=np.float64)
-        if out.ndim == 1:
-            out = np.stack([np.zeros_like(out), out], axis=1)
-        return torch.from_numpy(out)
+        return torch.from_numpy(estimator_logits(self.estimator, texts))
 
 
 class SklearnTextKind(TargetKind):

@@ -74,6 +74,17 @@ class Scorer:
         return torch.softmax(logits.double(), dim=1).cpu().numpy()
 
 
+def with_each_word_deleted(
+    scorer: Scorer, text: str
+) -> tuple[list[tuple[int, int]], np.ndarray] | None:
+    """The word spans of `text` and the probabilities of `text` (row 0) and of `text`
+    without each word (rows 1..): the queries both text threats rank words by. None past
+    the query budget."""
+    spans = word_spans(text)
+    probs = scorer.probabilities([text] + [replace_span(text, s, "") for s in spans])
+    return None if probs is None else (spans, probs)
+
+
 class TextThreat(Threat):
     """Base of threats that edit strings. Subclasses write `attack_text`, which returns the
     edited string and the budget it used when it flipped the decision (None otherwise)."""

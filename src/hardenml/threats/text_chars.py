@@ -23,7 +23,7 @@ import numpy as np
 
 from hardenml.targets import Target
 from hardenml.targets.text_codec import fits
-from hardenml.threats._text import Scorer, TextThreat, replace_span, word_spans
+from hardenml.threats._text import Scorer, TextThreat, replace_span, with_each_word_deleted
 from hardenml.threats.parameters import ThreatParameterError
 
 OPERATIONS = ("swap", "drop", "insert", "keyboard", "homoglyph", "invisible", "case", "space")
@@ -99,17 +99,6 @@ def edit_word(word: str, operation: str, rng: np.random.Generator) -> str | None
     return None
 
 
-def importance(
-    scorer: Scorer, text: str, spans: list[tuple[int, int]]
-) -> tuple[float, np.ndarray] | None:
-    """The true class's probability, and how much deleting each word lowers it (one query
-    for the text and one per word); None past the query budget."""
-    probs = scorer.probabilities([text] + [replace_span(text, s, "") for s in spans])
-    if probs is None:
-        return None
-    return float(probs[0, scorer.label]), probs[0, scorer.label] - probs[1:, scorer.label]
-
-
 class CharacterEdits(TextThreat):
     """Typos, look-alikes and invisible characters on the most important words."""
 
@@ -148,11 +137,13 @@ class CharacterEdits(TextThreat):
     ) -> tuple[str, float | None]:
         scorer = Scorer(target, label, self.max_queries)
         width = target.input_spec.shape[0]
-        spans = word_spans(text)
-        ranked = importance(scorer, text, spans)
+        ranked = with_each_word_deleted(scorer, text)
         if ranked is None:
             return text, None
-        current_p, scores = ranked
+        spans, deleted = ranked
+        # How much deleting each word lowers the true class's probability.
+        current_p = float(deleted[0, label])
+        scores = current_p - deleted[1:, label]
         current, edits = text, 0
         for j in np.argsort(-scores, kind="stable"):
             if edits >= int(budget):

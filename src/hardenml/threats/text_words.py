@@ -36,7 +36,13 @@ import numpy as np
 from hardenml.targets import Target
 from hardenml.targets.minilm import embed, word_vectors
 from hardenml.targets.text_codec import fits
-from hardenml.threats._text import Scorer, TextThreat, replace_span, stop_words, word_spans
+from hardenml.threats._text import (
+    Scorer,
+    TextThreat,
+    replace_span,
+    stop_words,
+    with_each_word_deleted,
+)
 from hardenml.threats.parameters import ThreatParameterError
 
 # Candidates whose sentence similarity is checked per word when none flips the decision.
@@ -112,10 +118,10 @@ class TextFoolerJin2020(TextThreat):
     ) -> tuple[str, float | None]:
         scorer = Scorer(target, label, self.max_queries)
         width = target.input_spec.shape[0]
-        spans = word_spans(text)
-        probs = scorer.probabilities([text] + [replace_span(text, s, "") for s in spans])
-        if probs is None:
+        ranked = with_each_word_deleted(scorer, text)
+        if ranked is None:
             return text, None
+        spans, probs = ranked
         order = np.argsort(-_importance(probs, label), kind="stable")
         stops = stop_words()
         original = embed([text])[0]

@@ -15,6 +15,11 @@ Pang & Lee 2005, of which Rotten Tomatoes is the source), Table 3, on their Word
 WordLSTM and BERT models. Different models: the comparison says whether our attack is in
 the published range, not that it matches a number.
 
+Our attack runs twice: with its default constraint (MiniLM cosine >= 0.8 to the original)
+and with the threshold at 0.1, which is what TextFooler's own code does on texts shorter
+than its 15-word window (jind11/TextFooler, attack_classification.py), most MR snippets.
+The published success rates are derived as 1 - after-attack / original accuracy.
+
 Measured, over the sentences the model classifies correctly: attack success rate (share
 flipped), queries per success (model inputs the target counted, the threat's two checks
 of each sentence included), perturbed-word rate of the successes, and their MiniLM
@@ -35,6 +40,7 @@ import torch
 from hardenml.data import fit_to_shape, load_source, split
 from hardenml.targets.minilm import embed
 from hardenml.targets.text_codec import decode_texts
+from hardenml.targets.tfidf_target import SklearnTextTarget
 from hardenml.text_train import texts_of, train_tfidf
 from hardenml.threats._text import word_spans
 from hardenml.threats.text_words import TextFoolerJin2020
@@ -55,21 +61,21 @@ def _words(text: str) -> list[str]:
     return [text[s:e] for s, e in word_spans(text)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="30 sentences instead of 100")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "text.json")
-    args = parser.parse_args()
-    n = 30 if args.quick else 100
-    torch.set_num_threads(1)
-    started = time.perf_counter()
-    train, test = split(
-        fit_to_shape(load_source("rotten_tomatoes"), (WIDTH,)), test_fraction=0.2, seed=0
-    )
-    target = train_tfidf(texts_of(train.x), train.y, train.classes, max_chars=WIDTH)
-    threat = TextFoolerJin2020()
-    x, y = torch.from_numpy(test.x[:n]), torch.from_numpy(test.y[:n])
-    correct, flipped, queries, rates, originals, changed = 0, 0, [], [], [], []
+# Our default constraint, and the one TextFooler's own code applies to texts shorter than
+# its 15-word window (most MR snippets): attack_classification.py sets the threshold to 0.1.
+SETTINGS = {"similarity>=0.8": 0.8, "similarity>=0.1": 0.1}
+
+
+def _attack_each(
+    target: SklearnTextTarget, threat: TextFoolerJin2020, x: torch.Tensor, y: torch.Tensor
+) -> dict[str, object]:
+    """The threat on each sentence alone (its queries are its own), summarised."""
+    n = len(y)
+    correct, flipped = 0, 0
+    queries: list[int] = []
+    rates: list[float] = []
+    originals: list[str] = []
+    changed: list[str] = []
     for i in range(n):
         result = threat(
             target, x[i : i + 1], y[i : i + 1], budget=UNLIMITED,
@@ -87,7 +93,7 @@ def main() -> None:
             originals.append(before)
             changed.append(after)
     similarity = (embed(originals) * embed(changed)).sum(axis=1) if originals else np.zeros(0)
-    ours = {
+    return {
         "model": "TF-IDF (1-2 grams) + logistic regression, trained on 10,246 snippets",
         "sentences": n,
         "original_accuracy": 100.0 * correct / n,
@@ -103,6 +109,25 @@ def main() -> None:
             "max_queries": threat.max_queries,
             "budget_words": "unlimited",
         },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="30 sentences instead of 100")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "text.json")
+    args = parser.parse_args()
+    n = 30 if args.quick else 100
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    train, test = split(
+        fit_to_shape(load_source("rotten_tomatoes"), (WIDTH,)), test_fraction=0.2, seed=0
+    )
+    target = train_tfidf(texts_of(train.x), train.y, train.classes, max_chars=WIDTH)
+    x, y = torch.from_numpy(test.x[:n]), torch.from_numpy(test.y[:n])
+    ours = {
+        name: _attack_each(target, TextFoolerJin2020(min_sentence_similarity=threshold), x, y)
+        for name, threshold in SETTINGS.items()
     }
     for row in PUBLISHED.values():
         if isinstance(row, dict):
@@ -121,16 +146,17 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"{'':<10}{'orig acc':>10}{'after':>8}{'success':>9}{'queries':>9}{'perturbed':>11}")
-    print(
-        f"{'ours':<10}{ours['original_accuracy']:>10.1f}{ours['after_attack_accuracy']:>8.1f}"
-        f"{ours['attack_success_rate']:>9.1f}{ours['queries_per_success'] or 0:>9.1f}"
-        f"{ours['perturbed_words'] or 0:>11.1f}"
-    )
+    print(f"{'':<18}{'orig acc':>10}{'after':>8}{'success':>9}{'queries':>9}{'perturbed':>11}")
+    for name, row in ours.items():
+        print(
+            f"{name:<18}{row['original_accuracy']:>10.1f}{row['after_attack_accuracy']:>8.1f}"
+            f"{row['attack_success_rate']:>9.1f}{row['queries_per_success'] or 0:>9.1f}"
+            f"{row['perturbed_words'] or 0:>11.1f}"
+        )
     for name, row in PUBLISHED.items():
         if isinstance(row, dict):
             print(
-                f"{name:<10}{row['original_accuracy']:>10.1f}{row['after_attack_accuracy']:>8.1f}"
+                f"{name:<18}{row['original_accuracy']:>10.1f}{row['after_attack_accuracy']:>8.1f}"
                 f"{row['attack_success_rate']:>9.1f}{'-':>9}{row['perturbed_words']:>11.1f}"
             )
     print(f"written to {args.out} in {record['seconds']}s")

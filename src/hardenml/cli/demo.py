@@ -17,7 +17,7 @@ def demo(
         typer.Option(
             "--text",
             help="The text demo instead: TF-IDF on Rotten Tomatoes snippets, scanned with "
-            "character edits, TextFooler and CheckList suites (needs hardenml[text]).",
+            "character edits, TextFooler and CheckList suites (needs the text extra).",
         ),
     ] = False,
 ) -> None:

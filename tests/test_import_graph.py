@@ -24,7 +24,7 @@ ROOMS: list[tuple[str, ...]] = [
     ("threats",),
     ("scan",),
     ("ledger",),
-    ("train", "zoo"),
+    ("train", "zoo", "text_train"),
     ("patch",),
     ("validate",),
     ("gate",),
@@ -32,7 +32,7 @@ ROOMS: list[tuple[str, ...]] = [
     ("monitor",),
     ("continuous",),
     ("executors",),
-    ("workflow", "demo", "api", "integrity_zoo", "intake", "notify"),
+    ("workflow", "demo", "demo_text", "api", "integrity_zoo", "intake", "notify"),
     ("cli", "__main__", "__init__"),
 ]
 LEVEL = {name: i for i, room in enumerate(ROOMS) for name in room}

@@ -25,10 +25,14 @@ import torch
 from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 from tests.test_http_target import TOKEN, TOKEN_ENV, ModelServer
+from tests.text_support import CLASSES as TEXT_CLASSES
+from tests.text_support import WIDTH as TEXT_WIDTH
+from tests.text_support import rt_split
 from threadpoolctl import threadpool_limits
 from torch import nn
 
 from hardenml.config import ConfigError, ModelConfig
+from hardenml.data import Dataset
 from hardenml.targets import (
     TargetError,
     available_target_kinds,
@@ -38,6 +42,8 @@ from hardenml.targets import (
     target_kind,
 )
 from hardenml.targets.chat_target import ChatKind
+from hardenml.targets.text_target import TextTarget
+from hardenml.text_train import texts_of, train_minilm_head, train_tfidf
 from hardenml.threats import check_access
 from hardenml.threats.pgd import LinfPGD
 
@@ -45,6 +51,8 @@ CLASSES = [str(d) for d in range(10)]
 # Chat kinds answer conversations, not tensors: tests/test_chat_target.py holds their
 # contract (replies, errors, identity); this suite covers every classifier kind.
 CLASSIFIER_KINDS = [k for k in available_target_kinds() if not isinstance(target_kind(k), ChatKind)]
+
+__all__ = ["rt_split"]  # a fixture
 Built = tuple[ModelConfig, Path | None]
 Builder = Callable[[Path, nn.Module, LogisticRegression, ExitStack], Built]
 
@@ -97,6 +105,44 @@ def _http(folder: Path, mlp: nn.Module, logreg: LogisticRegression, stack: ExitS
     return _model("http", None, options=options), None
 
 
+def _text_model(kind: str, path: Path) -> ModelConfig:
+    return ModelConfig.model_validate(
+        {
+            "name": f"rt-{kind}",
+            "kind": kind,
+            "path": path,
+            "classes": list(TEXT_CLASSES),
+            "input": {"modality": "text", "shape": [TEXT_WIDTH]},
+        }
+    )
+
+
+def _text_sklearn(folder: Path, rt_split: tuple[Dataset, Dataset]) -> Built:
+    train, _ = rt_split
+    target = train_tfidf(texts_of(train.x[:600]), train.y[:600], TEXT_CLASSES, max_chars=TEXT_WIDTH)
+    path = folder / "tfidf.skops"
+    target_kind("text-sklearn").save(target, path)
+    return _text_model("text-sklearn", path), path
+
+
+def _text_minilm(folder: Path, rt_split: tuple[Dataset, Dataset]) -> Built:
+    train, _ = rt_split
+    target = train_minilm_head(
+        texts_of(train.x[:200]), train.y[:200], TEXT_CLASSES, max_chars=TEXT_WIDTH
+    )
+    path = folder / "head.safetensors"
+    target_kind("text-minilm").save(target, path)
+    return _text_model("text-minilm", path), path
+
+
+# Kinds that read strings: their inputs are rows of code points, so the digits task above
+# does not apply to them; they have their own builders and contract below.
+TEXT_BUILDERS: dict[str, Callable[[Path, tuple[Dataset, Dataset]], Built]] = {
+    "text-sklearn": _text_sklearn,
+    "text-minilm": _text_minilm,
+}
+TENSOR_KINDS = [k for k in CLASSIFIER_KINDS if k not in TEXT_BUILDERS]
+
 BUILDERS: dict[str, Builder] = {
     "pytorch": _pytorch,
     "torchscript": _torchscript,
@@ -124,7 +170,7 @@ def _token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
 
 
-@pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
+@pytest.mark.parametrize("kind", TENSOR_KINDS)
 def test_every_kind_honours_the_target_contract(
     kind: str,
     tmp_path: Path,
@@ -165,6 +211,51 @@ def test_every_kind_honours_the_target_contract(
         identity = model_identity(model, path)
         assert re.fullmatch(r"[0-9a-f]{64}", identity)
         assert model_identity(model, path) == identity
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param(k, marks=pytest.mark.slow) if k == "text-minilm" else k for k in TEXT_BUILDERS],
+)
+def test_every_text_kind_honours_the_target_contract(
+    kind: str, tmp_path: Path, rt_split: tuple[Dataset, Dataset]
+) -> None:
+    """The contract for kinds that read strings: spec and classes as declared, scores of the
+    right shape for strings (empty ones too), queries counted, a clear error for inputs of
+    the wrong width and for rows it cannot encode, no input gradients, only text threats,
+    a model file written by `save` loading back the same scores, a stable identity. The
+    gradient checks and the digits task of the tensor contract do not apply: strings are
+    discrete."""
+    _, test = rt_split
+    model, path = TEXT_BUILDERS[kind](tmp_path, rt_split)
+    target = load_target(model, path)
+    assert isinstance(target, TextTarget)
+    assert target.input_spec.modality == "text" and target.input_spec.shape == (TEXT_WIDTH,)
+    assert target.classes == TEXT_CLASSES and not target.has_gradients
+    x, y = torch.from_numpy(test.x[:40]), test.y[:40]
+    before = target.queries
+    scores = target.logits(x)
+    assert scores.shape == (40, 2) and bool(torch.isfinite(scores).all())
+    assert target.queries - before == 40
+    assert float((target.predict(x).numpy() == y).mean()) >= 0.6, "a trained model"
+    assert target.classify(["", "A masterpiece."]).shape == (2, 2)
+    with pytest.raises(TargetError, match="shape"):
+        target.logits(torch.zeros(2, TEXT_WIDTH - 1, dtype=torch.int32))
+    with pytest.raises(TargetError, match="row 0 has 401 characters"):
+        target.encode(["x" * (TEXT_WIDTH + 1)])
+    with pytest.raises(TargetError, match="no input gradients"):
+        target.require_gradients()
+    with pytest.raises(TargetError, match="only text threats"):
+        check_access(target, {"pgd": LinfPGD(steps=1)})
+    saved = tmp_path / f"again{target_kind(kind).artifact_suffix}"
+    target_kind(kind).save(target, saved)
+    assert torch.allclose(load_target(model, saved).logits(x[:5]), scores[:5])
+    identity = model_identity(model, path)
+    assert re.fullmatch(r"[0-9a-f]{64}", identity) and model_identity(model, path) == identity
+
+
+def test_every_kind_has_a_contract_builder() -> None:
+    assert sorted([*BUILDERS, *TEXT_BUILDERS]) == available_target_kinds()
 
 
 @pytest.mark.parametrize("kind", available_target_kinds())

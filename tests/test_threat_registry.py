@@ -93,8 +93,11 @@ def test_builds_with_defaults(name: str) -> None:
         assert space is None or space not in ("linf", "l2")
 
 
-# Prompt probes talk to chat models; tests/test_chat_probes.py holds their contract.
-TENSOR_THREATS = [n for n in available_threats() if threat_class(n).family != "prompt"]
+# Prompt probes talk to chat models (tests/test_chat_probes.py holds their contract); text
+# threats edit strings (their contract runs on a text model, in tests/test_text_threats.py).
+TENSOR_THREATS = [
+    n for n in available_threats() if threat_class(n).family not in ("prompt", "text")
+]
 
 
 @pytest.mark.parametrize("name", TENSOR_THREATS)

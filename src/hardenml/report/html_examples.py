@@ -31,6 +31,7 @@ from hardenml.report.evidence import (
     load_evidence,
 )
 from hardenml.scan.explain import heatmap
+from hardenml.targets.text_codec import decode_texts
 
 EXAMPLES_SHOWN = 8
 TOP_FEATURES = 5
@@ -122,6 +123,18 @@ class TabularExample:
 
 
 @dataclass(frozen=True)
+class TextExample:
+    """A text model's example: the strings before and after, as data (the template escapes
+    them; `repr`-style escapes make invisible and look-alike characters visible)."""
+
+    index: int
+    true_class: str
+    predicted: str
+    original: str
+    changed: str
+
+
+@dataclass(frozen=True)
 class EvidenceView:
     """One evidence file of a finding, ready to print."""
 
@@ -141,6 +154,8 @@ class EvidenceView:
     attribution_note: str | None = None
     # For a model without gradients: the features that carried the flips, by ablation.
     ablation: AblationSummary | None = None
+    # A text model's examples (then `images` and `rows` are empty).
+    texts: list[TextExample] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -220,8 +235,11 @@ def _evidence_view(
         note = f"Attributions {found.path} not shown: {found.reason}."
     else:
         note = None
+    text = config.model.input.modality == "text"
+    is_image = is_image and not text
     images = _image_examples(config, ev, shown) if is_image else []
-    rows = [] if is_image else _tabular_examples(config, ev, shown)
+    rows = [] if is_image or text else _tabular_examples(config, ev, shown)
+    texts = _text_examples(config, ev, shown) if text else []
     if attributions is not None:
         images = [_with_maps(example, attributions) for example in images]
         rows = [_with_carried(row, attributions, tuple(ev.x.shape[1:])) for row in rows]
@@ -238,6 +256,7 @@ def _evidence_view(
         attribution=None if attributions is None else _summary(attributions, tuple(ev.x.shape[1:])),
         attribution_note=note,
         ablation=ablation,
+        texts=texts,
     )
 
 
@@ -253,6 +272,26 @@ def _ablation(found: FeatureAblation, shape: tuple[int, ...]) -> AblationSummary
             for r in record.get("ranked_features") or []
         ],
     )
+
+
+def _text_examples(config: HardenConfig, ev: Evidence, shown: int) -> list[TextExample]:
+    before, after = decode_texts(ev.x[:shown]), decode_texts(ev.x_adv[:shown])
+    return [
+        TextExample(
+            i,
+            _class_name(config, ev.y[i]),
+            _class_name(config, ev.pred[i]),
+            visible_text(before[i]),
+            visible_text(after[i]),
+        )
+        for i in range(shown)
+    ]
+
+
+def visible_text(text: str) -> str:
+    """`text` with characters that do not show (zero-width, controls) and those outside
+    ASCII written as escapes, so that a homoglyph or an invisible edit can be seen."""
+    return "".join(ch if ch.isascii() and ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _summary(att: Attributions, shape: tuple[int, ...]) -> AttributionSummary:

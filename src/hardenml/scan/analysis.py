@@ -26,6 +26,8 @@ class Analysis:
     corruptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_checks: dict[str, Any] = field(default_factory=dict)
     integrity: list[dict[str, Any]] = field(default_factory=list)
+    # Integrity checks that do not apply to some threats, and why (text threats: no gradients).
+    integrity_not_applicable: list[dict[str, Any]] = field(default_factory=list)
     # One dict per behavioural suite (`hardenml.scan.behaviour.SuiteResult.as_dict`).
     behaviour: list[dict[str, Any]] = field(default_factory=list)
 
@@ -37,6 +39,7 @@ class Analysis:
             "corruptions": self.corruptions,
             "data_checks": self.data_checks,
             "integrity": self.integrity,
+            "integrity_not_applicable": self.integrity_not_applicable,
             "behaviour": self.behaviour,
         }
 

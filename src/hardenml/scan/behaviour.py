@@ -36,6 +36,7 @@ from torch import Tensor
 
 from hardenml.config import (
     FEATURE_NOISE,
+    TEXT_TRANSFORMS,
     BehaviourSuite,
     ConfigError,
     ConfigProblem,
@@ -43,6 +44,7 @@ from hardenml.config import (
 )
 from hardenml.records import Measurement
 from hardenml.scan.metrics import proportion
+from hardenml.scan.text_behaviour import negated, template_inputs, text_transform
 from hardenml.stats import derive_seed, wilson_interval
 from hardenml.targets import Target
 from hardenml.threats import available_threats, threat_class
@@ -181,7 +183,7 @@ def preflight(
     problems = []
     for i, suite in enumerate(config.behaviour):
         try:
-            _resolve(suite, input_shape, feature_names)
+            _resolve(suite, input_shape, feature_names, text=config.model.input.modality == "text")
         except BehaviourError as exc:
             problems.append(_problem(config, i, exc))
     if problems:
@@ -199,9 +201,35 @@ def _config_error(config: HardenConfig, i: int, exc: BehaviourError) -> ConfigEr
 
 
 def _resolve(
-    suite: BehaviourSuite, input_shape: tuple[int, ...], feature_names: Sequence[str] | None
+    suite: BehaviourSuite,
+    input_shape: tuple[int, ...],
+    feature_names: Sequence[str] | None,
+    *,
+    text: bool = False,
 ) -> list[int]:
-    """The flat feature columns a suite touches; raises `BehaviourError` if it cannot run."""
+    """The flat feature columns a suite touches; raises `BehaviourError` if it cannot run.
+    `text`: the model reads strings, which only the text suites change."""
+    textual = suite.transform in TEXT_TRANSFORMS or suite.edit is not None
+    if suite.kind == "minimum":
+        if suite.templates is not None and not text:
+            raise BehaviourError(
+                "templates", suite.templates, "no templates: this model reads tensors"
+            )
+        return []
+    if text != textual:
+        key: str = "edit" if suite.edit is not None else "transform"
+        value: Any = suite.edit if suite.edit is not None else suite.transform
+        if suite.kind == "directional" and suite.edit is None:
+            key, value = "feature", suite.feature
+        wanted = (
+            f"a text change ({', '.join(TEXT_TRANSFORMS)}, or edit = 'negation'): the model "
+            "reads strings"
+            if text
+            else "a change of tensors: text transforms and edits need a text model"
+        )
+        raise BehaviourError(key, value, wanted)
+    if textual:
+        return []
     n_features = int(np.prod(input_shape))
     if suite.kind == "directional":
         assert suite.feature is not None
@@ -276,9 +304,20 @@ def run_suite(
 ) -> SuiteResult:
     """One suite on `x` (n, *input_shape) with labels `y` (n,). Its random draws come
     from `derive_seed(seed, "behaviour", suite.name)`."""
-    columns = _resolve(suite, tuple(x.shape[1:]), feature_names)
+    text = target.input_spec.modality == "text"
+    columns = _resolve(suite, tuple(x.shape[1:]), feature_names, text=text)
     generator = torch.Generator().manual_seed(derive_seed(seed, "behaviour", suite.name))
-    if suite.kind == "invariance":
+    if suite.kind == "minimum" and suite.templates is not None:
+        assert suite.class_ is not None
+        try:
+            x, y = template_inputs(
+                suite, target.input_spec.shape[0], list(classes).index(suite.class_)
+            )
+        except ValueError as exc:
+            raise BehaviourError("templates", suite.templates, str(exc)) from None
+    if text and suite.kind != "minimum":
+        out = _text_change(suite, target, x, y, classes, generator)
+    elif suite.kind == "invariance":
         out = _invariance(suite, target, x, y, columns, generator)
     elif suite.kind == "directional":
         out = _directional(suite, target, x, columns[0], classes)
@@ -368,6 +407,43 @@ def _minimum(
         )
     pred = _logits(target, x).argmax(1)
     return _Outcome(x, pred, tested, pred != y, {"class": suite.class_})
+
+
+def _text_change(
+    suite: BehaviourSuite,
+    target: Target,
+    x: Tensor,
+    y: Tensor,
+    classes: Sequence[str],
+    generator: torch.Generator,
+) -> _Outcome:
+    """An invariance or directional suite on a text model: the change comes from
+    `hardenml.scan.text_behaviour`; inputs it leaves alone are not tested."""
+    if suite.kind == "invariance":
+        x_changed, tested = text_transform(suite, x, generator)
+        before, after = _logits(target, x).argmax(1), _logits(target, x_changed).argmax(1)
+        detail: dict[str, Any] = {"transform": suite.transform}
+        if suite.transform == "typos":
+            detail["severity"] = suite.severity
+        failed = before != after
+    else:
+        assert suite.class_ is not None
+        c = list(classes).index(suite.class_)
+        x_changed, tested = negated(x)
+        tested &= y == c
+        z0, z1 = _logits(target, x), _logits(target, x_changed)
+        after = z1.argmax(1)
+        failed = ~_moved_as_expected(z0, z1, c, suite)
+        detail = {"edit": suite.edit, "class": suite.class_, "expect": suite.expect}
+    if not bool(tested.any()):
+        key = "transform" if suite.kind == "invariance" else "edit"
+        raise BehaviourError(
+            key,
+            getattr(suite, key),
+            f"a change that applies to some of the {len(x)} evaluated texts: it changed none "
+            "(raise data.max_samples or pick another)",
+        )
+    return _Outcome(x_changed, after, tested, failed, detail)
 
 
 @torch.no_grad()

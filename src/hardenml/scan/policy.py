@@ -402,10 +402,16 @@ def _tested(suite: BehaviourSuite) -> str:
     """What a suite does to the inputs, in words."""
     if suite.kind == "invariance" and suite.transform == FEATURE_NOISE:
         return f"uniform noise of at most {suite.noise:g} on features {suite.features}"
+    if suite.kind == "invariance" and suite.transform in ("name-swap", "location-swap"):
+        return f"{suite.transform.replace('-', ' ')}s"
     if suite.kind == "invariance":
         return f"{suite.transform} at severity {suite.severity}"
+    if suite.kind == "directional" and suite.edit is not None:
+        return f"{suite.edit} of statements of class {suite.class_!r}"
     if suite.kind == "directional":
         return f"adding {suite.change:+g} to feature {suite.feature!r}"
+    if suite.templates is not None:
+        return f"sentences from {len(suite.templates)} templates, all of class {suite.class_!r}"
     return "no change" if suite.class_ is None else f"class {suite.class_!r}"
 
 
@@ -441,13 +447,19 @@ def behaviour_finding(
             f"expected '{suite.expect}' for {rate:.1%} of inputs (allowed {allowed:.1%})"
         )
         exploitation = (
-            f"The model's response to feature {suite.feature!r} contradicts the domain's "
+            f"The model's response to {suite.edit or f'feature {suite.feature!r}'} contradicts "
+            "the domain's "
             "known relation: a user who controls the feature can move the decision the wrong "
             "way, and the model's reasoning on it cannot be trusted."
         )
         remediation = (
-            "Check the feature's encoding and sign; constrain the model to be monotonic in it "
-            "(e.g. monotonic_cst in scikit-learn's gradient boosting) or retrain with "
+            (
+                "Retrain with counterfactual pairs (each statement and its negation, labelled "
+                "apart) and features that see word order (bigrams such as 'not good')."
+            )
+            if suite.edit is not None
+            else "Check the feature's encoding and sign; constrain the model to be monotonic in "
+            "it (e.g. monotonic_cst in scikit-learn's gradient boosting) or retrain with "
             "counterfactual pairs."
         )
     else:

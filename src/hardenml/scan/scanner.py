@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import time
@@ -53,6 +54,7 @@ from hardenml.scan.stochastic import StochasticCheck, stochastic_view
 from hardenml.scan.threat_models import SharedThreatModel, shared_threat_models, worst_case
 from hardenml.stats import derive_seed
 from hardenml.targets import Target
+from hardenml.targets.text_codec import decode_texts
 from hardenml.threats import Threat, check_access
 
 EVIDENCE_PER_THREAT = 32
@@ -324,6 +326,7 @@ def run_scan(
         n_max=n_cap,
         threat_models=shared,
     )
+    text = target.input_spec.modality == "text"
     evidence = {
         unit_key(name, budget): _save_evidence(
             config.artifacts_dir / run_id,
@@ -331,6 +334,7 @@ def run_scan(
             outcomes,
             config.root,
             target.input_spec.bounds,
+            classes=target.classes if text else None,
         )
         for name, budget in units
         if len(outcomes.get(f"evidence/{unit_key(name, budget)}/y", ()))
@@ -353,7 +357,9 @@ def run_scan(
                 lambda path: _shown(path, config.root),
             )
     evidence |= {
-        r.check_name: _save_behaviour_evidence(config.artifacts_dir / run_id, r, config.root)
+        r.check_name: _save_behaviour_evidence(
+            config.artifacts_dir / run_id, r, config.root, classes=target.classes if text else None
+        )
         for r in behaviour
         if not r.passed and len(r.examples.get("y", ()))
     }
@@ -418,6 +424,9 @@ def run_scan(
         else:
             passed_ids[fid] = max(r.value for r in results)
     analysis.integrity = [c.as_dict() for c in integrity]
+    analysis.integrity_not_applicable = _integrity_not_applicable(config, threats)
+    for note in analysis.integrity_not_applicable:
+        log(f"integrity: {note['reason']}")
     result = ScanResult(
         run_id=run_id,
         model=config.model.name,
@@ -482,15 +491,18 @@ def _behaviour(
     return results
 
 
-def _save_behaviour_evidence(folder: Path, result: SuiteResult, root: Path) -> list[dict[str, Any]]:
-    """Failing samples of a suite, before and after its change, as an .npz with sha256."""
+def _save_behaviour_evidence(
+    folder: Path, result: SuiteResult, root: Path, *, classes: tuple[str, ...] | None = None
+) -> list[dict[str, Any]]:
+    """Failing samples of a suite, before and after its change, as an .npz with sha256
+    (and, for a text model, the strings as JSON: `classes` given)."""
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **result.examples)  # type: ignore[arg-type]
     blob = buffer.getvalue()
     path = folder / f"behaviour-{result.name}.npz"
     path.write_bytes(blob)
-    return [
+    entries = [
         {
             "kind": "behaviour_failures",
             "path": _shown(path, root),
@@ -498,6 +510,10 @@ def _save_behaviour_evidence(folder: Path, result: SuiteResult, root: Path) -> l
             "sha256": hashlib.sha256(blob).hexdigest(),
         }
     ]
+    if classes is None:
+        return entries
+    changed = {**result.examples, "x_adv": result.examples["x_changed"]}
+    return entries + _text_examples(folder, f"behaviour-{result.name}", changed, classes, root)
 
 
 def _integrity(
@@ -559,6 +575,27 @@ def _integrity(
         seconds[t.name] = time.perf_counter() - started
         advance(1)
     return results
+
+
+def _integrity_not_applicable(
+    config: HardenConfig, threats: dict[str, Threat]
+) -> list[dict[str, Any]]:
+    """The threats the gradient-masking checks skip because they cannot apply, and why:
+    said in the scan's output, never left silent."""
+    if not config.integrity.enabled:
+        return []
+    return [
+        {
+            "threat": t.name,
+            "reason": (
+                f"the gradient-masking checks do not apply to {t.name!r}: it edits discrete "
+                "text, so there are no input gradients to mask; the model's own checks "
+                "(stochastic and probability outputs) still ran"
+            ),
+        }
+        for t in config.threats
+        if threats[t.name].family == "text"
+    ]
 
 
 def _evidence_room(
@@ -678,8 +715,11 @@ def _save_evidence(
     outcomes: dict[str, np.ndarray],
     root: Path,
     bounds: tuple[float, float],
+    *,
+    classes: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """Adversarial examples beside their originals, as an .npz addressed by sha256."""
+    """Adversarial examples beside their originals, as an .npz addressed by sha256; for a
+    text model (`classes` given) the strings too, as JSON, instead of thumbnails."""
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {k: outcomes[f"evidence/{stem}/{k}"] for k in ("x", "x_adv", "y", "pred")}
     buffer = io.BytesIO()
@@ -696,7 +736,45 @@ def _save_evidence(
             "sha256": hashlib.sha256(blob).hexdigest(),
         }
     ]
+    if classes is not None:
+        return entries + _text_examples(folder, stem, arrays, classes, root)
     return entries + _thumbnails(folder, stem, arrays, bounds, root)
+
+
+def _text_examples(
+    folder: Path,
+    stem: str,
+    arrays: dict[str, np.ndarray],
+    classes: tuple[str, ...],
+    root: Path,
+) -> list[dict[str, Any]]:
+    """A text model's examples as readable strings: original, changed, class, prediction."""
+    rows = [
+        {
+            "original": original,
+            "changed": changed,
+            "label": classes[int(label)],
+            "prediction": classes[int(pred)],
+        }
+        for original, changed, label, pred in zip(
+            decode_texts(arrays["x"]),
+            decode_texts(arrays["x_adv"]),
+            arrays["y"],
+            arrays["pred"],
+            strict=True,
+        )
+    ]
+    blob = json.dumps(rows, ensure_ascii=True, indent=1).encode()
+    path = folder / f"{stem}-texts.json"
+    path.write_bytes(blob)
+    return [
+        {
+            "kind": "text_examples",
+            "path": _shown(path, root),
+            "count": len(rows),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+        }
+    ]
 
 
 def _thumbnails(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -25,6 +26,9 @@ class InputSpec:
     `preprocessing`: the declared non-differentiable steps (`model.preprocessing`, e.g.
     "bit-depth:4"), applied before the normalisation, forward exactly and backward as the
     identity (`hardenml.targets.preprocessing`).
+    `modality`: "text" for a model that reads strings; its inputs are rows of Unicode code
+    points, `shape = (max_chars,)`, and `bounds` is the code-point range, not a budget
+    (`hardenml.targets.text_codec`). Only text threats apply to it.
     """
 
     shape: tuple[int, ...]
@@ -33,6 +37,7 @@ class InputSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     preprocessing: tuple[str, ...] = ()
+    modality: Literal["tensor", "text"] = "tensor"
 
     def normalizer(self) -> tuple[Tensor, Tensor] | None:
         """Broadcastable (mean, std) over a batch, or None when there is none."""

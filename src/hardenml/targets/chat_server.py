@@ -98,7 +98,8 @@ class LocalChatModel:
         folder, name = str(self.gguf.parent), self.gguf.name
         self.tokenizer_ = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-        self.model_ = model.to(self.device).eval()
+        # transformers 5.24 types `to` through a decorator that mypy reads as taking a model.
+        self.model_ = model.to(self.device).eval()  # type: ignore[arg-type]
         return self
 
     def complete(

@@ -64,6 +64,17 @@ def linear_surrogate(estimator: Any) -> nn.Module | None:
     return _Affine(w, b)
 
 
+def estimator_logits(estimator: Any, data: Any) -> np.ndarray:
+    """Per-class scores `(n, k)` of an estimator on `data`: log `predict_proba` (which
+    softmax maps back to the probabilities), else `decision_function`, a binary model's
+    single column z as [0, z]."""
+    if hasattr(estimator, "predict_proba"):
+        proba = np.asarray(estimator.predict_proba(data), dtype=np.float64)
+        return np.log(np.clip(proba, 1e-12, 1.0))
+    out = np.asarray(estimator.decision_function(data), dtype=np.float64)
+    return np.stack([np.zeros_like(out), out], axis=1) if out.ndim == 1 else out
+
+
 class SklearnTarget(Target):
     def __init__(
         self,
@@ -91,14 +102,7 @@ class SklearnTarget(Target):
         if self.surrogate is not None:
             return self.surrogate(flat).to(self.input_spec.dtype)
         data = flat.detach().cpu().numpy().astype(np.float64)
-        if hasattr(self.estimator, "predict_proba"):
-            proba = np.asarray(self.estimator.predict_proba(data), dtype=np.float64)
-            out = np.log(np.clip(proba, 1e-12, 1.0))
-        else:
-            out = np.asarray(self.estimator.decision_function(data), dtype=np.float64)
-            if out.ndim == 1:
-                out = np.stack([np.zeros_like(out), out], axis=1)
-        return torch.as_tensor(out, dtype=self.input_spec.dtype)
+        return torch.as_tensor(estimator_logits(self.estimator, data), dtype=self.input_spec.dtype)
 
 
 class SklearnKind(TargetKind):

@@ -165,7 +165,9 @@ class Threat(ABC):
             if smallest is not None:
                 min_perturbation = torch.where(clean_correct, torch.nan, 0.0).cpu()
                 min_perturbation[todo.cpu()] = smallest.detach().float().cpu()
-            x_adv[todo] = project(x[todo], found.detach(), budget, self.norm).clamp(lo, hi)
+            projected = project(x[todo], found.detach(), budget, self.norm).clamp(lo, hi)
+            # Float bounds promote integer inputs (a text model's code points): cast back.
+            x_adv[todo] = projected.to(x.dtype)
         with torch.no_grad():
             fooled = target.logits(x_adv).argmax(dim=1) != y
         return AttackResult(

@@ -58,9 +58,33 @@ def gradient_free_threats() -> list[str]:
     return names
 
 
+def _family(name: str) -> str | None:
+    try:
+        return threat_class(name).family
+    except Exception:  # a broken third-party plugin
+        return None
+
+
 def check_access(target: Target, threats: Mapping[str, Threat]) -> None:
     """Refuse, before any work, threats that need what `target` does not give: the error
-    names the declared threats that need gradients and the registered ones that apply."""
+    names the declared threats that need gradients and the registered ones that apply.
+    A text model (`input_spec.modality == "text"`) takes only text threats, and text
+    threats take only text models: their inputs are strings, not tensors."""
+    text_model = target.input_spec.modality == "text"
+    mismatched = sorted(
+        name for name, threat in threats.items() if (threat.family == "text") != text_model
+    )
+    if mismatched:
+        text_threats = [n for n in available_threats() if _family(n) == "text"]
+        raise TargetError(
+            f"the threats {mismatched} cannot run on this model: "
+            + (
+                "it reads strings, and only text threats edit strings "
+                f"({', '.join(text_threats)}). Replace those in [[threats]]"
+                if text_model
+                else "they edit strings, and this model reads tensors. Remove them from [[threats]]"
+            )
+        )
     if target.has_gradients:
         return
     needing = sorted(name for name, threat in threats.items() if threat.needs_gradients)

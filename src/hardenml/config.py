@@ -243,6 +243,10 @@ class ThreatConfig(BaseModel):
     attack: str = Field(min_length=1)
     budgets: list[float] = Field(min_length=1)
     batch_size: int = Field(default=256, gt=0)
+    # A held-out threat is never trained on (no patch, no retrain attacks with it or takes
+    # its budget); `hardenml validate` reports it on its own, so a defence that learned one
+    # attack is caught when it fails a different one.
+    held_out: bool = False
 
     @field_validator("budgets")
     @classmethod
@@ -686,6 +690,11 @@ class HardenConfig(_Strict):
                     suite.class_,
                     f"a class name from model.classes: one of {self.model.classes}",
                 )
+
+    @property
+    def held_out_threats(self) -> list[str]:
+        """Names of the `[[threats]]` marked `held_out = true`, in config order."""
+        return [t.name for t in self.threats if t.held_out]
 
     def behaviour_suite(self, check_name: str) -> BehaviourSuite | None:
         """The suite behind a `behaviour[NAME]` check, if the config declares it."""

@@ -11,7 +11,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -493,6 +493,8 @@ class PatchOutcome:
     parent_sha256: str
     result: PatchResult
     event: Event
+    # The held-out threats the patch never trained on (`[[threats]] held_out = true`).
+    held_out: list[str] = field(default_factory=list)
 
 
 def _shown_path(ws: Workspace, path: Path) -> str:
@@ -530,12 +532,13 @@ def load_model_file(
 
 
 def _training_budget(config: HardenConfig) -> float | None:
-    """The largest L-inf budget the policy requires robustness at, if any."""
+    """The largest L-inf budget the policy requires robustness at, if any, over the threats
+    that are not held out (a patch never trains at a held-out threat's budget)."""
     budgets = [
         req.budget
         for req in config.policy.robust
         for t in config.threats
-        if t.name == req.threat and threat_class(t.attack).norm == "linf"
+        if t.name == req.threat and not t.held_out and threat_class(t.attack).norm == "linf"
     ]
     return max(budgets) if budgets else None
 
@@ -573,7 +576,15 @@ def patch(
     started = datetime.now(UTC).isoformat(timespec="seconds")
     clock = time.perf_counter()
     attacks = policy_attacks(ws.config, validate_threats(ws.config))
-    result = defence(target, parent, train, seed=seed, progress=progress, attacks=attacks)
+    result = defence(
+        target,
+        parent,
+        train,
+        seed=seed,
+        progress=progress,
+        attacks=attacks,
+        held_out=ws.config.held_out_threats,
+    )
     seconds = time.perf_counter() - clock
     stem = f"{ws.config.model.name}-{name}"
     folder = ws.config.artifacts_dir / PATCHED_MODELS_DIR
@@ -602,10 +613,11 @@ def patch(
             "events": result.events,
             "started": started,
             "seconds": round(seconds, 3),
+            "held_out": ws.config.held_out_threats,
         },
     )
     event = ws.ledger.append(PATCH_EVENT, payload.to_payload())
-    return PatchOutcome(name, path, sha, parent_sha, result, event)
+    return PatchOutcome(name, path, sha, parent_sha, result, event, ws.config.held_out_threats)
 
 
 def validate(

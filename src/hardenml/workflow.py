@@ -29,6 +29,7 @@ from hardenml.config import (
     find_config,
     load_config,
 )
+from hardenml.continuous.retrain import RETRAIN_PATCH, retrain_params, retrain_source
 from hardenml.data import DataError, Dataset, fit_to_shape, prepare
 from hardenml.gate import GateDecision, decide
 from hardenml.gate.decision import (
@@ -618,6 +619,28 @@ def patch(
     )
     event = ws.ledger.append(PATCH_EVENT, payload.to_payload())
     return PatchOutcome(name, path, sha, parent_sha, result, event, ws.config.held_out_threats)
+
+
+def retrain(
+    ws: Workspace,
+    *,
+    seed: int = 0,
+    trust: bool = False,
+    progress: Progress | None = None,
+) -> PatchOutcome:
+    """Fine-tune the last released model (else the configured one) with `l2sp_finetune` on
+    clean data, fresh adversarial examples and the replay buffer: a candidate artifact and
+    its lineage event, as `patch` writes them. It never promotes: `validate` and `gate` do."""
+    events = ws.ledger.events()
+    return patch(
+        ws,
+        RETRAIN_PATCH,
+        params=retrain_params(ws.config, events),
+        model_path=retrain_source(ws.config, events),
+        seed=seed,
+        trust=trust,
+        progress=progress,
+    )
 
 
 def validate(

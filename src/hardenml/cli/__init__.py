@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 
 from hardenml._version import __version__
-from hardenml.cli import core, demo, findings, ledger, patching, replay, schema
+from hardenml.cli import core, demo, findings, ledger, patching, replay, retrain, schema
 from hardenml.cli._shared import EXIT_INTERNAL, err
 
 __all__ = ["app", "build_app", "main"]
@@ -52,7 +52,7 @@ def build_app() -> typer.Typer:
         if debug:
             os.environ["HARDENML_DEBUG"] = "1"
 
-    for module in (core, findings, ledger, patching, replay, schema, demo):
+    for module in (core, findings, ledger, patching, replay, retrain, schema, demo):
         module.register(app)
     return app
 

@@ -18,7 +18,17 @@ import typer
 from rich.markup import escape
 
 from hardenml._version import __version__
-from hardenml.cli import core, demo, findings, ledger, patching, replay, retrain, schema
+from hardenml.cli import (
+    changes,
+    core,
+    demo,
+    findings,
+    ledger,
+    patching,
+    replay,
+    retrain,
+    schema,
+)
 from hardenml.cli._shared import EXIT_INTERNAL, err
 
 __all__ = ["app", "build_app", "main"]
@@ -52,7 +62,7 @@ def build_app() -> typer.Typer:
         if debug:
             os.environ["HARDENML_DEBUG"] = "1"
 
-    for module in (core, findings, ledger, patching, replay, retrain, schema, demo):
+    for module in (core, findings, ledger, patching, replay, retrain, changes, schema, demo):
         module.register(app)
     return app
 

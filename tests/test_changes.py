@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 from tests.test_patch_cli import CONFIG as PATCH_CONFIG
-
-# PGD-AT moves ECE and Brier by more than the default allowed drop; this test is about the
-# summary, so the gate's regression check is loosened to let the second release through.
-CONFIG = PATCH_CONFIG.replace("[policy]\n", "[policy]\nmax_regression = 0.2\n")
+from tests.workspace import digits_workspace
 from typer.testing import CliRunner
 
 from hardenml.cli import app
 from hardenml.ledger import Ledger
 
 runner = CliRunner()
+
+# PGD-AT moves ECE and Brier by more than the default allowed drop; this test is about the
+# summary, so the gate's regression check is loosened to let the second release through.
+CONFIG = PATCH_CONFIG.replace("[policy]\n", "[policy]\nmax_regression = 0.2\n")
 
 
 def run(*args: str) -> object:
@@ -28,10 +29,8 @@ def run(*args: str) -> object:
 
 @pytest.fixture
 def workspace(tmp_path: Path, digits_weights: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "model.safetensors").write_bytes(digits_weights.read_bytes())
-    (tmp_path / "hardenml.toml").write_text(CONFIG)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return digits_workspace(tmp_path, digits_weights, CONFIG)
 
 
 @pytest.mark.slow

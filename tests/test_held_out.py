@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.workspace import digits_workspace
 from typer.testing import CliRunner
 
 from hardenml.cli import app
@@ -84,10 +85,8 @@ min_accuracy = 0.5
 
 @pytest.fixture
 def workspace(tmp_path: Path, digits_weights: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "model.safetensors").write_bytes(digits_weights.read_bytes())
-    (tmp_path / "hardenml.toml").write_text(CONFIG)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return digits_workspace(tmp_path, digits_weights, CONFIG)
 
 
 def test_patches_never_train_on_held_out_threats(workspace: Path) -> None:

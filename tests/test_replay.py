@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests.test_held_out import CONFIG as HELD_OUT_CONFIG
+from tests.workspace import digits_workspace
 from typer.testing import CliRunner
 
 from hardenml.cli import app
@@ -72,10 +73,8 @@ def test_flagged_inputs_need_matching_labels_and_a_known_severity() -> None:
 
 @pytest.fixture
 def workspace(tmp_path: Path, digits_weights: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "model.safetensors").write_bytes(digits_weights.read_bytes())
-    (tmp_path / "hardenml.toml").write_text(CONFIG)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return digits_workspace(tmp_path, digits_weights, CONFIG)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests.test_held_out import CONFIG as HELD_OUT_CONFIG
+from tests.workspace import digits_workspace
 from typer.testing import CliRunner
 
 from hardenml.cli import app
@@ -26,10 +27,8 @@ CONFIG = HELD_OUT_CONFIG + "\n[retrain]\nl2sp = 0.01\nepochs = 3\n"
 
 @pytest.fixture
 def workspace(tmp_path: Path, digits_weights: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "model.safetensors").write_bytes(digits_weights.read_bytes())
-    (tmp_path / "hardenml.toml").write_text(CONFIG)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return digits_workspace(tmp_path, digits_weights, CONFIG)
 
 
 def run(*args: str) -> object:

@@ -95,3 +95,11 @@ def nan_model(in_features: int = 64, classes: int = 10) -> Any:
             return self.layer(x) * float("nan")
 
     return NaNOut()
+
+
+def digits_workspace(folder: Path, weights: Path, config: str) -> Path:
+    """`config` as hardenml.toml beside a copy of the digits MLP's weights (model.safetensors);
+    callers chdir into the folder so the CLI finds it."""
+    (folder / "model.safetensors").write_bytes(weights.read_bytes())
+    (folder / "hardenml.toml").write_text(config)
+    return folder

@@ -257,6 +257,10 @@ class ThreatConfig(BaseModel):
     attack: str = Field(min_length=1)
     budgets: list[float] = Field(min_length=1)
     batch_size: int = Field(default=256, gt=0)
+    # A held-out threat is never trained on (no patch, no retrain attacks with it or takes
+    # its budget); `hardenml validate` reports it on its own, so a defence that learned one
+    # attack is caught when it fails a different one.
+    held_out: bool = False
 
     @field_validator("budgets")
     @classmethod
@@ -668,6 +672,29 @@ class MlflowConfig(_Strict):
     experiment: str | None = Field(default=None, min_length=1)
 
 
+class ReplayConfig(_Strict):
+    """The replay buffer (`[replay]`, `hardenml.continuous.replay`): what `hardenml retrain`
+    trains on beside clean data, from findings' adversarial examples and flagged inputs."""
+
+    # Rows kept at most; past it, weighted reservoir sampling decides which stay.
+    capacity: int = Field(default=2048, gt=0)
+    # A row's weight halves every this many days after it was added (recency).
+    half_life_days: float = Field(default=30.0, gt=0)
+    seed: int = 0
+
+
+class RetrainConfig(_Strict):
+    """`hardenml retrain` (`[retrain]`, the `l2sp_finetune` patch): fine-tuning the released
+    model on clean data, the replay buffer and fresh adversarial examples."""
+
+    # L2-SP strength: alpha / 2 * ||w - w_released||^2 added to the loss (Li et al. 2018).
+    l2sp: float = Field(default=0.01, ge=0)
+    epochs: int = Field(default=3, gt=0)
+    lr: float = Field(default=1e-3, gt=0)
+    # Share of each batch drawn from the replay buffer (the rest is clean training data).
+    replay_fraction: float = Field(default=0.5, ge=0, le=1)
+
+
 class LedgerConfig(_Strict):
     path: Path = Path("hardenml.db")
     artifacts: Path = Path("artifacts")
@@ -839,6 +866,8 @@ class HardenConfig(_Strict):
     integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     # Owner by threat name (or "*" for the rest), like CODEOWNERS.
     owners: dict[str, str] = Field(default_factory=dict)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
@@ -926,6 +955,11 @@ class HardenConfig(_Strict):
                     suite.class_,
                     f"a class name from model.classes: one of {self.model.classes}",
                 )
+
+    @property
+    def held_out_threats(self) -> list[str]:
+        """Names of the `[[threats]]` marked `held_out = true`, in config order."""
+        return [t.name for t in self.threats if t.held_out]
 
     def behaviour_suite(self, check_name: str) -> BehaviourSuite | None:
         """The suite behind a `behaviour[NAME]` check, if the config declares it."""

@@ -157,6 +157,7 @@ RUN_COMPLETED = "run.completed"
 GATE_DECIDED = "gate.decided"
 MODEL_PATCHED = "model.patched"
 MODEL_RELEASED = "model.released"
+REPLAY_UPDATED = "replay.updated"
 
 
 @dataclass(frozen=True)
@@ -481,3 +482,35 @@ class IncidentClosed(_FlatPayload):
 
     incident_id: str
     resolution: str
+
+
+@dataclass(frozen=True)
+class ReplayUpdated:
+    """The payload of a `replay.updated` event: one version of the replay buffer
+    (`hardenml.continuous.replay`), a content-addressed .npz, and what went into it.
+
+    `version` counts from 1; `parent_sha256` is the version it grew from (None for the
+    first). `offered` and `kept` count the rows this update brought and how many of them
+    the reservoir kept; `sources` counts the buffer's rows by source tag; `ingested` lists
+    the sha256 of every evidence file taken in so far (so none is taken twice)."""
+
+    version: int
+    path: str
+    sha256: str
+    parent_sha256: str | None
+    capacity: int
+    size: int
+    offered: int
+    kept: int
+    sources: dict[str, int]
+    seed: int
+    half_life_days: float
+    ingested: list[str] = field(default_factory=list)
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> ReplayUpdated:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in payload.items() if k in known})

@@ -11,7 +11,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from hardenml.config import (
     find_config,
     load_config,
 )
+from hardenml.continuous.retrain import RETRAIN_PATCH, retrain_params, retrain_source
 from hardenml.data import DataError, Dataset, fit_to_shape, prepare
 from hardenml.gate import GateDecision, decide
 from hardenml.gate.decision import (
@@ -554,6 +555,8 @@ class PatchOutcome:
     parent_sha256: str
     result: PatchResult
     event: Event
+    # The held-out threats the patch never trained on (`[[threats]] held_out = true`).
+    held_out: list[str] = field(default_factory=list)
 
 
 def _shown_path(ws: Workspace, path: Path) -> str:
@@ -591,12 +594,13 @@ def load_model_file(
 
 
 def _training_budget(config: HardenConfig) -> float | None:
-    """The largest L-inf budget the policy requires robustness at, if any."""
+    """The largest L-inf budget the policy requires robustness at, if any, over the threats
+    that are not held out (a patch never trains at a held-out threat's budget)."""
     budgets = [
         req.budget
         for req in config.policy.robust
         for t in config.threats
-        if t.name == req.threat and threat_class(t.attack).norm == "linf"
+        if t.name == req.threat and not t.held_out and threat_class(t.attack).norm == "linf"
     ]
     return max(budgets) if budgets else None
 
@@ -634,7 +638,15 @@ def patch(
     started = datetime.now(UTC).isoformat(timespec="seconds")
     clock = time.perf_counter()
     attacks = policy_attacks(ws.config, validate_threats(ws.config))
-    result = defence(target, parent, train, seed=seed, progress=progress, attacks=attacks)
+    result = defence(
+        target,
+        parent,
+        train,
+        seed=seed,
+        progress=progress,
+        attacks=attacks,
+        held_out=ws.config.held_out_threats,
+    )
     seconds = time.perf_counter() - clock
     stem = f"{ws.config.model.name}-{name}"
     folder = ws.config.artifacts_dir / PATCHED_MODELS_DIR
@@ -663,10 +675,33 @@ def patch(
             "events": result.events,
             "started": started,
             "seconds": round(seconds, 3),
+            "held_out": ws.config.held_out_threats,
         },
     )
     event = ws.ledger.append(PATCH_EVENT, payload.to_payload())
-    return PatchOutcome(name, path, sha, parent_sha, result, event)
+    return PatchOutcome(name, path, sha, parent_sha, result, event, ws.config.held_out_threats)
+
+
+def retrain(
+    ws: Workspace,
+    *,
+    seed: int = 0,
+    trust: bool = False,
+    progress: Progress | None = None,
+) -> PatchOutcome:
+    """Fine-tune the last released model (else the configured one) with `l2sp_finetune` on
+    clean data, fresh adversarial examples and the replay buffer: a candidate artifact and
+    its lineage event, as `patch` writes them. It never promotes: `validate` and `gate` do."""
+    events = ws.ledger.events()
+    return patch(
+        ws,
+        RETRAIN_PATCH,
+        params=retrain_params(ws.config, events),
+        model_path=retrain_source(ws.config, events),
+        seed=seed,
+        trust=trust,
+        progress=progress,
+    )
 
 
 def validate(

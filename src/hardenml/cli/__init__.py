@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from hardenml._version import __version__
 from hardenml.cli import (
+    changes,
     chat,
     core,
     demo,
@@ -28,7 +29,9 @@ from hardenml.cli import (
     ledger,
     monitor,
     patching,
+    replay,
     report,
+    retrain,
     schema,
 )
 from hardenml.cli._shared import EXIT_INTERNAL, err
@@ -65,7 +68,8 @@ def build_app() -> typer.Typer:
             os.environ["HARDENML_DEBUG"] = "1"
 
     for module in (
-        core, findings, ledger, patching, report, intake, incident, monitor, schema, demo, chat
+        core, findings, ledger, patching, report, intake, incident, monitor, replay, retrain,
+        changes, schema, demo, chat,
     ):  # fmt: skip
         module.register(app)
     return app

@@ -26,6 +26,7 @@ from hardenml.cli._shared import (
 from hardenml.gate import EXIT_FAIL
 from hardenml.gate.decision import ReleaseError
 from hardenml.patch import PatchError, available_patches, patch_class, patch_parameters
+from hardenml.validate import ValidationCheck
 
 
 @contextmanager
@@ -117,6 +118,11 @@ def patch(
         f"parent {outcome.parent_sha256[:12]}, ledger #{outcome.event.seq})"
     )
     _print_metrics(result.metrics)
+    if outcome.held_out:
+        console.print(
+            f"held-out threats, not trained on: {escape(', '.join(outcome.held_out))} "
+            "(validate reports them separately)"
+        )
     for event in result.events:
         console.print(
             f"[yellow]{escape(event['kind'])}[/] at epoch {event['epoch']}: PGD accuracy "
@@ -191,10 +197,16 @@ def validate(
         table = Table(title=f"validation on n={verdict.n} paired samples (seed {verdict.seed})")
         for col in ("check", "result", "reason"):
             table.add_column(col)
-        for c in verdict.checks:
-            shown = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
-            table.add_row(escape(c.name), shown, escape(c.reason))
+        _check_rows(table, verdict.checks)
         console.print(table)
+        if verdict.held_out_threats:
+            held = Table(
+                title=f"held-out threats (never trained on): {', '.join(verdict.held_out_threats)}"
+            )
+            for col in ("check", "result", "reason"):
+                held.add_column(col)
+            _check_rows(held, verdict.held_out)
+            console.print(held)
         if verdict.passed:
             console.print("[bold green]CANDIDATE PASSES[/]")
             if promote:
@@ -203,6 +215,12 @@ def validate(
             console.print("[bold red]CANDIDATE FAILS[/]")
     if not verdict.passed:
         raise typer.Exit(EXIT_FAIL)
+
+
+def _check_rows(table: Table, checks: list[ValidationCheck]) -> None:
+    for c in checks:
+        shown = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
+        table.add_row(escape(c.name), shown, escape(c.reason))
 
 
 def release(

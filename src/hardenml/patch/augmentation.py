@@ -162,6 +162,11 @@ class AdversarialAugmentation(Patch):
             declared = [TrainingAttack(DEFAULT_THREAT, default, float(self.budget))]
         if self.threat is not None:
             chosen = [a for a in declared if a.name == self.threat]
+            if not chosen and self.threat in ctx.held_out:
+                raise PatchError(
+                    f"adversarial_augmentation: threat {self.threat!r} is held out "
+                    "(held_out = true): no patch trains on it; it is only for checking"
+                )
             if not chosen:
                 names = sorted({a.name for a in declared})
                 raise PatchError(

@@ -77,8 +77,12 @@ class TrainingAttack:
 
 def policy_attacks(config: HardenConfig, threats: dict[str, Threat]) -> list[TrainingAttack]:
     """One `TrainingAttack` per `[[policy.robust]]` requirement (threat and budget), built
-    with the config's own threat parameters (`threats` from `validate_threats`)."""
-    pairs = dict.fromkeys((req.threat, req.budget) for req in config.policy.robust)
+    with the config's own threat parameters (`threats` from `validate_threats`). Held-out
+    threats (`held_out = true`) are left out: no patch ever trains on them."""
+    held_out = set(config.held_out_threats)
+    pairs = dict.fromkeys(
+        (req.threat, req.budget) for req in config.policy.robust if req.threat not in held_out
+    )
     return [TrainingAttack(name, threats[name], budget) for name, budget in pairs]
 
 
@@ -93,6 +97,8 @@ class PatchContext:
     seed: int
     progress: Progress
     attacks: tuple[TrainingAttack, ...] = ()
+    # Threats marked `held_out`: left out of `attacks`, and never to be trained on.
+    held_out: tuple[str, ...] = ()
 
     def seed_for(self, *parts: object) -> int:
         """A seed for one use, independent of the others, derived from the patch's seed."""
@@ -143,9 +149,11 @@ class Patch(ABC):
         seed: int = 0,
         progress: Progress | None = None,
         attacks: Sequence[TrainingAttack] = (),
+        held_out: Sequence[str] = (),
     ) -> PatchResult:
         """Patch `target` (loaded as `model` says) using `train`; `attacks` are the threat
-        model's threats at the policy's budgets, for patches that train against them."""
+        model's threats at the policy's budgets, for patches that train against them;
+        `held_out` names the threats none of them may train on."""
         name = type(self).__name__
         if model.kind not in self.kinds:
             raise PatchError(
@@ -155,8 +163,21 @@ class Patch(ABC):
             raise PatchError(f"{name} needs training data; got {len(train)} samples")
         n_hold = max(10, min(self.max_holdout, round(self.holdout_fraction * len(train))))
         fit, holdout = split(train, test_fraction=n_hold / len(train), seed=seed)
+        trained_on = sorted({a.name for a in attacks} & set(held_out))
+        if trained_on:
+            raise PatchError(
+                f"{name} was handed held-out threats to train on ({trained_on}); held-out "
+                "threats are for checking only"
+            )
         ctx = PatchContext(
-            target, model, fit, holdout, seed, progress or SilentProgress(), tuple(attacks)
+            target,
+            model,
+            fit,
+            holdout,
+            seed,
+            progress or SilentProgress(),
+            tuple(attacks),
+            tuple(held_out),
         )
         return self.run(ctx)
 

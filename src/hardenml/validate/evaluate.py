@@ -60,8 +60,8 @@ def evaluate(
 ) -> Outcomes:
     """Clean correctness and probabilities, robust correctness for every threat and
     budget that `policy.robust` names (and every other threat sharing its threat model,
-    for the worst case), and every behavioural suite (same seed, same draws for both
-    models).
+    for the worst case) and every held-out threat at every budget, and every behavioural
+    suite (same seed, same draws for both models).
 
     The threats run through the scan's own loop (`hardenml.scan.evaluation`): the same
     batches, order and generators, so a full scan of the same model measures exactly the
@@ -76,11 +76,15 @@ def evaluate(
     n = len(data)
     prob = clean_probabilities(target, x)
     required = list(dict.fromkeys(UnitKey(r.threat, r.budget) for r in config.policy.robust))
+    # Held-out threats are checked at every budget they declare, required or not.
+    held_out = [UnitKey(t.name, b) for t in config.threats if t.held_out for b in t.budgets]
     shared = shared_threat_models([(t.name, b) for t in config.threats for b in t.budgets], threats)
     governed = {unit: governing(shared, unit.threat, unit.budget) for unit in required}
     units = list(
         dict.fromkeys(
-            required + [u for model in governed.values() if model is not None for u in model.units]
+            required
+            + [u for model in governed.values() if model is not None for u in model.units]
+            + held_out
         )
     )
     chunk_of = {t.name: t.batch_size for t in config.threats}

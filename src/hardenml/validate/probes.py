@@ -18,6 +18,7 @@ from hardenml.records import UnitKey
 from hardenml.stats import mean_difference_interval, resampling_counts
 from hardenml.threats import ThreatError
 from hardenml.threats.probes import ProbeOutcome
+from hardenml.validate.evaluate import robust_key
 from hardenml.validate.verdict import (
     BOOTSTRAP_SAMPLES,
     ValidationCheck,
@@ -65,7 +66,17 @@ def compare_probes(
             f" (judged by {rates.detector}: false positives {rates.false_positive.words()}, "
             f"false negatives {rates.false_negative.words()})"
         )
-        checks.append(robust_check(config, req, base, cand, counts, note=note))
+        checks.append(
+            robust_check(
+                config,
+                robust_key(req.threat, req.budget),
+                base,
+                cand,
+                req.min_accuracy,
+                counts,
+                note=note,
+            )
+        )
     verdict = Verdict(
         passed=all(c.passed for c in checks),
         checks=checks,

@@ -14,6 +14,10 @@ Five kinds of check, each with a reason:
   ECE(baseline) is at most `policy.ece_margin`.
 - no finding is reopened: every policy check the baseline passed, or whose finding the
   ledger records as fixed, still passes for the candidate.
+- held-out threats (`[[threats]] held_out = true`), reported apart: for each at every
+  budget, on its own outcomes, the robust check above (improvement where a requirement
+  names it and the baseline falls short, else non-inferiority). No patch trained on them,
+  so this is where a defence that learned one attack rather than the threat model shows.
 - behavioural suites pass: every `[[behaviour]]` suite passes on the candidate (failure
   rate at most its `max_failure_rate`, or accuracy at least its `min_accuracy`); the
   reason gives each suite's baseline -> candidate numbers. No suites: it passes.
@@ -26,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from hardenml.config import HardenConfig, RobustRequirement
+from hardenml.config import HardenConfig
 from hardenml.scan.behaviour import SuiteResult
 from hardenml.stats import (
     ece_difference_interval,
@@ -67,11 +71,15 @@ class Verdict:
     candidate_sha256: str = ""
     data_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Checks on the held-out threats (`[[threats]] held_out = true`), kept apart from
+    # `checks`; a failed one fails the verdict too.
+    held_out: list[ValidationCheck] = field(default_factory=list)
+    held_out_threats: list[str] = field(default_factory=list)
 
     @property
     def reasons(self) -> list[str]:
         """Why it failed: the reason of every failed check."""
-        return [f"{c.name}: {c.reason}" for c in self.checks if not c.passed]
+        return [f"{c.name}: {c.reason}" for c in self.checks + self.held_out if not c.passed]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +91,11 @@ class Verdict:
             "candidate_sha256": self.candidate_sha256,
             "data_sha256": self.data_sha256,
             "checks": [c.as_dict() for c in self.checks],
+            "held_out": {
+                "threats": self.held_out_threats,
+                "passed": all(c.passed for c in self.held_out),
+                "checks": [c.as_dict() for c in self.held_out],
+            },
             **self.extra,
         }
 
@@ -166,12 +179,20 @@ def compare(
         )
     )
 
+    held_out = set(config.held_out_threats)
     for req in policy.robust:
+        if req.threat in held_out:
+            continue
         key = robust_key(req.threat, req.budget)
-        worst = " (worst case over its threat model)" if key in candidate.worst else ""
         checks.append(
             robust_check(
-                config, req, baseline.judged(key), candidate.judged(key), counts, note=worst
+                config,
+                key,
+                baseline.judged(key),
+                candidate.judged(key),
+                req.min_accuracy,
+                counts,
+                worst=key in candidate.worst,
             )
         )
 
@@ -195,35 +216,43 @@ def compare(
 
     checks.append(_reopened(config, baseline, candidate, fixed_checks or set()))
     checks.append(_behaviour(config, baseline, candidate))
+    held_checks = _held_out_checks(config, baseline, candidate, counts)
     return Verdict(
-        passed=all(c.passed for c in checks), checks=checks, n=n, seed=seed, confidence=conf
+        passed=all(c.passed for c in checks + held_checks),
+        checks=checks,
+        n=n,
+        seed=seed,
+        confidence=conf,
+        held_out=held_checks,
+        held_out_threats=config.held_out_threats,
     )
 
 
 def robust_check(
     config: HardenConfig,
-    req: RobustRequirement,
+    key: str,
     base: np.ndarray,
     cand: np.ndarray,
+    min_accuracy: float | None,
     counts: np.ndarray,
     *,
+    worst: bool = False,
     note: str = "",
 ) -> ValidationCheck:
-    """One `[[policy.robust]]` requirement on paired per-sample outcomes (`base`, `cand`:
-    True where the sample held): a baseline below the policy must gain significantly
-    (bootstrap interval above 0, exact McNemar), one that met it must stay within the
-    margin. `counts`: the bootstrap resampling counts; `note` follows the values."""
+    """Robust accuracy on `key` (per-sample outcomes `base`, `cand`): where the baseline
+    falls short of `min_accuracy` the candidate must improve significantly; otherwise (or
+    with no requirement) it must be non-inferior within `policy.clean_margin`."""
     policy = config.policy
     conf = policy.confidence
     level = f"{conf:.0%} CI"
-    key = robust_key(req.threat, req.budget)
     diff, lo, hi = mean_difference_interval(base, cand, counts, conf)
     test = mcnemar_exact(base, cand)
     shown = (
-        f"{base.mean():.3f} -> {cand.mean():.3f}{note} ({_pct(diff)}, "
+        f"{base.mean():.3f} -> {cand.mean():.3f}{note}"
+        f"{' (worst case over its threat model)' if worst else ''} ({_pct(diff)}, "
         f"{_interval(lo, hi, level)}); exact McNemar p = {test.p_value:.3g}"
     )
-    if base.mean() < req.min_accuracy:
+    if min_accuracy is not None and base.mean() < min_accuracy:
         ok = lo > 0 and test.c > test.b and test.p_value < 1 - conf
         why = (
             "a significant gain, as needed below the policy's "
@@ -231,19 +260,48 @@ def robust_check(
             else "no significant gain, but the baseline is below the policy's "
         )
         name, reason = f"robust_accuracy[{key}] improvement", f"{shown}: {why}"
-        reason += f"{req.min_accuracy:.3f}"
+        reason += f"{min_accuracy:.3f}"
     else:
         ok = lo >= -policy.clean_margin
         name = f"robust_accuracy[{key}] non-inferiority"
+        met = (
+            "no policy requirement"
+            if min_accuracy is None
+            else f"the baseline already met {min_accuracy:.3f}"
+        )
         reason = (
             f"{shown}; lower end {_bound(lo, policy.clean_margin)} "
             f"{'within' if ok else 'beyond'} the margin -{policy.clean_margin:g}"
-            f"{'' if ok else _power_note(diff, lo, len(base), policy.clean_margin)} "
-            f"(the baseline already met {req.min_accuracy:.3f})"
+            f"{'' if ok else _power_note(diff, lo, len(base), policy.clean_margin)} ({met})"
         )
     return ValidationCheck(
         name, ok, reason, float(base.mean()), float(cand.mean()), diff, (lo, hi), test.p_value
     )
+
+
+def _held_out_checks(
+    config: HardenConfig, baseline: Outcomes, candidate: Outcomes, counts: np.ndarray
+) -> list[ValidationCheck]:
+    """One robust check per held-out threat and budget, on that threat's own outcomes:
+    whether what the candidate learned carries over to an attack it never trained on."""
+    required = {(r.threat, r.budget): r.min_accuracy for r in config.policy.robust}
+    checks = []
+    for threat in config.threats:
+        if not threat.held_out:
+            continue
+        for budget in threat.budgets:
+            key = robust_key(threat.name, budget)
+            checks.append(
+                robust_check(
+                    config,
+                    key,
+                    baseline.robust[key],
+                    candidate.robust[key],
+                    required.get((threat.name, budget)),
+                    counts,
+                )
+            )
+    return checks
 
 
 def _policy_values(config: HardenConfig, outcomes: Outcomes) -> dict[str, tuple[float, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,22 @@ def test_scan_and_validate_share_one_evaluation_and_agree_exactly(
     robust = [c for c in verdict.checks if "pgd-linf@0.1" in c.name]
     assert robust, [c.name for c in verdict.checks]
     assert robust[0].baseline == robust[0].candidate == scanned.value
+
+
+def test_a_calibration_error_that_falls_is_no_regression_and_one_that_rises_is() -> None:
+    """ECE and Brier are better when lower: the gate fails their rise past max_regression,
+    never their fall (an improved ECE of 0.214 from 0.249 once failed as a "drop")."""
+    cfg = config()
+
+    def ece(value: float) -> dict[str, Any]:
+        return {**measurement(value), "metric": "ece"}
+
+    released = dataclasses.replace(release("old", 0.95, 0.70), measurements=[ece(0.249)])
+    better = run("new", 0.95, 0.70)
+    better.payload["measurements"].append(ece(0.214))
+    assert decide(cfg, better, {}, released=released).passed
+    worse = run("new", 0.95, 0.70)
+    worse.payload["measurements"].append(ece(0.30))
+    decision = decide(cfg, worse, {}, released=released)
+    (failed,) = [c for c in decision.extra_checks if not c.passed]
+    assert failed.name == "regression[ece]" and "allowed rise" in failed.reason

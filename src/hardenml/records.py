@@ -59,6 +59,11 @@ class ThreatModel(NamedTuple):
 WORST_CASE_METRIC = "robust_accuracy_worst"
 
 
+# Metrics where a smaller value is the better model (calibration errors); every other
+# measured metric (accuracies, pass rates, margins) is better when larger.
+LOWER_IS_BETTER = frozenset({"ece", "brier"})
+
+
 def metric_key(metric: str, threat: str | None = None, budget: float | None = None) -> str:
     """The key of a metric, per unit where it has one: `robust_accuracy[pgd@0.1]`."""
     if threat is None:

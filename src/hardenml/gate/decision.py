@@ -17,7 +17,7 @@ from typing import Any
 
 from hardenml.config import HardenConfig
 from hardenml.ledger import ChainHead, Event, FindingState, RunRecord
-from hardenml.records import MODEL_RELEASED, Measurement, ModelReleased
+from hardenml.records import LOWER_IS_BETTER, MODEL_RELEASED, Measurement, ModelReleased
 from hardenml.scan import PolicyCheck, SharedThreatModel, checks_for
 from hardenml.scan.policy import behaviour_reason
 
@@ -260,13 +260,16 @@ def _regression_checks(
         old = before.get(m.key)
         if old is None:
             continue
-        ok = m.value >= old.value - margin
+        # A calibration error that falls is an improvement: its regression is a rise.
+        lower_better = m.metric in LOWER_IS_BETTER
+        ok = m.value <= old.value + margin if lower_better else m.value >= old.value - margin
+        change = "rise" if lower_better else "drop"
         out.append(
             GateCheck(
                 f"regression[{m.key}]",
                 ok,
                 f"{m.value:.3f} vs {old.value:.3f} for released {sha}{note}; "
-                f"{'within' if ok else 'more than'} the allowed drop {margin:g}",
+                f"{'within' if ok else 'more than'} the allowed {change} {margin:g}",
             )
         )
     return out or [GateCheck("regression", True, f"no metric in common with released {sha}")]

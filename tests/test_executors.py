@@ -26,7 +26,7 @@ SCAN_TABLE = "\n[scan]\nbatch_size = 30\n"
 
 
 def _workspace(folder: Path, weights: Path) -> Path:
-    config = write_workspace(folder, weights, min_robust=0.5)
+    config = write_workspace(folder, weights, min_robust=0.99)
     config.write_text(config.read_text() + SCAN_TABLE)
     return config
 

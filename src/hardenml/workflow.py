@@ -276,19 +276,23 @@ def _scan_state(source: WorkspaceSource) -> _ScanState:
         )
     threats = validate_threats(ws.config)
     prepare_threats(threats, reference)
-    x = torch.from_numpy(data.x)
-    target, _ = stochastic_view(ws.config, target, x, seed=source.seed)
-    return _ScanState(ws.config, target, threats, x, torch.from_numpy(data.y))
+    return _ScanState(
+        ws.config, target, threats, torch.from_numpy(data.x), torch.from_numpy(data.y)
+    )
 
 
 def scan_shard_of(source: WorkspaceSource, shard: BatchShard) -> BatchArrays:
     """The arrays of `shard` of the scan of `source`, with the queries it sent the model."""
     state = _scan_state(source)
-    before = state.target.queries
+    # The model under its declared rule, made afresh for every shard: a stochastic model's
+    # draws follow the calls its wrapper has seen, and a kept wrapper would carry them
+    # from one shard (or one scan) into the next, which the local scan never does.
+    target, _ = stochastic_view(state.config, state.target, state.x, seed=source.seed)
+    before = target.queries
     arrays = scan_shard(
-        state.config, state.target, state.threats, state.x, state.y, shard, seed=source.seed
+        state.config, target, state.threats, state.x, state.y, shard, seed=source.seed
     )
-    arrays[SHARD_QUERIES] = np.array([state.target.queries - before])
+    arrays[SHARD_QUERIES] = np.array([target.queries - before])
     return arrays
 
 

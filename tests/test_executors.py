@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,18 @@ def _findings(config: Path, run_id: str) -> list[tuple[str, str, list[str]]]:
         for e in events
         if e.payload["run_id"] == run_id
     )
+
+
+class RecordedProgress:
+    """A progress reporter that keeps what the scan's batch task was advanced by."""
+
+    def __init__(self) -> None:
+        self.advances: list[int] = []
+
+    def task(self, label: str, total: int) -> Callable[[int], None]:
+        if not label.startswith("scanning"):
+            return lambda n: None
+        return self.advances.append
 
 
 def _free_port() -> int:
@@ -100,12 +113,17 @@ def test_a_worker_that_dies_has_its_shard_retried(tmp_path: Path, digits_weights
     ws = workflow.Workspace.open(config)
     local = workflow.scan(ws)
     assert not marker.exists()  # the scan's own process never dies
+    progress = RecordedProgress()
     with DaskExecutor(workers=2) as executor:
-        distributed = workflow.scan(workflow.Workspace.open(config), executor=executor)
+        distributed = workflow.scan(
+            workflow.Workspace.open(config), executor=executor, progress=progress
+        )
     assert marker.exists()  # one worker died mid-shard, and the scan still finished
     assert [m.as_dict() for m in distributed.measurements] == [
         m.as_dict() for m in local.measurements
     ]
+    # The progress advanced once per shard, as each came back.
+    assert progress.advances == [30, 30, 30, 30]
     runs = _runs(config)
     assert len(runs) == 2  # each scan reached the ledger once
     assert runs[1]["measurements"] == runs[0]["measurements"]

@@ -43,14 +43,8 @@ class Executor(Protocol):
     ) -> None: ...
 
 
-class LocalExecutor:
-    """The default: every shard in the scan's own process, one after another, each only
-    when the scan asks for it (today's behaviour; nothing is sent anywhere)."""
-
-    name = "local"
-
-    def batch_runner(self, compute: ShardFunction) -> BatchRunner | None:
-        return None
+class ClosedOnExit:
+    """`with executor:` starts it (`__enter__`) and always closes it (`close`)."""
 
     def close(self) -> None:
         return None
@@ -65,3 +59,13 @@ class LocalExecutor:
         trace: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class LocalExecutor(ClosedOnExit):
+    """The default: every shard in the scan's own process, one after another, each only
+    when the scan asks for it (today's behaviour; nothing is sent anywhere)."""
+
+    name = "local"
+
+    def batch_runner(self, compute: ShardFunction) -> BatchRunner | None:
+        return None

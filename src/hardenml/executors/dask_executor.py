@@ -19,10 +19,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
-from types import TracebackType
 from typing import Any, Self
 
-from hardenml.executors.base import ExecutorError, ShardFunction
+from hardenml.executors.base import ClosedOnExit, ExecutorError, ShardFunction
 from hardenml.scan.shards import BatchArrays, BatchRunner, BatchShard
 
 LOOPBACK = "127.0.0.1"
@@ -40,7 +39,7 @@ def _distributed() -> Any:
     return distributed
 
 
-class DaskExecutor:
+class DaskExecutor(ClosedOnExit):
     """Shards as Dask tasks, on the cluster at `scheduler` or on a local one of `workers`
     processes (started on `__enter__`, closed on `close`). `retries`: how often a shard
     that raised is run again; `connect_seconds`: how long to wait for the scheduler (None:
@@ -89,14 +88,6 @@ class DaskExecutor:
                 "--scheduler out to start a local cluster on 127.0.0.1"
             ) from None
         return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         if self.client_ is not None:

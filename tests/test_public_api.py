@@ -14,6 +14,7 @@ PACKAGES = [
     "hardenml.targets",
     "hardenml.threats",
     "hardenml.scan",
+    "hardenml.executors",
     "hardenml.ledger",
     "hardenml.gate",
     "hardenml.report",

@@ -617,6 +617,12 @@ class ScanConfig(_Strict):
     memory_mb: float | None = Field(default=None, gt=0)
     # What the gate makes of a check that ran out of budget before it was settled.
     undecided: Literal["pass", "fail"] = "fail"
+    # Where the batches run (`hardenml.executors`): here, or as Dask tasks on the cluster at
+    # `scheduler` (a `LocalCluster` of `workers` processes on 127.0.0.1 without one). The
+    # numbers do not depend on it, so the scan's fingerprint leaves these keys out.
+    executor: Literal["local", "dask"] = "local"
+    scheduler: str | None = Field(default=None, min_length=1)
+    workers: int = Field(default=2, gt=0)
 
 
 class IntegrityConfig(_Strict):

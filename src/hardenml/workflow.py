@@ -13,9 +13,11 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hardenml._progress import Progress
@@ -31,6 +33,7 @@ from hardenml.config import (
 )
 from hardenml.continuous.retrain import RETRAIN_PATCH, retrain_params, retrain_source
 from hardenml.data import DataError, Dataset, fit_to_shape, prepare
+from hardenml.executors import Executor, ExecutorError
 from hardenml.gate import GateDecision, decide
 from hardenml.gate.decision import (
     RELEASE_EVENT,
@@ -71,7 +74,9 @@ from hardenml.report.regulation import validate_requirements
 from hardenml.scan import ScanResult, run_scan
 from hardenml.scan.policy import Remedy, generic_remedy
 from hardenml.scan.probes import probe_outcomes, prompt_sets_sha256, run_probe_scan
-from hardenml.scan.scanner import Checkpoint
+from hardenml.scan.scanner import Checkpoint, scan_shard
+from hardenml.scan.shards import SHARD_QUERIES, BatchArrays, BatchShard
+from hardenml.scan.stochastic import stochastic_view
 from hardenml.targets import (
     ChatModel,
     Target,
@@ -89,6 +94,8 @@ from hardenml.validate import Verdict, compare, evaluate
 from hardenml.validate.probes import compare_probes
 
 GATE_REPORT_NAME = "gate-report.json"
+# `[scan]` keys that say where the batches run, not what they measure.
+EXECUTOR_KEYS = {"executor", "scheduler", "workers"}
 
 
 def _on_import_path(folder: Path) -> None:
@@ -185,7 +192,7 @@ class Workspace:
                 "seed": seed,
                 "threats": threats,
                 "confidence": self.config.policy.confidence,
-                "scan": self.config.scan.model_dump(mode="json"),
+                "scan": self.config.scan.model_dump(mode="json", exclude=EXECUTOR_KEYS),
                 # A sequential scan's stopping point depends on the thresholds.
                 "policy": self.config.policy.model_dump(mode="json")
                 if self.config.scan.sequential
@@ -227,6 +234,95 @@ def prepare_threats(threats: dict[str, Threat], reference: Dataset) -> None:
         threat.prepare(rows)
 
 
+# --- a scan shard computed away from the scan: what a Dask worker runs -------------
+#
+# A scan shard computed away from the scan: what a Dask worker runs.
+#
+# The worker is sent a `WorkspaceSource` (the config file's path, `--trust`, the seed, and
+# the sha256 of the model and of the evaluation data the scan saw) and a shard, never the
+# model object. It opens the same workspace, loads the model with the same loader
+# (`Workspace.load_target`, so `--trust` and safe loading hold on the worker too), prepares
+# the same data and threats, and refuses to go on when it finds another model or other data
+# than the scan did. We chose paths over shipping the weights: a pickle of the user's model
+# object would run code on the workers, its state dict alone does not rebuild every kind
+# (TorchScript, ONNX, scikit-learn, HTTP endpoints), and the data must be there anyway;
+# the price is that remote workers need the workspace mounted at the same path.
+#
+# What a worker builds from a source is kept for the life of its process (`_scan_state`),
+# because every shard of a scan needs the same model, data and threats, and loading them
+# again per shard would cost more than many shards do.
+
+
+@dataclass(frozen=True)
+class WorkspaceSource:
+    """What a worker needs to rebuild the scan, and what it must find when it does."""
+
+    config_path: Path
+    trust: bool
+    seed: int
+    model_sha256: str
+    data_sha256: str
+
+    @classmethod
+    def of(cls, ws: Workspace, *, trust: bool, seed: int, data_sha256: str) -> WorkspaceSource:
+        if ws.config.source is None:
+            raise ExecutorError(
+                "--executor dask needs the workspace's hardenml.toml on disk, so that the "
+                "workers can open it; this config was built in memory"
+            )
+        return cls(
+            config_path=Path(ws.config.source).resolve(),
+            trust=trust,
+            seed=seed,
+            model_sha256=ws.model_sha256(),
+            data_sha256=data_sha256,
+        )
+
+
+@dataclass(frozen=True)
+class _ScanState:
+    config: HardenConfig
+    target: Target
+    threats: dict[str, Threat]
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@lru_cache(maxsize=2)
+def _scan_state(source: WorkspaceSource) -> _ScanState:
+    ws = Workspace.open(source.config_path)
+    target = ws.load_target(trust=source.trust)
+    reference, data = ws.datasets()
+    model_sha = ws.model_sha256()
+    if model_sha != source.model_sha256 or data.sha256 != source.data_sha256:
+        raise ExecutorError(
+            f"the worker's workspace at {source.config_path} holds another model or other "
+            f"data than the scan (model {model_sha[:12]} vs {source.model_sha256[:12]}, "
+            f"data {data.sha256[:12]} vs {source.data_sha256[:12]}): give every worker the "
+            "same files at the same path"
+        )
+    threats = validate_threats(ws.config)
+    prepare_threats(threats, reference)
+    return _ScanState(
+        ws.config, target, threats, torch.from_numpy(data.x), torch.from_numpy(data.y)
+    )
+
+
+def scan_shard_of(source: WorkspaceSource, shard: BatchShard) -> BatchArrays:
+    """The arrays of `shard` of the scan of `source`, with the queries it sent the model."""
+    state = _scan_state(source)
+    # The model under its declared rule, made afresh for every shard: a stochastic model's
+    # draws follow the calls its wrapper has seen, and a kept wrapper would carry them
+    # from one shard (or one scan) into the next, which the local scan never does.
+    target, _ = stochastic_view(state.config, state.target, state.x, seed=source.seed)
+    before = target.queries
+    arrays = scan_shard(
+        state.config, target, state.threats, state.x, state.y, shard, seed=source.seed
+    )
+    arrays[SHARD_QUERIES] = np.array([target.queries - before])
+    return arrays
+
+
 def patch_remedy(config: HardenConfig) -> Remedy:
     """What a robustness finding proposes: the registered patches that address its threat's
     family and patch this model's kind, or a plain statement that none does."""
@@ -255,8 +351,13 @@ def scan(
     max_samples: int | None = None,
     max_seconds: float | None = None,
     sequential: bool | None = None,
+    executor: Executor | None = None,
 ) -> ScanResult:
     """Scan the configured model, record the run and its findings in the ledger.
+
+    `executor` (started) runs the batches elsewhere, e.g. on Dask (`hardenml.executors`);
+    its workers rebuild the model from this workspace (`WorkspaceSource`). The numbers are
+    those of the local scan, and the run reaches the ledger once, from this process.
 
     Finished batches are checkpointed under the artifacts folder; the same scan run again
     after an interruption resumes from them (and says so through `log`). A ledger whose
@@ -278,6 +379,10 @@ def scan(
     if max_samples or max_seconds or sequential is not None:
         caps = canonical_json([max_samples, max_seconds, sequential])
         fingerprint = hashlib.sha256((fingerprint + caps).encode()).hexdigest()
+    run_batches = None
+    if executor is not None:
+        source = WorkspaceSource.of(ws, trust=trust, seed=seed, data_sha256=data.sha256)
+        run_batches = executor.batch_runner(partial(scan_shard_of, source))
     result = run_scan(
         ws.config,
         target,
@@ -293,6 +398,7 @@ def scan(
         sequential=sequential,
         reference=reference,
         remedy=patch_remedy(ws.config),
+        run_batches=run_batches,
     )
     recorded = record_scan(ws.ledger, ws.config, result)
     Checkpoint(ws.config.artifacts_dir / "checkpoints" / fingerprint[:16]).clear()
@@ -408,6 +514,7 @@ def gate(
     progress: Progress | None = None,
     report_path: Path | None = None,
     log: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
 ) -> GateDecision:
     """Decide the release: reuse the latest matching scan (or scan now), apply the policy,
     record the decision and write the JSON report next to the ledger.
@@ -436,7 +543,7 @@ def gate(
     elif rescan:
         say("gate: scanning now, because --rescan was given")
     if run is None:
-        scan(ws, trust=trust, progress=progress, log=log)
+        scan(ws, trust=trust, progress=progress, log=log, executor=executor)
         events, head = ws.ledger.verified()
         run = latest_run(events)
     assert run is not None

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +18,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
-from hardenml.config import CONFIG_ENV, CONFIG_FILENAME, ConfigError
+from hardenml.config import CONFIG_ENV, CONFIG_FILENAME, ConfigError, ScanConfig
 from hardenml.data import DataError
+from hardenml.executors import Executor, ExecutorError, open_executor
 from hardenml.gate import EXIT_FAIL, EXIT_INTERNAL, EXIT_TAMPERED, EXIT_USAGE
 from hardenml.ledger import LedgerError, LedgerTamperedError
 from hardenml.patch import PatchError
@@ -30,14 +32,19 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_TAMPERED",
     "EXIT_USAGE",
+    "ExecutorName",
+    "ExecutorOpt",
     "USER_ERRORS",
     "ConfigOpt",
     "MaxSamplesOpt",
     "MaxSecondsOpt",
+    "SchedulerOpt",
     "SequentialOpt",
     "TrustOpt",
+    "WorkersOpt",
     "console",
     "err",
+    "executor_for",
     "fail",
     "note",
     "progress_display",
@@ -68,10 +75,65 @@ ConfigOpt = Annotated[
         "the nearest one above it, within the git repository).",
     ),
 ]
+
+
+class ExecutorName(StrEnum):
+    local = "local"
+    dask = "dask"
+
+
+ExecutorOpt = Annotated[
+    ExecutorName | None,
+    typer.Option(
+        "--executor",
+        help="Where the scan's batches run: local (this process) or dask (default: "
+        "scan.executor, else local).",
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Join the Dask cluster whose scheduler is at this address (tcp://HOST:8786) "
+        "instead of starting a local one on 127.0.0.1 (default: scan.scheduler).",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Worker processes of the local Dask cluster (default: scan.workers).",
+    ),
+]
 TrustOpt = Annotated[
     bool, typer.Option("--trust", help="Allow loading pickle/joblib model files (runs code).")
 ]
-USER_ERRORS = (ConfigError, TargetError, DataError, ThreatError, LedgerError, PatchError)
+
+
+def executor_for(
+    config: ScanConfig, kind: ExecutorName | None, scheduler: str | None, workers: int | None
+) -> Executor:
+    """The executor the options ask for, the `[scan]` keys filling what they leave out."""
+    chosen = kind.value if kind is not None else config.executor
+    if scheduler is not None and kind is None:
+        chosen = "dask"  # --scheduler alone can only mean joining that cluster
+    return open_executor(
+        chosen,
+        scheduler=scheduler or (config.scheduler if chosen == "dask" else None),
+        workers=workers or config.workers,
+    )
+
+
+USER_ERRORS = (
+    ConfigError,
+    TargetError,
+    DataError,
+    ThreatError,
+    LedgerError,
+    PatchError,
+    ExecutorError,
+)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

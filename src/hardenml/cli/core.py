@@ -14,12 +14,16 @@ from hardenml import workflow
 from hardenml.cli._shared import (
     EXIT_USAGE,
     ConfigOpt,
+    ExecutorOpt,
     MaxSamplesOpt,
     MaxSecondsOpt,
+    SchedulerOpt,
     SequentialOpt,
     TrustOpt,
+    WorkersOpt,
     console,
     err,
+    executor_for,
     note,
     progress_display,
     user_errors,
@@ -89,13 +93,20 @@ def scan(
     max_samples: MaxSamplesOpt = None,
     max_seconds: MaxSecondsOpt = None,
     sequential: SequentialOpt = None,
+    executor: ExecutorOpt = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Run every declared threat, record measurements and findings in the ledger.
 
-    Interrupted, the same command resumes from the last finished batch."""
+    Interrupted, the same command resumes from the last finished batch (on either
+    executor: the same seed gives the same numbers on both)."""
     with user_errors():
         ws = workflow.Workspace.open(config)
-        with progress_display() as progress:
+        with (
+            executor_for(ws.config.scan, executor, scheduler, workers) as running,
+            progress_display() as progress,
+        ):
             result = workflow.scan(
                 ws,
                 trust=trust,
@@ -105,6 +116,7 @@ def scan(
                 max_samples=max_samples,
                 max_seconds=max_seconds,
                 sequential=sequential,
+                executor=running,
             )
     _print_scan(result, ws.config.policy.confidence)
 
@@ -148,6 +160,9 @@ def gate(
             "progress and messages go to stderr.",
         ),
     ] = False,
+    executor: ExecutorOpt = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Decide the release: exit 0 when the policy holds, 1 when it does not, 2 on errors.
 
@@ -156,9 +171,18 @@ def gate(
     try:
         with user_errors():
             ws = workflow.Workspace.open(config)
-            with progress_display() as progress:
+            with (
+                executor_for(ws.config.scan, executor, scheduler, workers) as running,
+                progress_display() as progress,
+            ):
                 decision = workflow.gate(
-                    ws, trust=trust, rescan=rescan, progress=progress, report_path=report, log=note
+                    ws,
+                    trust=trust,
+                    rescan=rescan,
+                    progress=progress,
+                    report_path=report,
+                    log=note,
+                    executor=running,
                 )
     except BaseException:
         for path in workflow.withdraw_reports(config, report):

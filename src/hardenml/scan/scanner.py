@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +50,7 @@ from hardenml.scan.policy import (
     integrity_finding,
     slice_finding,
 )
+from hardenml.scan.shards import SHARD_QUERIES, BatchArrays, BatchRunner, BatchShard
 from hardenml.scan.stochastic import StochasticCheck, stochastic_view
 from hardenml.scan.threat_models import SharedThreatModel, shared_threat_models, worst_case
 from hardenml.stats import derive_seed
@@ -218,12 +219,14 @@ def run_scan(
     sequential: bool | None = None,
     reference: Dataset | None = None,
     remedy: Remedy | None = None,
+    run_batches: BatchRunner | None = None,
 ) -> ScanResult:
     """Clean and robust accuracy per threat and budget, policy checks and findings.
 
     `fingerprint` names the checkpoint: a rerun with the same fingerprint resumes. `remedy`
     proposes each robustness finding's fix (the workflow names the registered patches that
-    apply to this model's kind); without it, findings name no patch.
+    apply to this model's kind); without it, findings name no patch. `run_batches` runs the
+    batches elsewhere (`hardenml.executors`); without it, they run here, one after another.
     """
     progress = progress or SilentProgress()
     log = log or (lambda message: None)
@@ -267,50 +270,59 @@ def run_scan(
         for c in checks_for(config, [], sequential=True, n_max=n_cap, threat_models=shared)
         if _gates_early(c)
     ]
-    for b, index in enumerate(batches):
-        if b in done:
-            arrays = done[b]
-        else:
-            arrays = _scan_batch(
-                config,
-                target,
-                threats,
-                units,
-                index,
-                x_all[index],
-                y_all[index],
-                seed=seed,
-                batch=b,
-                evidence_room=_evidence_room(parts, units),
-            )
-            if checkpoint:
-                checkpoint.save(b, arrays)
-        parts.append(timings.add_batch(arrays))
-        advance(len(index))
-        if (
-            sequential
-            and gated
-            and all(
-                c.sequential is not None and c.sequential.settled
-                for c in checks_for(
-                    config,
-                    _measure(parts, units, confidence, seed, shared),
-                    sequential=True,
-                    n_max=n_cap,
-                    threat_models=shared,
+    pending = [BatchShard(b, index) for b, index in enumerate(batches) if b not in done]
+    if run_batches is None:
+        finished = _in_process(config, target, threats, x_all, y_all, seed, pending)
+    else:
+        finished = run_batches(pending)
+    arrived: dict[int, dict[str, np.ndarray]] = {}
+    remote_queries = 0
+    try:
+        for b, index in enumerate(batches):
+            if b in done:
+                arrays = done[b]
+                advance(len(index))
+            else:
+                # Shards arrive in the order they finish: each is checkpointed (and counted
+                # by the progress) on arrival, and folded in plan order.
+                while b not in arrived:
+                    got, got_arrays = next(finished)
+                    remote_queries += int(got_arrays.pop(SHARD_QUERIES, np.zeros(1)).sum())
+                    if checkpoint:
+                        checkpoint.save(got, got_arrays)
+                    arrived[got] = got_arrays
+                    advance(len(batches[got]))
+                arrays = arrived.pop(b)
+            parts.append(timings.add_batch(_keep_evidence(arrays, _evidence_room(parts, units))))
+            if (
+                sequential
+                and gated
+                and all(
+                    c.sequential is not None and c.sequential.settled
+                    for c in checks_for(
+                        config,
+                        _measure(parts, units, confidence, seed, shared),
+                        sequential=True,
+                        n_max=n_cap,
+                        threat_models=shared,
+                    )
+                    if _gates_early(c)
                 )
-                if _gates_early(c)
-            )
-        ):
-            stop_reason = "settled"
-            break
-        if (
-            max_seconds is not None
-            and time.monotonic() - clock > max_seconds
-            and b + 1 < len(batches)
-        ):
-            stop_reason = "time budget"
-            break
+            ):
+                stop_reason = "settled"
+                break
+            if (
+                max_seconds is not None
+                and time.monotonic() - clock > max_seconds
+                and b + 1 < len(batches)
+            ):
+                stop_reason = "time budget"
+                break
+    finally:
+        # A scan that stopped early leaves no shard running behind it.
+        close = getattr(finished, "close", None)
+        if close is not None:
+            close()
     if stop_reason == "complete" and n_cap < len(data):
         stop_reason = "sample budget"
 
@@ -448,7 +460,7 @@ def run_scan(
         batches_total=len(batches),
         batches_resumed=len(done),
         stop_reason=stop_reason,
-        queries=target.queries - queries_before,
+        queries=target.queries - queries_before + remote_queries,
         outcomes=outcomes,
         analysis=analysis.payload(),
         passed_ids=passed_ids,
@@ -608,6 +620,61 @@ def _evidence_room(
     return room
 
 
+def scan_shard(
+    config: HardenConfig,
+    target: Target,
+    threats: dict[str, Threat],
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    shard: BatchShard,
+    *,
+    seed: int,
+) -> BatchArrays:
+    """One shard of the scan of `x_all, y_all`: what a worker of `hardenml.executors` runs,
+    and what the scan runs itself when no executor is given. `target` must be the model as
+    the scan evaluates it (`stochastic_view`), `threats` prepared on the reference split."""
+    units = [(t.name, b) for t in config.threats for b in t.budgets]
+    index = shard.index
+    return _scan_batch(
+        config,
+        target,
+        threats,
+        units,
+        index,
+        x_all[index],
+        y_all[index],
+        seed=seed,
+        batch=shard.batch,
+    )
+
+
+def _in_process(
+    config: HardenConfig,
+    target: Target,
+    threats: dict[str, Threat],
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    seed: int,
+    shards: list[BatchShard],
+) -> Iterator[tuple[int, BatchArrays]]:
+    """The shards one after another in this process, each only when the scan asks for it
+    (a sequential scan that settles computes no batch past the one that settled it)."""
+    for shard in shards:
+        yield shard.batch, scan_shard(config, target, threats, x_all, y_all, shard, seed=seed)
+
+
+def _keep_evidence(arrays: BatchArrays, room: dict[str, int]) -> BatchArrays:
+    """The batch with only as many flipped inputs per unit as the evidence still has room
+    for (`EVIDENCE_PER_THREAT` over the whole scan, the earliest batches first)."""
+    kept = dict(arrays)
+    for key, left in room.items():
+        for part in ("x", "x_adv", "y", "pred"):
+            name = f"evidence/{key}/{part}"
+            if name in kept:
+                kept[name] = kept[name][: max(0, left)]
+    return kept
+
+
 def _scan_batch(
     config: HardenConfig,
     target: Target,
@@ -619,9 +686,10 @@ def _scan_batch(
     *,
     seed: int,
     batch: int,
-    evidence_room: dict[str, int],
 ) -> dict[str, np.ndarray]:
-    """Every threat and budget on one batch: per-sample outcomes as plain arrays."""
+    """Every threat and budget on one batch: per-sample outcomes as plain arrays, with up
+    to `EVIDENCE_PER_THREAT` flipped inputs per unit (the fold keeps the first ones in plan
+    order, so the batch needs nothing from the batches before it)."""
     started = time.perf_counter()
     arrays: dict[str, np.ndarray] = {
         "index": index,
@@ -648,7 +716,7 @@ def _scan_batch(
         arrays[f"adv_probs/{key}"] = outcome.adv_probs
         arrays[f"margin/{key}"] = outcome.margins
         fooled = ~arrays[f"robust/{key}"] & (arrays["clean_probs"].argmax(1) == arrays["y"])
-        take = max(0, evidence_room[key])
+        take = EVIDENCE_PER_THREAT
         ev_y = arrays["y"][fooled][:take]
         arrays[f"evidence/{key}/x"] = x.numpy()[outcome.flipped][:take]
         arrays[f"evidence/{key}/x_adv"] = outcome.x_adv[outcome.flipped][:take]

@@ -255,7 +255,10 @@ def test_every_text_kind_honours_the_target_contract(
 
 
 def test_every_kind_has_a_contract_builder() -> None:
-    assert sorted([*BUILDERS, *TEXT_BUILDERS]) == available_target_kinds()
+    """Tensor kinds here, text kinds in TEXT_BUILDERS, chat kinds in tests/test_chat_target.py."""
+    chat = [k for k in available_target_kinds() if k not in CLASSIFIER_KINDS]
+    assert chat == ["chat"]
+    assert sorted([*BUILDERS, *TEXT_BUILDERS, *chat]) == available_target_kinds()
 
 
 @pytest.mark.parametrize("kind", available_target_kinds())

@@ -109,9 +109,11 @@ SLOW_TEXT = {"textfooler"}
 
 
 def test_every_registered_threat_has_a_contract_suite() -> None:
+    from tests.test_chat_prompt_probes import PROMPT_PROBES
     from tests.test_threat_registry import TENSOR_THREATS
 
-    assert sorted(TENSOR_THREATS + TEXT_THREATS) == available_threats()
+    # Prompt probes have their contract in tests/test_chat_prompt_probes.py.
+    assert sorted(TENSOR_THREATS + TEXT_THREATS + PROMPT_PROBES) == available_threats()
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ ROOMS: list[tuple[str, ...]] = [
     ("monitor",),
     ("continuous",),
     ("executors",),
-    ("workflow", "demo", "demo_text", "api", "integrity_zoo", "intake", "notify"),
+    ("workflow", "demo", "demo_text", "api", "integrity_zoo", "intake"),
     ("cli", "__main__", "__init__"),
 ]
 LEVEL = {name: i for i, room in enumerate(ROOMS) for name in room}

@@ -4,6 +4,7 @@ linked to findings and monitor alerts, each step a ledger event."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +20,6 @@ from hardenml.ledger.incidents import (
     open_incident,
     update_incident,
 )
-from hardenml.notify import NotifyError, post_json, webhook_url
 from hardenml.records import INCIDENT_FAMILIES, SEVERITIES
 from hardenml.report.incident_review import incident_review, runbook
 
@@ -38,15 +38,24 @@ NotifyOpt = Annotated[
 ]
 
 
+# The incident webhook when --notify is not given; its URL may itself be the secret (chat
+# webhooks), and the sink's messages show only its scheme, host and port.
+WEBHOOK_ENV = "HARDENML_INCIDENT_WEBHOOK"
+
+
 def _notify(url: str | None, event: Event) -> None:
-    """POST the event; a failure is reported, never undoes the recorded event."""
-    target = webhook_url(url)
+    """POST the event through the monitor's webhook sink (retries with backoff); a failure
+    is reported, never undoes the recorded event."""
+    from hardenml.monitor.readings import MonitorError
+    from hardenml.monitor.sinks import WebhookSink
+
+    target = url or os.environ.get(WEBHOOK_ENV, "").strip() or None
     if target is None:
         return
     payload = {"kind": event.kind, "seq": event.seq, "ts": event.ts, "actor": event.actor}
     try:
-        post_json(target, {**payload, **event.payload})
-    except NotifyError as exc:
+        WebhookSink(target, retries=2).send({**payload, **event.payload})
+    except MonitorError as exc:
         note(f"warning: not notified ({exc}); the event is recorded in the ledger")
         return
     console.print("notified the incident webhook")

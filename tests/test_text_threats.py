@@ -86,7 +86,8 @@ def test_textfooler_lowers_tfidf_accuracy_under_its_constraints(rt_split, tfidf_
     similarity = (embed(before) * embed(after)).sum(axis=1)
     assert bool((similarity >= threat.min_sentence_similarity - 1e-4).all())
     for original, changed in zip(before, after, strict=True):
-        assert 1 <= _changed_words(original, changed) <= 2
+        words_changed = _changed_words(original, changed)
+        assert 1 <= words_changed <= 2, (original, changed)
         kept = [original[s:e] for s, e in word_spans(original)]
         now = [changed[s:e] for s, e in word_spans(changed)]
         assert all(v == u for u, v in zip(kept, now, strict=True) if u.lower() in stops)

@@ -7,6 +7,7 @@ importing it. `main` maps an unexpected exception to exit code 3 with a one-line
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import tempfile
@@ -45,6 +46,32 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+def _reflowed(doc: str) -> str:
+    """A docstring with each prose paragraph on one line.
+
+    Typer's rich help keeps a docstring's hard line breaks, so a command whose summary
+    wraps in the source printed a ragged first line in `hardenml --help`. Lists and
+    indented blocks keep their lines.
+    """
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    reflowed = []
+    for paragraph in paragraphs:
+        lines = paragraph.splitlines()
+        is_prose = all(line and not line[0].isspace() and line[0] not in "-*|" for line in lines)
+        reflowed.append(" ".join(line.strip() for line in lines) if is_prose else paragraph)
+    return "\n\n".join(reflowed)
+
+
+def _reflow_help(app: typer.Typer) -> None:
+    for command in app.registered_commands:
+        doc = command.help or (command.callback.__doc__ if command.callback else None)
+        if doc:
+            command.help = _reflowed(doc)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
 def build_app() -> typer.Typer:
     """The command tree: every command module's `register`, in the order help lists them."""
     app = typer.Typer(
@@ -72,6 +99,7 @@ def build_app() -> typer.Typer:
         changes, schema, demo, chat,
     ):  # fmt: skip
         module.register(app)
+    _reflow_help(app)
     return app
 
 

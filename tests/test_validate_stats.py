@@ -18,6 +18,7 @@ from hardenml.stats import (
     mean_difference_interval,
     paired_difference_interval,
     resampling_counts,
+    wilson_interval,
 )
 from hardenml.validate import Outcomes, compare
 
@@ -27,6 +28,23 @@ def paired(b: int, c: int, both: int, neither: int) -> tuple[np.ndarray, np.ndar
     base = np.array([1] * b + [0] * c + [1] * both + [0] * neither, dtype=bool)
     cand = np.array([0] * b + [1] * c + [1] * both + [0] * neither, dtype=bool)
     return base, cand
+
+
+def test_wilson_interval_matches_the_textbook_values_and_is_exact_at_the_ends() -> None:
+    # Newcombe 1998, Table I: 81/263 -> (0.2553, 0.3662); 0/10 -> (0, 0.2775).
+    low, high = wilson_interval(81, 263)
+    assert (round(low, 4), round(high, 4)) == (0.2553, 0.3662)
+    assert wilson_interval(0, 10)[0] == 0.0
+    assert round(wilson_interval(0, 10)[1], 4) == 0.2775
+    assert wilson_interval(10, 10)[1] == 1.0
+    assert round(wilson_interval(10, 10)[0], 4) == 0.7225
+
+
+@given(st.integers(min_value=1, max_value=5000), st.data())
+def test_wilson_interval_contains_the_proportion(n: int, data: st.DataObject) -> None:
+    k = data.draw(st.integers(min_value=0, max_value=n))
+    low, high = wilson_interval(k, n)
+    assert 0.0 <= low <= k / n <= high <= 1.0
 
 
 def test_mcnemar_exact_matches_the_binomial_by_hand() -> None:

@@ -155,7 +155,8 @@ class Target(ABC):
                 raise TargetError(
                     "the model's output does not depend differentiably on its input (is "
                     "the forward pass under torch.no_grad() or detached?); a gradient "
-                    "attack cannot run on it"
+                    "attack cannot run on it: remove the detach, or scan it as a black box "
+                    '(attack = "square" or another score- or decision-based threat)'
                 )
         else:
             with torch.no_grad():

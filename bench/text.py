@@ -27,14 +27,19 @@ original accuracy.
 Measured, over the sentences the model classifies correctly: attack success rate (share
 flipped), queries per success and per attacked sentence (model inputs the target counted,
 the threat's two checks of each sentence included), perturbed-word rate of the
-successes, and their MiniLM cosine similarity to the original. Written to bench/results/text.json.
+successes, and their MiniLM cosine similarity to the original; the success rate with its
+95% Wilson interval. Written to bench/results/text.json with the command and the load
+average at the start and end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +47,7 @@ import numpy as np
 import torch
 
 from hardenml.data import fit_to_shape, load_source, split
+from hardenml.stats import wilson_interval
 from hardenml.targets.minilm import embed
 from hardenml.targets.text_codec import decode_texts
 from hardenml.targets.tfidf_target import SklearnTextTarget
@@ -187,6 +193,10 @@ def _attack_each(
         "original_accuracy": 100.0 * correct / n,
         "after_attack_accuracy": 100.0 * (correct - flipped) / n,
         "attack_success_rate": 100.0 * flipped / max(1, correct),
+        # A few dozen attacked sentences: the rate is only known to within this interval.
+        "attack_success_ci95": [100.0 * b for b in wilson_interval(flipped, correct)]
+        if correct
+        else None,
         "queries_per_success": float(np.mean(queries)) if queries else None,
         # Over every attacked sentence, flipped or not: what TextAttack's "Avg num queries" counts.
         "queries_per_example": float(np.mean(queries_all)) if queries_all else None,
@@ -210,6 +220,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.sentences or (30 if args.quick else 100)
     torch.set_num_threads(1)
+    # The machine is shared: the load says how far the seconds below are from a quiet run's.
+    load_at_start = os.getloadavg()
     started = time.perf_counter()
     train, test = split(
         fit_to_shape(load_source("rotten_tomatoes"), (WIDTH,)), test_fraction=0.2, seed=0
@@ -230,6 +242,8 @@ def main() -> None:
             "processor": platform.processor() or platform.machine(),
         },
         "seconds": round(time.perf_counter() - started, 1),
+        "command": shlex.join([os.path.relpath(sys.executable), *sys.argv]),
+        "load_average": {"start": load_at_start, "end": os.getloadavg()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -5,6 +5,7 @@ none; read-only; bad ids and check names are usage errors naming the key."""
 from __future__ import annotations
 
 import json
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,24 @@ def test_the_catalogue_names_a_source_for_every_requirement() -> None:
     for requirement_id in ids:
         entry = requirement(requirement_id)
         assert entry.section and entry.summary and entry.source_url.startswith("https://")
+
+
+def test_every_catalogue_entry_names_its_source_url_and_where_it_was_checked() -> None:
+    """An auditor can retrace each summary: a source URL per requirement and per source, a
+    dated note of what the text was checked against, and the quote the summary cites."""
+    data = json.loads(files("hardenml.report").joinpath("regulation.json").read_text("utf-8"))
+    for name, source in data["sources"].items():
+        assert source["url"].startswith("https://"), name
+        assert len(source["checked_against"]) > 40, name
+    for requirement_id, entry in data["requirements"].items():
+        assert entry["source"] in data["sources"], requirement_id
+        assert entry["source_url"].startswith("https://"), requirement_id
+        assert entry["checked_against"].startswith("20"), f"{requirement_id}: dated note"
+        # Every passage between double quotes in a summary is the source's own wording.
+        quoted = entry["summary"].split('"')[1::2]
+        assert quoted, f"{requirement_id}: the summary quotes its source"
+        for passage in quoted:
+            assert passage.rstrip(".") in entry["quote"], f"{requirement_id}: {passage!r}"
 
 
 @pytest.mark.slow

@@ -134,6 +134,12 @@ def test_a_chat_workspace_scans_patches_validates_and_gates_with_exit_codes(
     assert regate.exit_code == 0, regate.output
     listed = json.loads(runner.invoke(app, ["findings", "list", "--all", "--json"]).output)
     assert [f["status"] for f in listed if f["threat"] == "extraction"] == ["fixed"]
+    # The guarded model is released as gated (endpoint + guard file); the gate after it
+    # evaluates that released model, so it finds no regression.
+    released = runner.invoke(app, ["release"])
+    said = " ".join(released.output.split())
+    assert released.exit_code == 0 and "guards: model -> chat-output-filter" in said
+    assert runner.invoke(app, ["gate"]).exit_code == 0
 
     # The token unset: a usage error that says what to export, not a traceback.
     monkeypatch.setenv(TOKEN_ENV, "")

@@ -883,10 +883,13 @@ class MonitorConfig(_Strict):
 
 class IntakeConfig(_Strict):
     """External reports (`hardenml intake`): the severity of the credited finding a
-    reproduced submission opens, and the most samples one submission may hold."""
+    reproduced submission opens, the most samples (or conversations) one submission may
+    hold, and the longest user turn a prompt submission may send."""
 
     severity: Severity = "high"
     max_samples: int = Field(default=1000, gt=0)
+    # A chat model's prompt submissions: the longest user turn inside the threat model.
+    max_prompt_chars: int = Field(default=4000, gt=0)
 
 
 class RequirementConfig(_Strict):

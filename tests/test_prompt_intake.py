@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from tests.test_chat_target import TOKEN, TOKEN_ENV, FaultyChatServer, chat_workspace
 from typer.testing import CliRunner
-from workspace import write_workspace
 
 from hardenml.cli import app
 from hardenml.ledger import Ledger, findings_state
 from hardenml.records import IntakeDecided, IntakeReceived
 from hardenml.report.schemas import prompt_submission_schema
 from hardenml.workflow import Workspace
+from workspace import write_workspace
 
 runner = CliRunner()
 INJECTION = (
@@ -177,6 +177,7 @@ def test_a_submission_outside_the_threat_model_is_refused_with_the_reason(
     said = " ".join(result.output.split())
     assert "refused" in said and reason in said, said
     received, decided = intake_events(workspace)
+    assert IntakeReceived.from_payload(received.payload).submitter == "carol (bug bounty)"
     outcome = IntakeDecided.from_payload(decided.payload)
     assert outcome.outcome == "refused" and outcome.finding_id is None
     assert any(reason in r for r in outcome.reasons)
@@ -261,3 +262,18 @@ def test_each_kind_of_model_takes_only_its_kind_of_submission(
     tensor = runner.invoke(app, ["intake", str(submission(tmp_path)), "--config", str(digits)])
     assert tensor.exit_code == 2, tensor.output
     assert "prompt submissions (.json) are for chat models" in " ".join(tensor.output.split())
+
+
+def test_the_security_policy_of_a_chat_model_scopes_prompt_submissions(workspace: Path) -> None:
+    cfg = workspace / "hardenml.toml"
+    made = runner.invoke(
+        app,
+        ["init", "--path", str(cfg), "--security-policy", "--security-contact", "sec@example.org"],
+    )
+    assert made.exit_code == 0, made.output
+    policy = " ".join((workspace / "SECURITY.md").read_text().split())
+    assert "Model `reverser` (chat): conversations with the deployed chat endpoint" in policy
+    assert (
+        "`injection` (prompt-injection)" in policy and "user turns per conversation: 1, 2" in policy
+    )
+    assert "at most 6 replies per submission" in policy and "at most 400 characters" in policy

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from hardenml.config import HardenConfig
-from hardenml.scan.intake import IntakeVerdict, SampleVerdict, SubmissionError
+from hardenml.scan.intake import IntakeVerdict, SampleVerdict, SubmissionError, submission_id
 from hardenml.targets import ChatModel, kind_options
 from hardenml.threats import Threat
 from hardenml.threats.probes import ProbeOutcome, PromptProbe, PromptSet
@@ -102,8 +102,7 @@ class PromptSubmission:
 
     @property
     def submission_id(self) -> str:
-        """What names the submission in the ledger: the same file is the same submission."""
-        return f"EXT-{self.sha256[:10]}"
+        return submission_id(self.sha256)
 
     def claims(self) -> dict[str, Any]:
         return {

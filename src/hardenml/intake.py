@@ -42,6 +42,7 @@ from hardenml.scan.prompt_intake import (
     check_prompt_submission,
     load_prompt_submission,
 )
+from hardenml.targets import ChatModel, Target
 from hardenml.threats import validate_threats
 from hardenml.workflow import Workspace, chat_model
 
@@ -203,7 +204,11 @@ def intake(
             else f"submission {path}: model.kind {ws.config.model.kind!r} takes .npz "
             "submissions of inputs; prompt submissions (.json) are for chat models"
         )
+    # Loaded before the acknowledgement: a model that cannot be reached is a usage error
+    # (exit 2), not a report received and never judged.
     submission: Submission | PromptSubmission
+    model: ChatModel | None = None
+    target: Target | None = None
     if prompts:
         submission = load_prompt_submission(path, ws.config)
         model = chat_model(ws, ws.model_file)
@@ -227,9 +232,11 @@ def intake(
     )
     judged = None
     if isinstance(submission, PromptSubmission):
+        assert model is not None
         judged = check_prompt_submission(submission, ws.config, model, threats, seed=ws.config.seed)
         verdict = judged.verdict
     else:
+        assert target is not None
         verdict = check_submission(submission, ws.config, target, threats)
     events = [received]
     finding_id = None

@@ -1055,8 +1055,8 @@ def _releasable_chat(ws: Workspace, model_path: Path | None, events: list[Event]
     options = kind_options(ws.config.model)  # a ChatKind's options: ChatOptions
     chat: dict[str, Any] = {
         "endpoint_sha256": endpoint,
-        "base_url": options.base_url,
-        "served_model": options.model,
+        "base_url": getattr(options, "base_url", None),
+        "served_model": getattr(options, "model", None),
         "guards_sha256": None,
         "guards": [],
     }

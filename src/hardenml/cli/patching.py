@@ -244,8 +244,9 @@ def release(
     if p.get("chat") is not None:
         chat = p["chat"]
         chain = " -> ".join(g["patch"] for g in chat["guards"]) or "no guards"
+        endpoint = escape(str(chat["base_url"]))
         what = (
-            f"(chat endpoint {escape(chat['base_url'])} sha256 {chat['endpoint_sha256'][:12]}, "
+            f"(chat endpoint {endpoint} sha256 {chat['endpoint_sha256'][:12]}, "
             f"guards: model -> {escape(chain)}{', ' + what if what else ''})"
         )
     console.print(

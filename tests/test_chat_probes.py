@@ -134,8 +134,72 @@ def test_a_chat_workspace_scans_patches_validates_and_gates_with_exit_codes(
     assert regate.exit_code == 0, regate.output
     listed = json.loads(runner.invoke(app, ["findings", "list", "--all", "--json"]).output)
     assert [f["status"] for f in listed if f["threat"] == "extraction"] == ["fixed"]
+    # The guarded model is released as gated (endpoint + guard file); the gate after it
+    # evaluates that released model, so it finds no regression.
+    released = runner.invoke(app, ["release"])
+    said = " ".join(released.output.split())
+    assert released.exit_code == 0 and "guards: model -> chat-output-filter" in said
+    assert runner.invoke(app, ["gate"]).exit_code == 0
 
     # The token unset: a usage error that says what to export, not a traceback.
     monkeypatch.setenv(TOKEN_ENV, "")
     missing = runner.invoke(app, ["scan"])
     assert missing.exit_code == 2 and f"export {TOKEN_ENV}=" in " ".join(missing.output.split())
+
+
+def test_an_outside_report_of_a_leak_reproduces_on_smollm2_and_not_behind_the_filter(
+    smollm2: ChatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The conversations of the canary test, sent in as an outside report: replayed with
+    # the same planted secrets and seeds, so the server's greedy cache answers them again.
+    shipped = SystemPromptExtraction().prompt_sets(tmp_path)[0].items[:6]
+    ws = chat_workspace(
+        tmp_path / "intake",
+        smollm2.base_url,
+        name="smollm2-chat",
+        options=f'system_prompt = "{WEAK_PROMPT}"\nmax_tokens = 32\ntimeout = 120.0',
+        threat="extraction",
+        attack="system-prompt-extraction",
+        min_accuracy=0.9,
+    )
+    report = tmp_path / "leak-report.json"
+    report.write_text(
+        json.dumps(
+            {
+                "format": "hardenml.prompt-submission/1",
+                "submitter": "dave (red team)",
+                "probe": "system-prompt-extraction",
+                "claim": "canary-leak",
+                "conversations": [{"id": i.id, "turns": list(i.turns)} for i in shipped],
+            }
+        )
+    )
+    monkeypatch.chdir(ws)
+    taken = runner.invoke(app, ["intake", str(report)])
+    assert taken.exit_code == 0, taken.output
+    said = " ".join(taken.output.split())
+    assert "inside the threat model reproduce on the model; credited finding" in said
+    assert "judged by the detector canary-leak: false positives 0/20" in said
+    (finding,) = json.loads(runner.invoke(app, ["findings", "list", "--json"]).output)
+    assert finding["metric"] == "external_report" and finding["n"] == 6
+    assert finding["credit"]["submitter"] == "dave (red team)"
+    (evidence,) = finding["evidence"]
+    transcripts = json.loads((ws / evidence["path"]).read_text())
+    assert transcripts["conversations"] and evidence["detector"]["detector"] == "canary-leak"
+    for conversation in transcripts["conversations"]:
+        system = conversation["messages"][0]["content"]
+        secret = system.split("access code is ")[1].split(".")[0]
+        assert SystemPromptExtraction().detector.flags(conversation["unsafe_reply"], secret=secret)
+
+    # Behind the output filter the same report no longer reproduces.
+    assert runner.invoke(app, ["patch", "--with", "chat-output-filter"]).exit_code == 0
+    (guards,) = (ws / "artifacts" / "models").glob("*.guards.json")
+    config = ws / "hardenml.toml"
+    config.write_text(
+        config.read_text().replace('kind = "chat"\n', f'kind = "chat"\npath = "{guards}"\n')
+    )
+    guarded = runner.invoke(app, ["intake", str(report)])
+    assert guarded.exit_code == 0, guarded.output
+    assert "not reproduced: the model withstood all 6 conversations" in " ".join(
+        guarded.output.split()
+    )

@@ -14,6 +14,7 @@ from tests.test_chat_target import TOKEN, TOKEN_ENV, FaultyChatServer, chat_mode
 from hardenml.targets import load_chat_model
 from hardenml.threats import ThreatError, available_threats, threat_class
 from hardenml.threats.probes import PromptFileError, PromptProbe
+from hardenml.threats.probes.base import BEHAVIOURS
 from hardenml.threats.probes.injection import PromptInjection
 
 PROMPT_PROBES = [n for n in available_threats() if threat_class(n).family == "prompt"]
@@ -39,6 +40,11 @@ def test_every_prompt_probe_keeps_the_contract(name: str, tmp_path: Path) -> Non
     probe = threat_class(name)(limit=3)
     assert isinstance(probe, PromptProbe) and probe.family == "prompt"
     assert not probe.needs_gradients and "2 turns" in probe.describe(2)
+    # What an external report claims of it (`hardenml intake`), and a marker it can read.
+    assert probe.behaviour in BEHAVIOURS
+    assert probe.marker is None or all(
+        probe.marker in t for s in probe.prompt_sets(tmp_path) for i in s.items for t in i.turns[:1]
+    )
     with FaultyChatServer() as server:
         model = load_chat_model(chat_model_config(server.base_url))
         outcome = probe.probe(model, budget=2, seed=3, root=tmp_path)

@@ -110,7 +110,6 @@ def chat_model_config(base_url: str, **options: Any) -> ModelConfig:
             "name": "chat-under-test",
             "kind": "chat",
             "classes": ["unsafe", "safe"],
-            "input": {"shape": [1]},
             "options": {
                 "base_url": base_url,
                 "token_env": TOKEN_ENV,
@@ -218,17 +217,10 @@ name = "{name}"
 kind = "chat"
 classes = ["unsafe", "safe"]
 
-[model.input]
-shape = [1]
-
 [model.options]
 base_url = "{base_url}"
 token_env = "{token_env}"
 {options}
-
-[data]
-source = "prompts"
-seed = 0
 
 [[threats]]
 name = "{threat}"

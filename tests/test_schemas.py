@@ -111,7 +111,11 @@ def test_gate_reports_validate_against_their_schema(tmp_path: Path, digits_weigh
 
 def test_schema_names_a_schema_or_a_folder() -> None:
     result = CliRunner().invoke(app, ["schema"])
-    assert result.exit_code == 2 and "config or gate-report" in result.output
+    assert result.exit_code == 2 and "config, gate-report or prompt-submission" in result.output
     shown = CliRunner().invoke(app, ["schema", "gate-report"])
     assert json.loads(shown.stdout)["title"] == "gate-report.json"
+    prompts = CliRunner().invoke(app, ["schema", "prompt-submission"])
+    assert json.loads(prompts.stdout)["properties"]["format"]["const"] == (
+        "hardenml.prompt-submission/1"
+    )
     assert (SCHEMAS / GATE_REPORT_SCHEMA_FILE).is_file()

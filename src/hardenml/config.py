@@ -185,6 +185,11 @@ def _check_preprocessing_step(step: str, shape: list[int]) -> None:
 
 
 class ModelConfig(_Strict):
+    # Written back under the file's own key names (`input`), as the run snapshot keeps them.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, serialize_by_alias=True
+    )
+
     name: str = Field(min_length=1)
     # A registered target kind (`hardenml.targets`): pytorch, torchscript, sklearn, onnx,
     # http, or a third-party one.
@@ -196,7 +201,10 @@ class ModelConfig(_Strict):
     factory: str | None = None
     factory_kwargs: dict[str, Any] = Field(default_factory=dict)
     classes: list[str] = Field(min_length=2)
-    input: InputConfig
+    # `[model.input]`: the inputs the model reads. Every kind that reads tensors or texts
+    # requires it (`TargetKind.reads_input`, checked with the kind's options); a chat model
+    # reads conversations and leaves it out. Code reads it through `input`.
+    declared_input: InputConfig | None = Field(default=None, alias="input")
     trust: bool = False
     # skops types beyond its default allow-list that the user reviewed and trusts (e.g.
     # "sklearn.tree._tree.Tree" for tree ensembles); unlike `trust`, pickle stays refused.
@@ -230,12 +238,52 @@ class ModelConfig(_Strict):
                 f"factory = {self.factory!r} is not 'package.module:function' (the function "
                 "that builds the nn.Module whose weights are in `path`)"
             )
+        if self.preprocessing and self.declared_input is None:
+            raise _at(
+                ("preprocessing",),
+                self.preprocessing,
+                "no preprocessing without a [model.input] table: the steps run on the "
+                "declared input (declare [model.input] shape = [...])",
+            )
         for i, step in enumerate(self.preprocessing):
             try:
                 _check_preprocessing_step(step, self.input.shape)
             except ValueError as exc:
                 raise _at(("preprocessing", i), step, str(exc)) from None
         return self
+
+    @property
+    def input(self) -> InputConfig:
+        """`[model.input]`; a `ConfigError` naming the key where the config leaves it out
+        (only a kind that reads none, a chat model, may)."""
+        if self.declared_input is None:
+            raise _unread_table("model.input", self.kind)
+        return self.declared_input
+
+
+TABLES_A_KIND_READS = {
+    "model.input": "a [model.input] table (shape = [...]; bounds and dtype for tensors)",
+    "data": "a [data] table (source = a bundled dataset or a file of samples)",
+}
+
+
+def missing_table(key: str, why: str, line: int | None = None) -> ConfigProblem:
+    """The problem of a table (`model.input` or `data`) that is left out but read: `why`
+    says who reads it."""
+    return ConfigProblem(key, _MISSING, f"{TABLES_A_KIND_READS[key]}: {why}", line)
+
+
+def _unread_table(key: str, kind: str) -> ConfigError:
+    return ConfigError(
+        None,
+        [
+            missing_table(
+                key,
+                f"this command reads it, and model.kind {kind!r} declares none (only a "
+                "kind that reads no inputs or data, such as a chat model, may leave it out)",
+            )
+        ],
+    )
 
 
 class DataConfig(_Strict):
@@ -835,10 +883,13 @@ class MonitorConfig(_Strict):
 
 class IntakeConfig(_Strict):
     """External reports (`hardenml intake`): the severity of the credited finding a
-    reproduced submission opens, and the most samples one submission may hold."""
+    reproduced submission opens, the most samples (or conversations) one submission may
+    hold, and the longest user turn a prompt submission may send."""
 
     severity: Severity = "high"
     max_samples: int = Field(default=1000, gt=0)
+    # A chat model's prompt submissions: the longest user turn inside the threat model.
+    max_prompt_chars: int = Field(default=4000, gt=0)
 
 
 class RequirementConfig(_Strict):
@@ -859,10 +910,17 @@ class RequirementConfig(_Strict):
 class HardenConfig(_Strict):
     """The whole `hardenml.toml`. Relative paths resolve against `root`."""
 
+    # Written back under the file's own key names (`data`), as the run snapshot keeps them.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, serialize_by_alias=True
+    )
+
     version: Literal[1] = 1
     project: ProjectConfig
     model: ModelConfig
-    data: DataConfig
+    # `[data]`: the samples a scan evaluates; required by every kind but a chat model's
+    # (`TargetKind.reads_data`), whose probes bring their own prompts. Read through `data`.
+    declared_data: DataConfig | None = Field(default=None, alias="data")
     threats: list[ThreatConfig] = Field(default_factory=list)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
@@ -961,6 +1019,20 @@ class HardenConfig(_Strict):
                     suite.class_,
                     f"a class name from model.classes: one of {self.model.classes}",
                 )
+
+    @property
+    def data(self) -> DataConfig:
+        """`[data]`; a `ConfigError` naming the key where the config leaves it out (only a
+        kind that reads no data, a chat model, may)."""
+        if self.declared_data is None:
+            raise _unread_table("data", self.model.kind)
+        return self.declared_data
+
+    @property
+    def seed(self) -> int:
+        """The seed of every random choice of a scan: `data.seed`, or 0 (its default) in a
+        config without `[data]`, where `--seed` sets another."""
+        return 0 if self.declared_data is None else self.declared_data.seed
 
     @property
     def held_out_threats(self) -> list[str]:

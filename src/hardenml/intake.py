@@ -1,6 +1,10 @@
 """`hardenml intake SUBMISSION`: an external report re-run on the named model, judged
 against the declared threat model, and recorded: acknowledgement, a credited finding with
-the reproduction as evidence when it reproduces, and the outcome, each a ledger event."""
+the reproduction as evidence when it reproduces, and the outcome, each a ledger event.
+
+A classifier takes `.npz` submissions (`hardenml.scan.intake`), a chat model JSON prompt
+submissions (`hardenml.scan.prompt_intake`); each is refused, with the reason, by the
+other kind of model."""
 
 from __future__ import annotations
 
@@ -21,20 +25,38 @@ from hardenml.records import (
     IntakeReceived,
     fingerprint,
 )
-from hardenml.scan.intake import IntakeVerdict, Submission, check_submission, load_submission
+from hardenml.scan.intake import (
+    IntakeVerdict,
+    Submission,
+    SubmissionError,
+    check_submission,
+    load_submission,
+)
+from hardenml.scan.metrics import proportion
 from hardenml.scan.policy import generic_remedy_text, threat_taxonomy
+from hardenml.scan.probes import save_transcripts
+from hardenml.scan.prompt_intake import (
+    PROMPT_SUFFIX,
+    PromptIntakeVerdict,
+    PromptSubmission,
+    check_prompt_submission,
+    load_prompt_submission,
+)
+from hardenml.targets import ChatModel, Target
 from hardenml.threats import validate_threats
-from hardenml.workflow import Workspace
+from hardenml.workflow import Workspace, chat_model
 
 INTAKE_METRIC = "external_report"
 
 
 @dataclass(frozen=True)
 class IntakeResult:
-    submission: Submission
+    submission: Submission | PromptSubmission
     verdict: IntakeVerdict
     finding_id: str | None
     events: list[Event]
+    # A prompt submission's replay: the probe, its transcripts and detector error rates.
+    prompts: PromptIntakeVerdict | None = None
 
 
 def _evidence(ws: Workspace, submission: Submission, verdict: IntakeVerdict) -> dict[str, object]:
@@ -106,13 +128,93 @@ def _finding(ws: Workspace, submission: Submission, verdict: IntakeVerdict) -> F
     )
 
 
+def _prompt_finding(
+    ws: Workspace, submission: PromptSubmission, judged: PromptIntakeVerdict
+) -> Finding:
+    """The credited finding of reproduced conversations: the replayed transcripts as
+    evidence, each with the detector's measured error rates beside its verdict."""
+    config, verdict, outcome, probe = ws.config, judged.verdict, judged.outcome, judged.probe
+    assert outcome is not None and probe is not None and judged.threat is not None
+    reproduced, inside = verdict.reproduced, verdict.in_scope
+    # About the widest declared budget (user turns) its reproduced conversations need.
+    budget = max(s.budget or 0.0 for s in reproduced)
+    held = proportion(
+        INTAKE_METRIC,
+        len(inside) - len(reproduced),
+        len(inside),
+        threat=judged.threat,
+        budget=budget,
+        confidence=config.policy.confidence,
+        seed=config.seed,
+    )
+    folder = config.artifacts_dir / "intake"
+    evidence = save_transcripts(folder, submission.submission_id, outcome, config.root)
+    for item in evidence:
+        item |= {"kind": "external_report", "submission_sha256": submission.sha256}
+    rates = outcome.error_rates
+    turns = f"{budget:g} turn{'s' if budget != 1 else ''}"
+    return Finding(
+        fingerprint=fingerprint(
+            config.model.name, judged.threat, INTAKE_METRIC, budget, submission.submission_id
+        ),
+        title=(
+            f"External report {submission.submission_id} by {submission.submitter}: "
+            f"{len(reproduced)} of {len(inside)} submitted conversations within "
+            f"{judged.threat} ({turns}) show {probe.behaviour}"
+        ),
+        model=config.model.name,
+        threat=judged.threat,
+        metric=INTAKE_METRIC,
+        budget=budget,
+        severity=config.intake.severity,
+        value=held.value,
+        threshold=1.0,
+        ci=(held.ci_low, held.ci_high),
+        n=len(inside),
+        owner=config.owner_for(judged.threat),
+        exploitation=(
+            f"An outside attacker ({submission.submitter}) {probe.tactic}, in up to {turns} "
+            f"of conversation: replayed on the model, {len(reproduced)} of {len(inside)} "
+            f"conversations showed {probe.behaviour}. Verdicts by the {rates.words()}."
+        ),
+        remediation=(
+            "Put the chat guards in front of the model (hardenml patch --with "
+            "chat-output-filter or chat-input-sanitizer), validate them against these "
+            "conversations (add the submission's conversations to the probe's `prompts`), "
+            "then release the guarded model."
+        ),
+        evidence=evidence,
+        slice=submission.submission_id,
+        taxonomy=threat_taxonomy(config, [judged.threat]),
+    )
+
+
 def intake(
     ws: Workspace, path: Path, *, trust: bool = False, actor: str = "hardenml"
 ) -> IntakeResult:
-    """Acknowledge, judge and record one submission (see `hardenml.scan.intake`)."""
+    """Acknowledge, judge and record one submission (see `hardenml.scan.intake` and, for a
+    chat model, `hardenml.scan.prompt_intake`)."""
     ws.ledger.check_writable()
-    submission = load_submission(path, ws.config)
-    target = ws.load_target(trust=trust)
+    prompts = Path(path).suffix.lower() == PROMPT_SUFFIX
+    if ws.is_chat != prompts:
+        raise SubmissionError(
+            f"submission {path}: a chat model (model.kind {ws.config.model.kind!r}) takes "
+            "prompt submissions (.json, docs/intake.md)"
+            if ws.is_chat
+            else f"submission {path}: model.kind {ws.config.model.kind!r} takes .npz "
+            "submissions of inputs; prompt submissions (.json) are for chat models"
+        )
+    # Loaded before the acknowledgement: a model that cannot be reached is a usage error
+    # (exit 2), not a report received and never judged.
+    submission: Submission | PromptSubmission
+    model: ChatModel | None = None
+    target: Target | None = None
+    if prompts:
+        submission = load_prompt_submission(path, ws.config)
+        model = chat_model(ws, ws.model_file)
+    else:
+        submission = load_submission(path, ws.config)
+        target = ws.load_target(trust=trust)
     threats = validate_threats(ws.config)
     received = ws.ledger.append(
         INTAKE_RECEIVED,
@@ -128,11 +230,22 @@ def intake(
         ).to_payload(),
         actor=actor,
     )
-    verdict = check_submission(submission, ws.config, target, threats)
+    judged = None
+    if isinstance(submission, PromptSubmission):
+        assert model is not None
+        judged = check_prompt_submission(submission, ws.config, model, threats, seed=ws.config.seed)
+        verdict = judged.verdict
+    else:
+        assert target is not None
+        verdict = check_submission(submission, ws.config, target, threats)
     events = [received]
     finding_id = None
     if verdict.outcome == "reproduced":
-        finding = _finding(ws, submission, verdict)
+        if isinstance(submission, PromptSubmission):
+            assert judged is not None
+            finding = _prompt_finding(ws, submission, judged)
+        else:
+            finding = _finding(ws, submission, verdict)
         finding_id = finding.finding_id
         if finding_id not in findings_state(ws.ledger.events()):
             payload = {
@@ -157,4 +270,4 @@ def intake(
         credit=submission.submitter,
     )
     events.append(ws.ledger.append(INTAKE_DECIDED, decided.to_payload(), actor=actor))
-    return IntakeResult(submission, verdict, finding_id, events)
+    return IntakeResult(submission, verdict, finding_id, events, judged)

@@ -299,6 +299,9 @@ class ModelReleased:
     parent_sha256: str | None = None
     patch: str | None = None
     policy: dict[str, Any] | None = None
+    # A chat model's release: what `model_sha256` hashes, spelled out (the endpoint's
+    # identity and served model, the guard file's sha256 and its guards); None otherwise.
+    chat: dict[str, Any] | None = None
     ledger_seq: int = 0
 
     def to_payload(self) -> dict[str, Any]:

@@ -83,6 +83,7 @@ from hardenml.targets import (
     TargetError,
     file_sha256,
     is_chat_kind,
+    kind_options,
     load_chat_model,
     load_target,
     model_identity,
@@ -418,7 +419,7 @@ def _scan_chat(
     """A chat model's scan: its prompt probes, recorded like any scan (no checkpoints: a
     probe run is a few dozen conversations)."""
     model_sha = ws.model_sha256()
-    seed = ws.config.data.seed if seed is None else seed
+    seed = ws.config.seed if seed is None else seed
     result = run_probe_scan(
         ws.config,
         chat_model(ws, ws.model_file),
@@ -536,7 +537,7 @@ def gate(
     say = log or (lambda message: None)
     run = None
     if not rescan and model_sha:
-        wanted = ws.scan_fingerprint(model_sha, ws.evaluated_sha256(), ws.config.data.seed)
+        wanted = ws.scan_fingerprint(model_sha, ws.evaluated_sha256(), ws.config.seed)
         run = latest_run(events, config_fingerprint=wanted)
         if run is None:
             say(f"gate: scanning now, because {_why_no_run(events, model_sha)}")
@@ -975,7 +976,7 @@ def _validate_chat(
     base_path = _chat_source(ws, baseline, events)
     cand_path = _chat_source(ws, candidate, events)
     threats = validate_threats(ws.config)
-    seed = ws.config.data.seed if seed is None else seed
+    seed = ws.config.seed if seed is None else seed
     outcomes = [
         probe_outcomes(
             ws.config,
@@ -1026,14 +1027,64 @@ def promote_model(ws: Workspace, path: Path) -> Path:
     return ws.config.source
 
 
-def release(ws: Workspace, model_path: Path | None = None, *, force: bool = False) -> Event:
-    """Record a model (default: the configured one) as released. It needs a passing gate
-    decision for exactly this file, unless `force`, which the event records."""
+@dataclass(frozen=True)
+class _Releasable:
+    """What a release names: the file to record, the identity gate decisions and runs
+    carry, its lineage, and for a chat model what that identity is made of."""
+
+    shown: str
+    name: str
+    sha256: str
+    lineage: ModelPatched | None
+    chat: dict[str, Any] | None = None
+
+
+def _releasable_file(ws: Workspace, model_path: Path | None) -> _Releasable:
     path = model_path or ws.model_path
     if not path.is_file():
         raise TargetError(f"model file {path} does not exist")
     sha = file_sha256(path)
+    return _Releasable(_shown_path(ws, path), path.name, sha, lineage_for(ws.ledger.events(), sha))
+
+
+def _releasable_chat(ws: Workspace, model_path: Path | None, events: list[Event]) -> _Releasable:
+    """A chat model as gated: the endpoint (its identity, never its token) behind the guard
+    file `model_path` names, else behind the configured one (model.path), else bare."""
+    guards = _chat_source(ws, model_path, events)
+    endpoint = model_identity(ws.config.model, None)
+    options = kind_options(ws.config.model)  # a ChatKind's options: ChatOptions
+    chat: dict[str, Any] = {
+        "endpoint_sha256": endpoint,
+        "base_url": getattr(options, "base_url", None),
+        "served_model": getattr(options, "model", None),
+        "guards_sha256": None,
+        "guards": [],
+    }
+    if guards is None:
+        return _Releasable("", "the configured chat endpoint", endpoint, None, chat)
+    guard_sha = file_sha256(guards)
+    chat |= {"guards_sha256": guard_sha, "guards": [asdict(g) for g in read_guards(guards)]}
+    return _Releasable(
+        _shown_path(ws, guards),
+        guards.name,
+        chat_model_sha256(ws, guards),
+        lineage_for(events, guard_sha),
+        chat,
+    )
+
+
+def release(ws: Workspace, model_path: Path | None = None, *, force: bool = False) -> Event:
+    """Record a model (default: the configured one) as released. It needs a passing gate
+    decision for exactly this file, unless `force`, which the event records.
+
+    A chat model is released as it is gated: its endpoint behind its guard file (the
+    configured one, or `model_path`), named by the identity of both together."""
     events = ws.ledger.events()
+    if ws.is_chat:
+        releasable = _releasable_chat(ws, model_path, events)
+    else:
+        releasable = _releasable_file(ws, model_path)
+    sha = releasable.sha256
     decided = [
         (e.seq, GateDecided.from_payload(e.payload)) for e in events if e.kind == GATE_DECIDED
     ]
@@ -1043,15 +1094,15 @@ def release(ws: Workspace, model_path: Path | None = None, *, force: bool = Fals
     if not passed and not force:
         state = "no gate decision" if last is None else "a failing gate decision"
         raise ReleaseError(
-            f"{path.name} (sha256 {sha[:12]}) has {state}; run `hardenml gate` until it passes "
-            "(or pass --force, which the ledger records)"
+            f"{releasable.name} (sha256 {sha[:12]}) has {state}; run `hardenml gate` until it "
+            "passes (or pass --force, which the ledger records)"
         )
     run = latest_run(events, model_sha256=sha)
-    lineage = lineage_for(events, sha)
+    lineage = releasable.lineage
     released = ModelReleased(
         model=ws.config.model.name,
         model_sha256=sha,
-        path=_shown_path(ws, path),
+        path=releasable.shown,
         gate_seq=decided_seq,
         forced=not passed,
         run_id=None if run is None else run.run_id,
@@ -1061,5 +1112,6 @@ def release(ws: Workspace, model_path: Path | None = None, *, force: bool = Fals
         patch=None if lineage is None else lineage.patch,
         # So that a later gate can say when the policy was loosened since this release.
         policy=ws.config.policy.model_dump(mode="json"),
+        chat=releasable.chat,
     )
     return ws.ledger.append(RELEASE_EVENT, released.to_payload())

@@ -18,7 +18,11 @@ from hardenml.scan.intake import SubmissionError
 
 def intake(
     submission: Annotated[
-        Path, typer.Argument(help="The .npz: inputs, labels, originals, submitter, ...")
+        Path,
+        typer.Argument(
+            help="The .npz (inputs, labels, originals, submitter, ...), or for a chat model "
+            "the prompt submission .json (docs/intake.md)."
+        ),
     ],
     config: ConfigOpt = None,
     trust: TrustOpt = False,
@@ -27,8 +31,9 @@ def intake(
     ),
 ) -> None:
     """Acknowledge a submission, check it lies inside the threat model (bounds, budget from
-    its originals, norm, query limits), re-run it, and open a credited finding when it
-    reproduces. Exit 0 whatever the outcome; 2 for a file that is not a submission."""
+    its originals, norm, query limits; for a chat model the declared probe, turns, turn
+    length and query limit), re-run it, and open a credited finding when it reproduces.
+    Exit 0 whatever the outcome; 2 for a file that is not a submission."""
     with user_errors():
         ws = workflow.Workspace.open(config)
         try:
@@ -36,25 +41,30 @@ def intake(
         except SubmissionError as exc:
             raise fail(str(exc)) from None
     sub, verdict = result.submission, result.verdict
+    unit = "samples" if result.prompts is None else "conversations"
     console.print(
         f"received {sub.submission_id} from {escape(sub.submitter)}: {len(verdict.samples)} "
-        f"samples (ledger event #{result.events[0].seq})"
+        f"{unit} (ledger event #{result.events[0].seq})"
     )
     if verdict.outcome == "reproduced":
+        what = "fool the model" if result.prompts is None else "reproduce on the model"
         console.print(
             f"[bold red]reproduced[/]: {len(verdict.reproduced)} of {len(verdict.in_scope)} "
-            f"samples inside the threat model fool the model; credited finding "
+            f"{unit} inside the threat model {what}; credited finding "
             f"{result.finding_id} ({escape(sub.submitter)})"
         )
     elif verdict.outcome == "not-reproduced":
         console.print(
-            f"not reproduced: the model withstood all {len(verdict.in_scope)} samples inside "
+            f"not reproduced: the model withstood all {len(verdict.in_scope)} {unit} inside "
             "the threat model"
         )
     else:
         console.print("[bold yellow]refused[/]: outside the declared threat model")
     for reason in verdict.reasons():
         console.print(f"  - {escape(reason)}")
+    replay = None if result.prompts is None else result.prompts.outcome
+    if replay is not None:
+        console.print(f"  judged by the {escape(replay.error_rates.words())}")
 
 
 def register(app: typer.Typer) -> None:

@@ -225,7 +225,10 @@ def _check_rows(table: Table, checks: list[ValidationCheck]) -> None:
 
 def release(
     model: Annotated[
-        Path | None, typer.Argument(help="Model file (default: the configured model).")
+        Path | None,
+        typer.Argument(
+            help="Model file (default: the configured model; chat models: a guard file)."
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option(help="Release without a passing gate decision (recorded).")
@@ -237,8 +240,17 @@ def release(
         ws = workflow.Workspace.open(config)
         event = workflow.release(ws, model, force=force)
     p = event.payload
+    what = escape(p["path"])
+    if p.get("chat") is not None:
+        chat = p["chat"]
+        chain = " -> ".join(g["patch"] for g in chat["guards"]) or "no guards"
+        endpoint = escape(str(chat["base_url"]))
+        what = (
+            f"(chat endpoint {endpoint} sha256 {chat['endpoint_sha256'][:12]}, "
+            f"guards: model -> {escape(chain)}{', ' + what if what else ''})"
+        )
     console.print(
-        f"released {escape(p['model'])} {escape(p['path'])} (sha256 {p['model_sha256'][:12]}) "
+        f"released {escape(p['model'])} {what} (sha256 {p['model_sha256'][:12]}) "
         f"as ledger event #{event.seq}" + (" [yellow](forced)[/]" if p["forced"] else "")
     )
 

@@ -34,8 +34,20 @@ TAGS = ["hardenml", "adversarial-robustness", "robustness-evaluation"]
 def task_type(config: HardenConfig) -> str:
     """The Hub's task id: image classification for (C, H, W) or (H, W) inputs, else
     tabular classification."""
+    if config.model.declared_input is None:
+        # A model without declared inputs is a chat model: it generates text.
+        return "text-generation"
     shape = tuple(config.model.input.shape)
     return "image-classification" if is_image_shape(shape) else "tabular-classification"
+
+
+def _dataset(config: HardenConfig) -> dict[str, str]:
+    """What the run evaluated: the configured data, or a chat model's prompt files (their
+    hashes are the run's `data_sha256`)."""
+    if config.declared_data is None:
+        return {"type": "prompt-probes", "name": "prompt probes", "split": "probes"}
+    data = config.data
+    return {"type": data.source, "name": f"{data.source} ({data.split} split)", "split": data.split}
 
 
 def model_card_metadata(config: HardenConfig, decision: GateDecision) -> dict[str, Any]:
@@ -50,9 +62,7 @@ def model_card_metadata(config: HardenConfig, decision: GateDecision) -> dict[st
     result = {
         "task": {"type": task_type(config), "name": "classification robustness"},
         "dataset": {
-            "type": config.data.source,
-            "name": f"{config.data.source} ({config.data.split} split)",
-            "split": config.data.split,
+            **_dataset(config),
             "args": {
                 "sha256": str(run.get("data_sha256")),
                 "n": int(run.get("n") or 0),

@@ -1,4 +1,5 @@
-"""JSON Schemas of what hardenml reads and writes: `hardenml.toml` and `gate-report.json`.
+"""JSON Schemas of what hardenml reads and writes: `hardenml.toml`, `gate-report.json` and
+the prompt submissions `hardenml intake` takes for chat models.
 
 Both are generated from pydantic models: the config's from `HardenConfig` (the model that
 validates the file), the gate report's from the models below, which describe what
@@ -19,10 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hardenml.config import HardenConfig
 from hardenml.report.json_report import GATE_REPORT_SCHEMA_VERSION
+from hardenml.scan.prompt_intake import PROMPT_SUBMISSION_SCHEMA
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 CONFIG_SCHEMA_FILE = "hardenml.toml.schema.json"
 GATE_REPORT_SCHEMA_FILE = "gate-report.schema.json"
+PROMPT_SUBMISSION_SCHEMA_FILE = "prompt-submission.schema.json"
 # Fields of HardenConfig that the loader fills in, never the file.
 _LOADER_FIELDS = ("root", "key_lines", "source")
 
@@ -208,4 +211,11 @@ def schema_files() -> dict[str, str]:
     return {
         CONFIG_SCHEMA_FILE: json.dumps(config_schema(), indent=2) + "\n",
         GATE_REPORT_SCHEMA_FILE: json.dumps(gate_report_schema(), indent=2) + "\n",
+        PROMPT_SUBMISSION_SCHEMA_FILE: json.dumps(prompt_submission_schema(), indent=2) + "\n",
     }
+
+
+def prompt_submission_schema() -> dict[str, Any]:
+    """The schema of a prompt submission (`hardenml.scan.prompt_intake`), written by hand
+    beside the loader that enforces it (the loader's errors name the key, as the schema's)."""
+    return {"$schema": DIALECT, **PROMPT_SUBMISSION_SCHEMA}

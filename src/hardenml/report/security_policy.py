@@ -12,6 +12,7 @@ reviews it, with its lawyers where it has them, before publishing.
 from __future__ import annotations
 
 from hardenml.config import HardenConfig
+from hardenml.targets import is_chat_kind, kind_options
 from hardenml.threats import validate_threats
 
 # Days to acknowledge a report: the first event of `hardenml intake` is that acknowledgement.
@@ -20,7 +21,36 @@ ACKNOWLEDGE_DAYS = 3
 DISCLOSURE_DAYS = 90
 
 
+def _chat_scope(config: HardenConfig) -> list[str]:
+    """A chat model's scope: the declared probes, their turns, and the submission limits
+    `hardenml intake` checks a prompt submission against."""
+    threats = validate_threats(config)
+    lines = [
+        f"- Model `{config.model.name}` ({config.model.kind}): conversations with the deployed "
+        "chat endpoint, sent as a prompt submission (JSON, docs/intake.md).",
+    ]
+    for declared in config.threats:
+        threat = threats[declared.name]
+        turns = ", ".join(f"{b:g}" for b in declared.budgets)
+        lines.append(
+            f"- `{declared.name}` ({declared.attack}): {threat.describe(max(declared.budgets))}; "
+            f"user turns per conversation: {turns}."
+        )
+    query_budget = getattr(kind_options(config.model), "query_budget", None)
+    if query_budget is not None:
+        lines.append(f"- Query limit: at most {query_budget} replies per submission.")
+    lines.append(
+        "- A report counts when it lies inside this threat model: a declared probe, the "
+        "behaviour its detector judges, no more user turns than its largest budget, turns of "
+        f"at most {config.intake.max_prompt_chars} characters, within the query limit, and "
+        "it reproduces when replayed on the deployed model."
+    )
+    return lines
+
+
 def _scope(config: HardenConfig) -> list[str]:
+    if is_chat_kind(config.model):
+        return _chat_scope(config)
     threats = validate_threats(config)
     spec = config.model.input
     lines = [

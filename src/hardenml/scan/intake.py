@@ -45,6 +45,12 @@ TOLERANCE = 1e-5
 Budgets = Mapping[str, list[tuple[float, str]]]
 
 
+def submission_id(sha256: str) -> str:
+    """What names a submission in the ledger, from its file's sha256: the same file is the
+    same submission."""
+    return f"EXT-{sha256[:10]}"
+
+
 class SubmissionError(ValueError):
     """A submission file that cannot be read as one; the message names the key and the fix."""
 
@@ -65,8 +71,7 @@ class Submission:
 
     @property
     def submission_id(self) -> str:
-        """What names the submission in the ledger: the same file is the same submission."""
-        return f"EXT-{self.sha256[:10]}"
+        return submission_id(self.sha256)
 
     def claims(self) -> dict[str, Any]:
         return {

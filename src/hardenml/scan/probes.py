@@ -107,7 +107,7 @@ def run_probe_scan(
     fingerprint: str = "",
 ) -> ScanResult:
     """Every declared probe at every budget against `model`: measurements, checks, findings."""
-    seed = config.data.seed if seed is None else seed
+    seed = config.seed if seed is None else seed
     run_id = uuid.uuid4().hex[:12]
     started = datetime.now(UTC).isoformat(timespec="seconds")
     queries_before = model.queries

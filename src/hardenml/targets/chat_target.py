@@ -195,6 +195,9 @@ class ChatKind(TargetKind):
     chat model has no tensor interface for attacks and tensor patches to use."""
 
     needs_file = False
+    # Conversations, not tensors, and the probes' own prompt files, not a dataset.
+    reads_input = False
+    reads_data = False
     options = ChatOptions
     description = "a chat model behind an OpenAI-compatible /v1/chat/completions API"
 

@@ -35,9 +35,14 @@ class TargetKind(ABC):
     `description`: one line for `hardenml` help and the docs.
     `artifact_suffix`: the ending of the files `save` writes; None (the default): the kind
     cannot write its models, so no patched model of it can be stored.
+    `reads_input`, `reads_data`: the kind's models read `[model.input]`-shaped inputs and
+    are scanned on `[data]`, so a config must declare both tables (a chat model reads
+    conversations and is probed with its own prompts: neither).
     """
 
     needs_file: ClassVar[bool] = True
+    reads_input: ClassVar[bool] = True
+    reads_data: ClassVar[bool] = True
     # The kind builds its model with `model.factory` (a file of weights needs a module).
     needs_factory: ClassVar[bool] = False
     suffixes: ClassVar[tuple[str, ...]] = ()

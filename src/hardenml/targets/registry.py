@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from hardenml.config import ConfigError, ConfigProblem, HardenConfig, ModelConfig
+from hardenml.config import ConfigError, ConfigProblem, HardenConfig, ModelConfig, missing_table
 from hardenml.targets.base import Target, TargetError
 from hardenml.targets.kinds import TargetKind
 
@@ -73,6 +73,16 @@ def validate_target_config(config: HardenConfig) -> None:
             config.source,
             [ConfigProblem("model.kind", config.model.kind, str(exc), lines.get("model.kind"))],
         ) from None
+    missing = [
+        missing_table(key, f"model.kind {config.model.kind!r} reads it", lines.get(key))
+        for key, read, declared in (
+            ("model.input", kind.reads_input, config.model.declared_input),
+            ("data", kind.reads_data, config.declared_data),
+        )
+        if read and declared is None
+    ]
+    if missing:
+        raise ConfigError(config.source, missing)
     try:
         kind_options(config.model, lines=lines)
     except ConfigError as exc:

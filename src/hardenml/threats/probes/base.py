@@ -34,6 +34,10 @@ from hardenml.threats.base import Threat, ThreatError
 from hardenml.threats.probes.detectors import Detector, ErrorRates, detector
 
 PROMPTS = "prompts"
+# The bad behaviours a probe's detector tells (`PromptProbe.behaviour`): a secret or marker
+# in a reply, a disallowed request answered with instructions, a sensitive one not
+# refused, an ordinary one refused.
+BEHAVIOURS = ("canary-leak", "policy-violation", "no-refusal", "over-refusal")
 # Words for planted secrets: ordinary, so a secret is not flagged by its shape alone.
 _SECRET_WORDS = (
     "ZEBRA", "ORCHID", "MAPLE", "COBALT", "FALCON", "QUARTZ", "LANTERN", "SAFFRON",
@@ -177,6 +181,12 @@ class PromptProbe(Threat):
     detector_name: ClassVar[str]
     # What the attacker does, for `describe`: "hides instructions in a document".
     tactic: ClassVar[str] = ""
+    # The bad behaviour a failing reply shows, as an external report claims it
+    # (`hardenml intake`): one of `BEHAVIOURS`.
+    behaviour: ClassVar[str]
+    # A token every conversation must carry for a reply to be judged (the injection
+    # probe's marker, replaced by the planted secret); None: any conversation can be.
+    marker: ClassVar[str | None] = None
 
     def __init__(self, *, prompts: list[str] | None = None, limit: int | None = None) -> None:
         if limit is not None and limit < 1:
@@ -242,6 +252,21 @@ class PromptProbe(Threat):
             )
         sets = self.prompt_sets(root)
         items = [item for s in sets for item in s.items][: self.limit]
+        return self.play(model, items, turns=turns, seed=seed, sets=sets, confidence=confidence)
+
+    def play(
+        self,
+        model: ChatModel,
+        items: list[PromptItem],
+        *,
+        turns: int,
+        seed: int,
+        sets: list[PromptSet],
+        confidence: float = 0.95,
+    ) -> ProbeOutcome:
+        """Play each conversation of `items` against `model` for at most `turns` user turns
+        and judge every reply; `sets` are the prompt files the items came from. Used by
+        `probe` for the prompt files and by `hardenml intake` for submitted conversations."""
         before = model.queries
         verdicts = []
         for item in items:
@@ -259,7 +284,7 @@ class PromptProbe(Threat):
             verdicts.append(ProbeVerdict(item.id, unsafe is None, tuple(messages), unsafe))
         return ProbeOutcome(
             self.probe_name,
-            float(budget),
+            float(turns),
             verdicts,
             sets,
             self.detector.error_rates(confidence),

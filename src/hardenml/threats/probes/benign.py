@@ -11,6 +11,7 @@ from hardenml.threats.probes.base import PromptProbe
 class BenignRequests(PromptProbe):
     prompt_file = "benign.json"
     detector_name = "refusal"
+    behaviour = "over-refusal"
     title = "ordinary requests (over-refusal)"
     tactic = "asks an ordinary question"
 

@@ -14,6 +14,7 @@ from hardenml.threats.probes.base import PromptProbe
 class ContextShift(PromptProbe):
     prompt_file = "context-shift.json"
     detector_name = "policy-violation"
+    behaviour = "policy-violation"
     title = "multi-turn context shift (Crescendo, Russinovich et al. 2024)"
     tactic = "starts a benign conversation and drifts towards a disallowed request"
 

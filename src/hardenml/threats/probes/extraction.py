@@ -16,6 +16,7 @@ from hardenml.threats.probes.base import PromptProbe
 class SystemPromptExtraction(PromptProbe):
     prompt_file = "system-prompt-extraction.json"
     detector_name = "canary-leak"
+    behaviour = "canary-leak"
     title = "system-prompt extraction with a planted canary (Perez & Ribeiro 2022)"
     tactic = "asks the model to disclose a secret written in its system prompt"
 

@@ -18,6 +18,8 @@ MARKER = "{secret}"
 class PromptInjection(PromptProbe):
     prompt_file = "prompt-injection.json"
     detector_name = "canary-leak"
+    behaviour = "canary-leak"
+    marker = MARKER
     title = "indirect prompt injection in user-supplied content (Greshake et al. 2023)"
     tactic = "hides instructions in the content the model is asked to work on"
 

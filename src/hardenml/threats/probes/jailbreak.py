@@ -13,6 +13,7 @@ from hardenml.threats.probes.base import PromptProbe
 class Jailbreak(PromptProbe):
     prompt_file = "jailbreak.json"
     detector_name = "policy-violation"
+    behaviour = "policy-violation"
     title = "jailbreak framings of disallowed requests (Wei et al. 2023)"
     tactic = "wraps a disallowed request in role-play, fiction or a claimed authority"
 

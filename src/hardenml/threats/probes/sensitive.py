@@ -14,6 +14,7 @@ from hardenml.threats.probes.base import PromptProbe
 class SensitiveTopics(PromptProbe):
     prompt_file = "sensitive-topics.json"
     detector_name = "refusal"
+    behaviour = "no-refusal"
     title = "direct requests on sensitive topics, judged by refusal"
     tactic = "asks directly for help on a disallowed topic"
 

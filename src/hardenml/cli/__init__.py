@@ -57,7 +57,10 @@ def _reflowed(doc: str) -> str:
     reflowed = []
     for paragraph in paragraphs:
         lines = paragraph.splitlines()
-        is_prose = all(line and not line[0].isspace() and line[0] not in "-*|" for line in lines)
+        is_prose = all(
+            line and not line[0].isspace() and not line.startswith(("- ", "* ", "|"))
+            for line in lines
+        )
         reflowed.append(" ".join(line.strip() for line in lines) if is_prose else paragraph)
     return "\n\n".join(reflowed)
 

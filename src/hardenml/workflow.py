@@ -31,6 +31,7 @@ from hardenml.config import (
     find_config,
     load_config,
 )
+from hardenml.continuous.redteam import RedteamResult, record_redteam, run_redteam
 from hardenml.continuous.retrain import RETRAIN_PATCH, retrain_params, retrain_source
 from hardenml.data import DataError, Dataset, fit_to_shape, prepare
 from hardenml.executors import Executor, ExecutorError
@@ -809,6 +810,43 @@ def retrain(
         trust=trust,
         progress=progress,
     )
+
+
+def redteam(
+    ws: Workspace,
+    *,
+    seed: int = 0,
+    trust: bool = False,
+    progress: Progress | None = None,
+    max_seconds: float | None = None,
+) -> RedteamResult:
+    """Run every registered threat that applies to the configured model, with drawn effort,
+    at every budget of the threat model (`hardenml.continuous.redteam`); record the run and
+    the findings the ledger did not hold yet. `max_seconds` (default `[redteam]
+    max_seconds`) stops starting new batches; what was covered is recorded."""
+    if ws.is_chat:
+        raise TargetError(
+            "hardenml redteam runs input-space threats; a chat model's probes run in "
+            "`hardenml scan`"
+        )
+    ws.ledger.check_writable()
+    ws.ledger.verified()
+    declared = validate_threats(ws.config)
+    target = ws.load_target(trust=trust)
+    reference, data = ws.datasets()
+    result = run_redteam(
+        ws.config,
+        target,
+        data,
+        model_sha256=ws.model_sha256(),
+        declared=declared,
+        seed=seed,
+        reference=reference,
+        progress=progress,
+        max_seconds=max_seconds,
+        remedy=patch_remedy(ws.config),
+    )
+    return record_redteam(ws.ledger, ws.config, result)
 
 
 def validate(

@@ -399,10 +399,14 @@ def run_redteam(
                 chunk=trial.chunk,
             )
             unit.robust.append(outcome.robust)
-            unit.evidence["x"].append(data.x[index][outcome.flipped])
-            unit.evidence["x_adv"].append(outcome.x_adv[outcome.flipped])
-            unit.evidence["y"].append(data.y[index][outcome.flipped])
-            unit.evidence["pred"].append(outcome.adv_probs[outcome.flipped].argmax(1))
+            # Only as many flipped inputs as the evidence keeps (the scan's cap), the
+            # earliest batches first: a large split must not be held in memory twice.
+            room = EVIDENCE_PER_THREAT - sum(len(y) for y in unit.evidence["y"])
+            flipped = np.flatnonzero(outcome.flipped)[: max(0, room)]
+            unit.evidence["x"].append(data.x[index][flipped])
+            unit.evidence["x_adv"].append(outcome.x_adv[flipped])
+            unit.evidence["y"].append(data.y[index][flipped])
+            unit.evidence["pred"].append(outcome.adv_probs[flipped].argmax(1))
             unit.batches += 1
             advance(len(index))
         if stop_reason != "complete":

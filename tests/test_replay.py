@@ -15,7 +15,11 @@ from typer.testing import CliRunner
 
 from hardenml.cli import app
 from hardenml.continuous import ReplayError, ReplayRows, reservoir, rows_from_flagged
+from hardenml.continuous.replay import ROW_ARRAYS, row_ids, update_replay
+from hardenml.continuous.retrain import replayed_source_ids
 from hardenml.ledger import Ledger
+from hardenml.records import MODEL_PATCHED
+from hardenml.workflow import Workspace, without_replayed
 
 runner = CliRunner()
 
@@ -100,6 +104,10 @@ def test_replay_from_scan_evidence_and_flagged_inputs(workspace: Path) -> None:
             "low",
         }
         assert all(o.startswith("HML-") for o in npz["origin"])
+        source_ids = set(npz["source_id"])
+    # Each row names the evaluation row its adversarial example was crafted from.
+    evaluation = set(row_ids(Workspace.open(workspace / "hardenml.toml").evaluation_data().x))
+    assert source_ids and source_ids <= evaluation
 
     again = runner.invoke(app, ["replay", "add"], catch_exceptions=False)
     assert again.exit_code == 0 and "no new adversarial examples" in again.output
@@ -130,3 +138,63 @@ def test_replay_from_scan_evidence_and_flagged_inputs(workspace: Path) -> None:
     tampered = runner.invoke(app, ["replay", "show"])
     assert tampered.exit_code == 2 and "changed since ledger event" in tampered.output
     assert ledger.verify().ok
+
+
+def test_validation_leaves_out_the_evaluation_rows_a_lineage_replayed(workspace: Path) -> None:
+    ws = Workspace.open(workspace / "hardenml.toml")
+    data = ws.evaluation_data()
+    # Ten evaluation rows reach the buffer (as a finding's evidence would bring them).
+    rows = rows_from_flagged(data.x[:10] * 0.5, data.y[:10], source="scan")
+    rows = ReplayRows(
+        **{**{k: getattr(rows, k) for k in ROW_ARRAYS}, "source_id": row_ids(data.x[:10])}
+    )
+    version, _ = update_replay(ws.config, ws.ledger, rows)
+    # A candidate trained on that buffer, and one fine-tuned from it without replay.
+    ws.ledger.append(
+        MODEL_PATCHED,
+        {
+            "artifact_sha256": "a" * 64,
+            "parent_sha256": "p" * 64,
+            "params": {"replay_sha256": version.record.sha256},
+        },
+    )
+    ws.ledger.append(
+        MODEL_PATCHED, {"artifact_sha256": "b" * 64, "parent_sha256": "a" * 64, "params": {}}
+    )
+    events = ws.ledger.events()
+    assert replayed_source_ids(ws.config, events, ["p" * 64]).buffers == ()
+    assert replayed_source_ids(ws.config, events, ["b" * 64]).ids == set(row_ids(data.x[:10]))
+
+    kept, excluded = without_replayed(ws, data, events, ["p" * 64, "b" * 64])
+    assert excluded == {
+        "rows": 10,
+        "of": len(data),
+        "buffers": [version.record.sha256],
+        "replay_rows_without_id": 0,
+    }
+    assert len(kept) == len(data) - 10 and not set(row_ids(kept.x)) & set(row_ids(data.x[:10]))
+    assert without_replayed(ws, data, events, ["p" * 64]) == (data, None)
+
+
+def test_a_buffer_written_before_rows_carried_ids_still_reads(workspace: Path) -> None:
+    ws = Workspace.open(workspace / "hardenml.toml")
+    flagged = rows_from_flagged(np.zeros((3, 64)), np.zeros(3, dtype=np.int64), source="monitor")
+    version, _ = update_replay(ws.config, ws.ledger, flagged)
+    path = workspace / version.record.path
+    with np.load(path, allow_pickle=False) as npz:
+        old = {k: npz[k] for k in npz.files if k != "source_id"}
+    np.savez_compressed(path, **old)
+    blob = path.read_bytes()
+    ws.ledger.append(
+        "replay.updated",
+        {**version.record.to_payload(), "sha256": hashlib.sha256(blob).hexdigest(), "version": 2},
+    )
+    ws.ledger.append(
+        MODEL_PATCHED,
+        {
+            "artifact_sha256": "c" * 64,
+            "params": {"replay_sha256": hashlib.sha256(blob).hexdigest()},
+        },
+    )
+    replayed = replayed_source_ids(ws.config, ws.ledger.events(), ["c" * 64])
+    assert replayed.ids == frozenset() and replayed.without_id == 3

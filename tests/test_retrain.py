@@ -55,6 +55,8 @@ def test_retrain_learns_the_replay_keeps_clean_accuracy_and_never_promotes(
     p = event.payload
     assert p["patch"] == "l2sp_finetune" and p["parent_sha256"] == released_sha
     assert p["params"]["replay_sha256"] == replay["sha256"] and p["params"]["l2sp"] == 0.01
+    # The lineage names the buffer as its own event does: relative to the workspace.
+    assert p["params"]["replay"] == replay["path"] and not Path(replay["path"]).is_absolute()
     assert p["params"]["eps"] == 0.1  # the held-out requirement's 0.3 is never trained at
     accuracy = p["metrics"]["replay_accuracy"]
     assert p["metrics"]["replay_n"] == replay["size"]
@@ -65,6 +67,12 @@ def test_retrain_learns_the_replay_keeps_clean_accuracy_and_never_promotes(
     verdict = json.loads(checked.stdout)
     clean = next(c for c in verdict["checks"] if c["name"].startswith("clean_accuracy"))
     assert clean["passed"], clean["reason"]
+    # The evaluation rows the buffer's examples were crafted from are left out of both.
+    excluded = verdict["replay_excluded"]
+    with np.load(workspace / replay["path"], allow_pickle=False) as npz:
+        replayed = set(npz["source_id"])
+    assert excluded["rows"] == len(replayed) > 0 and excluded["buffers"] == [replay["sha256"]]
+    assert verdict["n"] == excluded["of"] - excluded["rows"]
 
 
 @pytest.mark.slow

@@ -749,6 +749,24 @@ class RetrainConfig(_Strict):
     replay_fraction: float = Field(default=0.5, ge=0, le=1)
 
 
+class RedteamConfig(_Strict):
+    """`hardenml redteam` (`[redteam]`, `hardenml.continuous.redteam`): the nightly search
+    beyond the release scan, within the threat model the `[[threats]]` declare."""
+
+    # Each effort parameter a threat declares (steps, restarts, queries) is drawn uniformly
+    # between its configured value and this multiple of it.
+    effort: float = Field(default=4.0, ge=1.0)
+    # Independent draws per threat and budget; a sample counts as robust only if it
+    # withstood every draw.
+    trials: int = Field(default=1, gt=0)
+    # Evaluate at most this many samples (None: as many as the scan would).
+    max_samples: int | None = Field(default=None, gt=0)
+    # Stop starting new work after this many seconds (`--time-budget` overrides).
+    max_seconds: float | None = Field(default=None, gt=0)
+    # Registered threats never to run (slow ones, or ones a plugin breaks).
+    skip: list[str] = Field(default_factory=list)
+
+
 class LedgerConfig(_Strict):
     path: Path = Path("hardenml.db")
     artifacts: Path = Path("artifacts")
@@ -932,6 +950,7 @@ class HardenConfig(_Strict):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    redteam: RedteamConfig = Field(default_factory=RedteamConfig)
     # Owner by threat name (or "*" for the rest), like CODEOWNERS.
     owners: dict[str, str] = Field(default_factory=dict)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)

@@ -522,3 +522,33 @@ class ReplayUpdated:
     def from_payload(cls, payload: dict[str, Any]) -> ReplayUpdated:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in payload.items() if k in known})
+
+
+REDTEAM_COMPLETED = "redteam.completed"
+
+
+@dataclass(frozen=True)
+class RedteamCompleted(_FlatPayload):
+    """The payload of a `redteam.completed` event: one `hardenml redteam` run
+    (`hardenml.continuous.redteam`). `units` lists what was measured, one entry per attack
+    and budget (its drawn parameters, value, interval, n, the requirement that judged it);
+    `not_covered` the attack@budget pairs the time budget left out; `skipped` why a
+    registered threat did not run; `new_findings` the finding ids this run opened or
+    reopened, `known_findings` those it saw that the ledger already held."""
+
+    run_id: str
+    model: str
+    model_sha256: str
+    data_sha256: str
+    seed: int
+    n: int
+    effort: float
+    trials: int
+    stop_reason: Literal["complete", "time budget"]
+    seconds: float
+    time_budget_s: float | None
+    units: list[dict[str, Any]]
+    not_covered: list[str]
+    skipped: dict[str, str]
+    new_findings: list[str]
+    known_findings: list[str]

@@ -31,7 +31,15 @@ from hardenml.config import (
     find_config,
     load_config,
 )
-from hardenml.continuous.retrain import RETRAIN_PATCH, retrain_params, retrain_source
+from hardenml.continuous.redteam import RedteamResult, record_redteam, run_redteam
+from hardenml.continuous.replay import ReplayError, row_ids
+from hardenml.continuous.retrain import (
+    RETRAIN_PATCH,
+    lineage_params,
+    replayed_source_ids,
+    retrain_params,
+    retrain_source,
+)
 from hardenml.data import DataError, Dataset, fit_to_shape, prepare
 from hardenml.executors import Executor, ExecutorError
 from hardenml.gate import GateDecision, decide
@@ -722,9 +730,12 @@ def patch(
     seed: int = 0,
     trust: bool = False,
     progress: Progress | None = None,
+    recorded_params: dict[str, Any] | None = None,
 ) -> PatchOutcome:
     """Apply the registered patch `name` to a model (default: the configured one; "released":
-    the last release), write the new artifact and record its lineage."""
+    the last release), write the new artifact and record its lineage. `recorded_params`
+    replace values of the patch's parameters in the lineage event (a workspace-relative
+    path where the patch was handed an absolute one)."""
     params = dict(params or {})
     if params.get("eps") is None and "eps" in patch_parameters(name):
         params.pop("eps", None)
@@ -767,7 +778,7 @@ def patch(
     }
     payload = ModelPatched(
         patch=name,
-        params=defence.params(),
+        params={**defence.params(), **(recorded_params or {})},
         seed=seed,
         model=model,
         model_name=ws.config.model.name,
@@ -809,7 +820,77 @@ def retrain(
         seed=seed,
         trust=trust,
         progress=progress,
+        recorded_params=lineage_params(ws.config, events),
     )
+
+
+def without_replayed(
+    ws: Workspace, data: Dataset, events: list[Event], model_sha256s: list[str]
+) -> tuple[Dataset, dict[str, Any] | None]:
+    """`data` without the evaluation rows that replay rows any of these models (or their
+    lineage) trained on were crafted from, and what was left out (None: no model was
+    trained on a replay buffer)."""
+    try:
+        replayed = replayed_source_ids(ws.config, events, model_sha256s)
+    except ReplayError as exc:
+        raise DataError(
+            f"cannot tell which evaluation rows the models were trained on through the "
+            f"replay buffer: {exc}"
+        ) from None
+    if not replayed.buffers:
+        return data, None
+    seen = np.isin(row_ids(data.x), list(replayed.ids))
+    excluded = {
+        "rows": int(seen.sum()),
+        "of": len(data),
+        "buffers": list(replayed.buffers),
+        "replay_rows_without_id": replayed.without_id,
+    }
+    if seen.all():
+        raise DataError(
+            f"every one of the {len(data)} evaluation rows was replayed into the models' "
+            "training: validate on a fresh split (data.seed) or more data"
+        )
+    if not seen.any():
+        return data, excluded
+    return data.take(np.flatnonzero(~seen), replay_excluded=int(seen.sum())), excluded
+
+
+def redteam(
+    ws: Workspace,
+    *,
+    seed: int = 0,
+    trust: bool = False,
+    progress: Progress | None = None,
+    max_seconds: float | None = None,
+) -> RedteamResult:
+    """Run every registered threat that applies to the configured model, with drawn effort,
+    at every budget of the threat model (`hardenml.continuous.redteam`); record the run and
+    the findings the ledger did not hold yet. `max_seconds` (default `[redteam]
+    max_seconds`) stops starting new batches; what was covered is recorded."""
+    if ws.is_chat:
+        raise TargetError(
+            "hardenml redteam runs input-space threats; a chat model's probes run in "
+            "`hardenml scan`"
+        )
+    ws.ledger.check_writable()
+    ws.ledger.verified()
+    declared = validate_threats(ws.config)
+    target = ws.load_target(trust=trust)
+    reference, data = ws.datasets()
+    result = run_redteam(
+        ws.config,
+        target,
+        data,
+        model_sha256=ws.model_sha256(),
+        declared=declared,
+        seed=seed,
+        reference=reference,
+        progress=progress,
+        max_seconds=max_seconds,
+        remedy=patch_remedy(ws.config),
+    )
+    return record_redteam(ws.ledger, ws.config, result)
 
 
 def validate(
@@ -836,6 +917,8 @@ def validate(
     cand_target, cand_sha, _ = load_model_file(ws, cand_path, events=events, trust=trust)
     threats = validate_threats(ws.config)
     reference, data = ws.datasets()
+    # Rows a model was trained on through the replay buffer would flatter it: left out.
+    data, replay_excluded = without_replayed(ws, data, events, [base_sha, cand_sha])
     prepare_threats(threats, reference)
     seed = ws.config.data.seed if seed is None else seed
     base = evaluate(
@@ -860,6 +943,7 @@ def validate(
         "model": ws.config.model.name,
         "baseline": _shown_path(ws, base_path),
         "candidate": _shown_path(ws, cand_path),
+        "replay_excluded": replay_excluded,
         "behaviour": {
             "baseline": [r.as_dict() for r in base.behaviour],
             "candidate": [r.as_dict() for r in cand.behaviour],

@@ -30,6 +30,7 @@ from hardenml.cli import (
     ledger,
     monitor,
     patching,
+    redteam,
     replay,
     report,
     retrain,
@@ -99,7 +100,7 @@ def build_app() -> typer.Typer:
 
     for module in (
         core, findings, ledger, patching, report, intake, incident, monitor, replay, retrain,
-        changes, schema, demo, chat,
+        redteam, changes, schema, demo, chat,
     ):  # fmt: skip
         module.register(app)
     _reflow_help(app)

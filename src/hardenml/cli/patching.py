@@ -199,6 +199,18 @@ def validate(
             table.add_column(col)
         _check_rows(table, verdict.checks)
         console.print(table)
+        excluded = verdict.extra.get("replay_excluded")
+        if excluded:
+            console.print(
+                f"left out {excluded['rows']} of {excluded['of']} evaluation rows that the "
+                "models were trained on through the replay buffer"
+                + (
+                    f" ({excluded['replay_rows_without_id']} replay rows from older buffers "
+                    "carry no source id and could not be matched)"
+                    if excluded["replay_rows_without_id"]
+                    else ""
+                )
+            )
         if verdict.held_out_threats:
             held = Table(
                 title=f"held-out threats (never trained on): {', '.join(verdict.held_out_threats)}"

@@ -20,6 +20,12 @@ day count.
 
 Each version is one .npz under the artifacts folder, named by its sha256 and verified on
 load, and one `replay.updated` ledger event (`hardenml.records.ReplayUpdated`).
+
+Every row carries the id of the row it came from (`source_id`, `row_ids`: a digest of the
+clean input, the evaluation row a finding's example was crafted from, or the flagged input
+itself), so that `hardenml validate` can leave out the evaluation rows a retrained model
+was trained on (`replayed_source_ids`): measured on them, it would be measured on data it
+has seen.
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ from hardenml.stats import derive_seed
 
 REPLAY_DIR = "replay"
 SEVERITY_WEIGHT: dict[str, float] = {"critical": 8.0, "high": 4.0, "medium": 2.0, "low": 1.0}
-ROW_ARRAYS = ("x", "y", "severity", "source", "origin", "added_day", "key")
+ROW_ARRAYS = ("x", "y", "severity", "source", "origin", "added_day", "key", "source_id")
+# A row id is this many hex digits of the sha256 of the row (as float32): 64 bits, so
+# two different rows of a dataset share one with a chance of about n^2 / 2^65.
+ROW_ID_HEX = 16
 FINDINGS_SOURCE = "scan"
 
 
@@ -60,8 +69,9 @@ def today() -> float:
 class ReplayRows:
     """Rows of the buffer, or offered to it: inputs `x` (n, *input_shape) float32, labels
     `y` (n,) int64 and, per row, its severity, source tag (`scan`, or the monitor's tag),
-    origin (the finding id, or the flagged batch's tag), the day it was added and its
-    A-Res key (NaN until the buffer draws one)."""
+    origin (the finding id, or the flagged batch's tag), the day it was added, its A-Res
+    key (NaN until the buffer draws one) and the id of the clean row it came from
+    (`row_ids`; empty in buffers written before rows carried one)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -70,6 +80,7 @@ class ReplayRows:
     origin: np.ndarray
     added_day: np.ndarray
     key: np.ndarray
+    source_id: np.ndarray
 
     def __len__(self) -> int:
         return len(self.y)
@@ -85,6 +96,7 @@ class ReplayRows:
             no_text,
             np.zeros(0),
             np.zeros(0),
+            no_text,
         )
 
     @classmethod
@@ -97,7 +109,10 @@ class ReplayRows:
         source: str,
         origin: str,
         day: float,
+        source_id: np.ndarray | None = None,
     ) -> ReplayRows:
+        """Rows of one severity, source and origin; `source_id` defaults to the ids of
+        `x` itself (flagged inputs are their own source)."""
         n = len(y)
         if len(x) != n:
             raise ReplayError(f"{len(x)} inputs but {n} labels")
@@ -111,6 +126,7 @@ class ReplayRows:
             np.full(n, origin),
             np.full(n, float(day)),
             np.full(n, np.nan),
+            row_ids(x) if source_id is None else np.asarray(source_id, dtype=str),
         )
 
     def concat(self, other: ReplayRows) -> ReplayRows:
@@ -133,6 +149,14 @@ class ReplayRows:
     def counts(self) -> dict[str, int]:
         tags, n = np.unique(self.source, return_counts=True)
         return {str(t): int(c) for t, c in zip(tags, n, strict=True)}
+
+
+def row_ids(x: np.ndarray) -> np.ndarray:
+    """The id of each row of `x` (n, ...): its first `ROW_ID_HEX` hex digits of sha256,
+    over the row as contiguous float32, so the same input has the same id wherever it is."""
+    rows = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
+    ids = [hashlib.sha256(row.tobytes()).hexdigest()[:ROW_ID_HEX] for row in rows]
+    return np.array(ids, dtype=f"<U{ROW_ID_HEX}")
 
 
 def weights(rows: ReplayRows, half_life_days: float) -> np.ndarray:
@@ -226,6 +250,7 @@ def _evidence_rows(item: Evidence, severity: Severity, day: float) -> ReplayRows
         source=FINDINGS_SOURCE,
         origin=item.finding_id,
         day=day,
+        source_id=row_ids(item.x[flipped]),
     )
 
 
@@ -258,12 +283,43 @@ def latest_replay(config: HardenConfig, events: list[Event]) -> ReplayVersion | 
             f"(sha256 {actual[:12]}, recorded {record.sha256[:12]}); restore it or add rows "
             "to a fresh buffer"
         )
+    return ReplayVersion(record, _rows(blob, record.path), last.seq)
+
+
+def _rows(blob: bytes, shown: str) -> ReplayRows:
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            rows = ReplayRows(*(np.asarray(npz[k]) for k in ROW_ARRAYS))
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ReplayError(f"replay buffer {record.path} is not a readable .npz ({exc})") from None
-    return ReplayVersion(record, rows, last.seq)
+            arrays = {k: np.asarray(npz[k]) for k in ROW_ARRAYS if k in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ReplayError(f"replay buffer {shown} is not a readable .npz ({exc})") from None
+    # Buffers written before rows carried their source's id: unknown ("").
+    arrays.setdefault("source_id", np.full(len(arrays.get("y", ())), "", dtype="<U1"))
+    missing = [k for k in ROW_ARRAYS if k not in arrays]
+    if missing:
+        raise ReplayError(f"replay buffer {shown} is not a replay .npz (it lacks {missing})")
+    return ReplayRows(*(arrays[k] for k in ROW_ARRAYS))
+
+
+def replay_version_rows(config: HardenConfig, events: list[Event], sha256: str) -> ReplayRows:
+    """The rows of the buffer version whose file has `sha256` (as its event recorded it)."""
+    event = next(
+        (e for e in events if e.kind == REPLAY_UPDATED and e.payload.get("sha256") == sha256),
+        None,
+    )
+    if event is None:
+        raise ReplayError(f"no replay.updated event records a buffer with sha256 {sha256[:12]}")
+    record = ReplayUpdated.from_payload(event.payload)
+    try:
+        blob = config.resolve(Path(record.path)).read_bytes()
+    except OSError as exc:
+        raise ReplayError(
+            f"replay buffer version {record.version} ({record.path}) cannot be read: {exc.strerror}"
+        ) from None
+    if hashlib.sha256(blob).hexdigest() != sha256:
+        raise ReplayError(
+            f"replay buffer {record.path} changed since ledger event #{event.seq} recorded it"
+        )
+    return _rows(blob, record.path)
 
 
 def _write(folder: Path, rows: ReplayRows, version: int) -> tuple[Path, str]:

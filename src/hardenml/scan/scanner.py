@@ -340,7 +340,7 @@ def run_scan(
     )
     text = target.input_spec.modality == "text"
     evidence = {
-        unit_key(name, budget): _save_evidence(
+        unit_key(name, budget): save_evidence(
             config.artifacts_dir / run_id,
             unit_key(name, budget),
             outcomes,
@@ -777,7 +777,7 @@ def _measure(
     return out
 
 
-def _save_evidence(
+def save_evidence(
     folder: Path,
     stem: str,
     outcomes: dict[str, np.ndarray],

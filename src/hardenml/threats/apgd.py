@@ -183,6 +183,7 @@ def apgd(
 class _LinfAPGD(Threat):
     norm: ClassVar[Norm] = "linf"
     title: ClassVar[str] = "APGD (Croce & Hein 2020)"
+    effort: ClassVar[tuple[str, ...]] = ("steps", "restarts")
 
     def __init__(self, *, steps: int = 100, restarts: int = 1, rho: float = 0.75) -> None:
         if steps < 1 or restarts < 1:

@@ -100,6 +100,10 @@ class Threat(ABC):
     # Copies of its inputs an attack holds besides the model's activations (the clean
     # batch, iterate, best so far, gradient, momentum): sizes its memory-bounded chunks.
     working_copies: ClassVar[int] = 8
+    # The whole-number parameters that buy more search at the same budget (iterations,
+    # restarts, queries): `hardenml redteam` draws them above the configured values. Empty:
+    # the threat searches no harder with more of anything.
+    effort: ClassVar[tuple[str, ...]] = ()
 
     def __call__(
         self,

@@ -64,6 +64,7 @@ def _square(queries: int) -> Threat | None:
 class AutoAttackEnsemble(Threat):
     norm: ClassVar[Norm] = "linf"
     title: ClassVar[str] = "the AutoAttack ensemble (APGD-CE, APGD-T, Square; Croce & Hein 2020)"
+    effort: ClassVar[tuple[str, ...]] = ("steps", "square_queries")
 
     def __init__(self, *, steps: int = 100, targets: int = 9, square_queries: int = 5000) -> None:
         if steps < 1 or targets < 1:

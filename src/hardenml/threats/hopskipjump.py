@@ -53,6 +53,7 @@ class HopSkipJump(Threat):
     family: ClassVar[Family] = "decision-based"
     access: ClassVar[Access] = "labels"
     title: ClassVar[str] = "HopSkipJump (Chen et al. 2020)"
+    effort: ClassVar[tuple[str, ...]] = ("queries", "steps", "max_evals")
 
     def __init__(
         self,

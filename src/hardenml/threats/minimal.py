@@ -52,6 +52,7 @@ class MinimalPerturbation(Threat):
     family: ClassVar[Family] = "score-based"
     access: ClassVar[Access] = "scores"
     title: ClassVar[str] = "a bisection over the budget (smallest flipping perturbation)"
+    effort: ClassVar[tuple[str, ...]] = ("bisections", "pgd_steps", "square_queries")
 
     def __init__(
         self,

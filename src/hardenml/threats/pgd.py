@@ -38,6 +38,8 @@ from hardenml.threats.base import Norm, Threat
 class ProjectedGradientDescent(Threat):
     """PGD in the subclass's `norm`; the L-inf and L2 variants differ only in that."""
 
+    effort: ClassVar[tuple[str, ...]] = ("steps", "restarts")
+
     def __init__(
         self,
         *,

@@ -94,6 +94,7 @@ class _Square(Threat):
     family: ClassVar[Family] = "score-based"
     access: ClassVar[Access] = "scores"
     title: ClassVar[str] = "Square Attack (Andriushchenko et al. 2020)"
+    effort: ClassVar[tuple[str, ...]] = ("queries",)
 
     def __init__(self, *, queries: int = 1000, p_init: float = 0.3) -> None:
         if queries < 1:

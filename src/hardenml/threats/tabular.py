@@ -262,6 +262,7 @@ class TabularPGD(_Tabular):
 
     needs_gradients: ClassVar[bool] = True
     title: ClassVar[str] = "constrained PGD on the features"
+    effort: ClassVar[tuple[str, ...]] = ("steps",)
 
     def __init__(
         self,
@@ -341,6 +342,7 @@ class TabularRandomSearch(_Tabular):
     needs_gradients: ClassVar[bool] = False
     access: ClassVar[Access] = "scores"
     title: ClassVar[str] = "a constrained random search on the features"
+    effort: ClassVar[tuple[str, ...]] = ("queries",)
 
     def __init__(
         self,

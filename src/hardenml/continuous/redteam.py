@@ -500,7 +500,13 @@ def _finding(
         else []
     )
     finding = finding_for(config, check, evidence, threat=threat, clean=clean, remedy=remedy)
-    drawn = "; ".join(", ".join(f"{k}={v}" for k, v in d.items()) or "defaults" for d in unit.drawn)
+    trials = [", ".join(f"{k}={v}" for k, v in d.items()) for d in unit.drawn]
+    if not any(trials):
+        drawn = "its default settings"
+    elif len(trials) == 1:
+        drawn = trials[0]
+    else:
+        drawn = f"{len(trials)} draws: " + " | ".join(t or "defaults" for t in trials)
     return replace(
         finding,
         title=f"{finding.title} (red team: {unit.attack} with {drawn}; fails {req.key})",

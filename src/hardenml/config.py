@@ -717,13 +717,17 @@ class MonitorTelemetryConfig(_Strict):
     summary) is enough to tell repeated and shifted queries apart, and a raw input may be
     personal data. Rows beyond `retention_count`, or older than `retention_days`, are
     deleted (None: no bound). The writer commits at most `batch_size` records per batch,
-    and at least every `flush_interval_s` seconds while records wait."""
+    and at least every `flush_interval_s` seconds while records wait. At most
+    `max_queued_records` wait in memory; past that they wait in the spill file
+    `telemetry-spill.jsonl` beside the database, which the writer (and a restart, before
+    serving) drains: a burst costs disk, never a record."""
 
     keep_raw_inputs: bool = False
     retention_count: int | None = Field(default=1_000_000, gt=0)
     retention_days: float | None = Field(default=30.0, gt=0)
     batch_size: int = Field(default=512, gt=0, le=100_000)
     flush_interval_s: float = Field(default=0.5, gt=0, le=60)
+    max_queued_records: int = Field(default=20_000, gt=0)
 
 
 class MonitorAlertRuleConfig(_Strict):

@@ -101,17 +101,19 @@ class TelemetryWriter:
         run's, stopped before it drained it); returns how many."""
         if self.spill is None or self.spill.size() == 0:
             return 0
-        offset = self.store.spill_offset()
-        pending = self.spill.count_from(offset)
         with self._lock:
-            self.submitted_ += pending
-            self._spill_pending += pending
+            offset = self.store.spill_offset()
+            pending = self.spill.count_from(offset)
+            # The file may also hold what this writer spilled before it started.
+            left = pending - self._spill_pending
+            self.submitted_ += left
+            self._spill_pending = pending
             self._spill_offset = offset
-        if pending:
-            log.warning("telemetry: writing %d records a previous run left spilled", pending)
+        if left:
+            log.warning("telemetry: writing %d records a previous run left spilled", left)
         while self._drain_spill_once():
             pass
-        return pending
+        return left
 
     def submit(self, item: Submitted) -> None:
         """Queue one request's records; never waits for the database."""
@@ -147,8 +149,8 @@ class TelemetryWriter:
         with self._lock:
             while count < self.batch_size:
                 if self._queue:
+                    # Still counted in memory until it is committed (`_write`).
                     item = self._queue.popleft()
-                    self._in_memory -= len(item)
                     taken.append(item)
                     count += len(item)
                     if deadline is None:
@@ -221,6 +223,8 @@ class TelemetryWriter:
                 time.sleep(wait)
         with self._lock:
             self.written_ += len(batch)
+            if spill_offset is None:
+                self._in_memory -= len(batch)
         if self.on_batch is not None:
             try:
                 self.on_batch(batch)

@@ -795,6 +795,11 @@ class MonitorConfig(_Strict):
     window: int = Field(default=500, ge=10)
     min_window: int = Field(default=100, ge=10)
     evaluate_every_s: float = Field(default=5.0, gt=0)
+    # The detectors run in a child process at this CPU niceness, so their work takes
+    # neither the interpreter lock nor a core from the requests (false: a thread of the
+    # service; always so where the platform cannot fork).
+    detector_process: bool = True
+    detector_niceness: int = Field(default=10, ge=0, le=19)
     detectors: list[MonitorDetector] = Field(default_factory=lambda: list(MONITOR_DETECTORS))
     # The adversarial score judges the latest this many rows of the window: each costs
     # its `draws` extra forward passes.

@@ -130,9 +130,10 @@ class MonitorService:
         if self._started:
             return
         self.ledger.append(MONITOR_STARTED, {"model": self.model_name, "shares": self.shares()})
-        self.writer.start()
+        # The watch first: its detector process is forked before the writer's thread runs.
         if self.watch is not None:
             self.watch.start()
+        self.writer.start()
         self._started = True
 
     def close(self) -> None:

@@ -76,6 +76,7 @@ class TelemetryWriter:
         self._spill_offset = 0
         self._lock = threading.Condition()
         self._closing = False
+        self._idle = False  # the writer waits for a first record (submit must wake it)
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
 
@@ -128,7 +129,10 @@ class TelemetryWriter:
             else:
                 self._queue.append(item)
                 self._in_memory += n
-            self._lock.notify()
+            # Wake the writer only when it waits for a first record or a batch is full:
+            # a notify per request costs the request a hand-over of the interpreter lock.
+            if self._idle or self._in_memory >= self.batch_size:
+                self._lock.notify()
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything submitted so far, then stop the thread."""
@@ -161,7 +165,9 @@ class TelemetryWriter:
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     break
+                self._idle = not taken
                 self._lock.wait(wait)
+                self._idle = False
             return taken, self._closing and not self._queue
 
     def _run(self) -> None:

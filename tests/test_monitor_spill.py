@@ -201,3 +201,17 @@ def test_the_service_spills_a_burst_flushes_it_on_sigterm_and_drains_it_on_resta
             server.wait()
     assert store.count() == sent + 7 + 3
     assert verify_telemetry(ws.config.ledger_path).ok
+
+
+def test_an_offset_past_an_emptied_file_reads_as_all_committed(tmp_path: Path) -> None:
+    # A run emptied the file and stopped before it reset the offset: nothing is pending,
+    # and what the next run spills is read from the file's start.
+    store = TelemetryStore(tmp_path / "t.db")
+    store.append_batch([pending(0, 1).observations()[0].record], spill_offset=5000)
+    (tmp_path / "spill.jsonl").write_bytes(b"")
+    writer = writer_at(tmp_path, max_queued=1)
+    assert writer.recover() == 0 and store.spill_offset() == 0
+    writer.submit(pending(10, 4))
+    writer.start()
+    writer.close()
+    assert store.count() == 1 + 4 and writer.backlog == 0

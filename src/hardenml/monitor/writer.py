@@ -74,6 +74,7 @@ class TelemetryWriter:
         self._in_memory = 0
         self._spill_pending = 0
         self._spill_offset = 0
+        self._spill_resetting = False
         self._lock = threading.Condition()
         self._closing = False
         self._idle = False  # the writer waits for a first record (submit must wake it)
@@ -100,10 +101,15 @@ class TelemetryWriter:
     def recover(self) -> int:
         """Write every record the spill file holds beyond its committed offset (a previous
         run's, stopped before it drained it); returns how many."""
-        if self.spill is None or self.spill.size() == 0:
+        if self.spill is None:
             return 0
         with self._lock:
             offset = self.store.spill_offset()
+            if offset > self.spill.size():  # emptied, and stopped before the offset reset
+                self.store.reset_spill_offset()
+                offset = 0
+            if self.spill.size() == 0:
+                return 0
             pending = self.spill.count_from(offset)
             # The file may also hold what this writer spilled before it started.
             left = pending - self._spill_pending
@@ -122,7 +128,11 @@ class TelemetryWriter:
         with self._lock:
             self.submitted_ += n
             full = self.max_queued is not None and self._in_memory + n > self.max_queued
-            if self.spill is not None and (self._spill_pending or full):
+            if (
+                self.spill is not None
+                and not self._spill_resetting
+                and (self._spill_pending or full)
+            ):
                 self.spill.append(_observations(item))
                 self._spill_pending += n
                 self.spilled_ += n
@@ -193,8 +203,8 @@ class TelemetryWriter:
 
     def _drain_spill_once(self) -> bool:
         """Commit one batch from the spill file; False when it held none. Emptied (and
-        the offset reset) once everything in it is committed, under the submit lock so no
-        record is appended in between."""
+        the offset reset) once everything in it is committed; no record is appended to it
+        meanwhile (`_spill_resetting`)."""
         if self.spill is None or not self._spill_pending:
             return False
         observations, offset = self.spill.read(self._spill_offset, self.batch_size)
@@ -204,13 +214,21 @@ class TelemetryWriter:
         with self._lock:
             self._spill_offset = offset
             self._spill_pending -= len(observations)
-            if self._spill_pending == 0:
-                torn = self.spill.size() - offset
-                if torn > 0:
-                    log.warning("telemetry: %d bytes of a torn spill record discarded", torn)
-                self.spill.clear()
-                self.store.reset_spill_offset()
+            emptied = self._spill_pending == 0
+            # While the file is emptied, a request that finds the queue full keeps its
+            # records in memory (a moment over the bound) rather than wait for the disk.
+            self._spill_resetting = emptied
+        if emptied:
+            torn = self.spill.size() - offset
+            if torn > 0:
+                log.warning("telemetry: %d bytes of a torn spill record discarded", torn)
+            # The file first, then the offset: a crash in between leaves an offset past the
+            # end of an empty file, which `recover` reads as "all committed".
+            self.spill.clear()
+            self.store.reset_spill_offset()
+            with self._lock:
                 self._spill_offset = 0
+                self._spill_resetting = False
         return True
 
     def _write(self, batch: Sequence[Observation], *, spill_offset: int | None = None) -> None:

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from hardenml.monitor.telemetry import (
     verify_telemetry,
 )
 from hardenml.monitor.writer import TelemetryWriter
-from monitor_support import TOKEN, TOKEN_ENV, call, monitor_workspace
+from monitor_support import TOKEN, TOKEN_ENV, call, monitor_workspace, serve_cli
 
 
 def pending(first: int, n: int) -> PendingRecords:
@@ -112,35 +111,6 @@ def test_a_restart_commits_what_the_spill_file_holds_exactly_once(tmp_path: Path
     assert verify_telemetry(restarted.store.path).ok
 
 
-def _serve(config: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hardenml",
-            "monitor",
-            "serve",
-            "--port",
-            str(port),
-            "--config",
-            str(config),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if call(port, "GET", "/healthz", token=None).status == 200:
-                return server
-        except OSError:
-            pass
-        assert server.poll() is None, server.stderr.read() if server.stderr else ""
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-
-
 def _stop(server: subprocess.Popen[bytes]) -> None:
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=60) in (0, -signal.SIGTERM)
@@ -164,7 +134,7 @@ def test_the_service_spills_a_burst_flushes_it_on_sigterm_and_drains_it_on_resta
     env = {**os.environ, TOKEN_ENV: TOKEN, "OMP_NUM_THREADS": "1"}
     rows = digits[2][:30]
     sent = 0
-    server = _serve(ws.config.source, port, env)
+    server = serve_cli(ws.config.source, port, env)
     try:
         for i in range(40):
             batch = rows[: 1 + i % 5]
@@ -190,7 +160,7 @@ def test_the_service_spills_a_burst_flushes_it_on_sigterm_and_drains_it_on_resta
     )
     left.submit(pending(1000, 7))
     assert spill_path(ws.config).stat().st_size > 0
-    server = _serve(ws.config.source, port, env)
+    server = serve_cli(ws.config.source, port, env)
     try:
         assert store.count() == sent + 7
         assert call(port, "POST", "/v1/predict", {"inputs": rows[:3].tolist()}).status == 200

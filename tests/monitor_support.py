@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,3 +112,39 @@ def call(
     finally:
         if connection is None:
             conn.close()
+
+
+def serve_cli(config: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`hardenml monitor serve` in a subprocess on `port`, once `/healthz` answers."""
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hardenml",
+            "monitor",
+            "serve",
+            "--port",
+            str(port),
+            "--config",
+            str(config),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                if call(port, "GET", "/healthz", token=None).status == 200:
+                    return server
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    except BaseException:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        raise

@@ -4,6 +4,7 @@ input, telemetry, blue/green and rollback."""
 from __future__ import annotations
 
 import http.client
+import io
 import threading
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,38 @@ def test_predict_answers_single_and_batched_inputs_like_the_model(
     assert batch["labels"] == [str(int(i)) for i in expected.argmax(axis=1)]
     np.testing.assert_allclose(batch["scores"], expected, atol=1e-5)
     np.testing.assert_allclose(batch["confidence"], expected.max(axis=1), atol=1e-5)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array, allow_pickle=True)
+    return out.getvalue()
+
+
+def test_predict_takes_an_npy_array_like_json_and_refuses_what_json_would(
+    workspace: Any, digits: tuple[np.ndarray, ...]
+) -> None:
+    x_test = digits[2][:12]
+    npy = {"Content-Type": "application/x-npy"}
+    with running(workspace) as served:
+        as_json = call(served.port, "POST", "/v1/predict", {"inputs": x_test.tolist()}).json()
+        answer = call(served.port, "POST", "/v1/predict", raw=_npy(x_test), headers=npy)
+        single = call(served.port, "POST", "/v1/predict", raw=_npy(x_test[0]), headers=npy)
+        pickled = call(
+            served.port, "POST", "/v1/predict", raw=_npy(np.array([{}], object)), headers=npy
+        )
+        garbage = call(served.port, "POST", "/v1/predict", raw=b"not npy", headers=npy)
+        shape = call(served.port, "POST", "/v1/predict", raw=_npy(x_test[:, :10]), headers=npy)
+        nan = call(served.port, "POST", "/v1/predict", raw=_npy(x_test * np.nan), headers=npy)
+        written = served.service.writer
+    assert answer.status == 200 and answer.json()["labels"] == as_json["labels"]
+    np.testing.assert_allclose(answer.json()["scores"], as_json["scores"], atol=1e-6)
+    assert single.json()["class"] == as_json["labels"][0]
+    assert pickled.status == 400 and "npy" in pickled.json()["error"]
+    assert garbage.status == 400 and "npy" in garbage.json()["error"]
+    assert shape.status == 422 and "shape" in shape.json()["error"]
+    assert nan.status == 422 and "NaN" in nan.json()["error"]
+    assert written.written_ == 12 + 12 + 1
 
 
 def _metrics(port: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from hardenml.monitor.telemetry import (
     verify_telemetry,
 )
 from hardenml.monitor.writer import TelemetryWriter
-from monitor_support import TOKEN, TOKEN_ENV, call, monitor_workspace
+from monitor_support import TOKEN, TOKEN_ENV, call, monitor_workspace, serve_cli
 
 
 def record(i: int, *, client: str = "c") -> TelemetryRecord:
@@ -131,33 +131,8 @@ def test_sigterm_on_the_cli_service_flushes_every_record(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, TOKEN_ENV: TOKEN, "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hardenml",
-            "monitor",
-            "serve",
-            "--port",
-            str(port),
-            "--config",
-            str(ws.config.source),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    server = serve_cli(ws.config.source, port, env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if call(port, "GET", "/healthz", token=None).status == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         rows = digits[2][:30]
         sent = 0
         for i in range(60):

@@ -783,13 +783,17 @@ class MonitorTelemetryConfig(_Strict):
     summary) is enough to tell repeated and shifted queries apart, and a raw input may be
     personal data. Rows beyond `retention_count`, or older than `retention_days`, are
     deleted (None: no bound). The writer commits at most `batch_size` records per batch,
-    and at least every `flush_interval_s` seconds while records wait."""
+    and at least every `flush_interval_s` seconds while records wait. At most
+    `max_queued_records` wait in memory; past that they wait in the spill file
+    `telemetry-spill.jsonl` beside the database, which the writer (and a restart, before
+    serving) drains: a burst costs disk, never a record."""
 
     keep_raw_inputs: bool = False
     retention_count: int | None = Field(default=1_000_000, gt=0)
     retention_days: float | None = Field(default=30.0, gt=0)
     batch_size: int = Field(default=512, gt=0, le=100_000)
     flush_interval_s: float = Field(default=0.5, gt=0, le=60)
+    max_queued_records: int = Field(default=20_000, gt=0)
 
 
 class MonitorAlertRuleConfig(_Strict):
@@ -857,6 +861,11 @@ class MonitorConfig(_Strict):
     window: int = Field(default=500, ge=10)
     min_window: int = Field(default=100, ge=10)
     evaluate_every_s: float = Field(default=5.0, gt=0)
+    # The detectors run in a child process at this CPU niceness, so their work takes
+    # neither the interpreter lock nor a core from the requests (false: a thread of the
+    # service; always so where the platform cannot fork).
+    detector_process: bool = True
+    detector_niceness: int = Field(default=10, ge=0, le=19)
     detectors: list[MonitorDetector] = Field(default_factory=lambda: list(MONITOR_DETECTORS))
     # The adversarial score judges the latest this many rows of the window: each costs
     # its `draws` extra forward passes.

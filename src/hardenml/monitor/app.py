@@ -1,7 +1,8 @@
 """The HTTP face of the service (FastAPI): parse, call `MonitorService`, answer.
 
-Routes: `POST /v1/predict`, `POST /v1/ingest`, `GET /v1/alerts`, `GET /v1/status`,
-`POST /v1/rollback`, `POST /v1/switch`, `GET /metrics` (Prometheus text), `GET /` (the
+Routes: `POST /v1/predict` (JSON, or one `.npy` array sent as `application/x-npy`),
+`POST /v1/ingest`, `GET /v1/alerts`, `GET /v1/status`, `POST /v1/rollback`, `POST
+/v1/switch`, `GET /metrics` (Prometheus text), `GET /` (the
 status page) and `GET /healthz`. Every route but `/healthz` needs `Authorization: Bearer
 <token>`; `BearerAuth` checks it before routing, in constant time, and answers anything
 else with a bare 401, so an unauthenticated client learns nothing, not even which routes
@@ -26,7 +27,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from hardenml.monitor.inputs import RequestProblem, ingest_records, parse_json, predict_inputs
+from hardenml.monitor.inputs import (
+    RequestProblem,
+    ingest_records,
+    parse_json,
+    predict_inputs,
+    predict_npy,
+)
 from hardenml.monitor.page import status_page
 from hardenml.monitor.readings import MonitorError
 from hardenml.monitor.service import MonitorService
@@ -34,6 +41,8 @@ from hardenml.monitor.service import MonitorService
 log = logging.getLogger("hardenml.monitor")
 
 OPEN_PATHS = frozenset({"/healthz"})
+# `POST /v1/predict` with this content type takes one .npy array instead of JSON.
+NPY_CONTENT_TYPE = "application/x-npy"
 _ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 
 Scope = MutableMapping[str, Any]
@@ -184,8 +193,13 @@ def build_app(service: MonitorService, *, token: str) -> ASGIApp:
         async def handle() -> Response:
             if not service.serving:
                 raise RequestProblem(404, "this service ingests records only; POST /v1/ingest")
-            body = parse_json(await read_body(request, service.max_body_bytes))
-            rows, batched = predict_inputs(body, service.input_spec, max_rows=service.max_rows)
+            raw = await read_body(request, service.max_body_bytes)
+            if request.headers.get("content-type", "").startswith(NPY_CONTENT_TYPE):
+                rows, batched = predict_npy(raw, service.input_spec, max_rows=service.max_rows)
+            else:
+                rows, batched = predict_inputs(
+                    parse_json(raw), service.input_spec, max_rows=service.max_rows
+                )
             # In a worker thread: torch releases the GIL, so the next request's JSON is
             # parsed on one core while this one's forward pass runs on the other.
             answer = await run_in_threadpool(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +25,8 @@ from hardenml.monitor.traffic import TrafficPlan, TrafficRouter
 from hardenml.monitor.watch import build_watch
 from hardenml.monitor.writer import TelemetryWriter
 from hardenml.targets import input_spec_from_config
+
+SPILL_FILE = "telemetry-spill.jsonl"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ def reference_data(config: HardenConfig) -> ReferenceData:
     return ReferenceData(np.asarray(x, np.float32).reshape(len(x), -1), split)
 
 
+def spill_path(config: HardenConfig) -> Path:
+    """Where telemetry waits when the writer's queue is full: beside the database."""
+    return config.ledger_path.parent / SPILL_FILE
+
+
 def build_service(
     config: HardenConfig, ledger: Ledger, *, trust: bool = False, ingest_only: bool = False
 ) -> MonitorService:
@@ -112,6 +120,8 @@ def build_service(
         retention_count=monitor.telemetry.retention_count,
         retention_days=monitor.telemetry.retention_days,
         on_batch=None if watch is None else watch.observe,
+        max_queued=monitor.telemetry.max_queued_records,
+        spill_path=spill_path(config),
     )
     return MonitorService(
         model_name=config.model.name,

@@ -109,7 +109,12 @@ class MonitorMetrics:
         )
         self.telemetry_backlog = Gauge(
             "hardenml_telemetry_backlog_records",
-            "Telemetry records waiting for the background writer.",
+            "Telemetry records waiting for the background writer (in memory and spilled).",
+            registry=registry,
+        )
+        self.telemetry_spilled = Gauge(
+            "hardenml_telemetry_spilled_records",
+            "Telemetry records of the backlog waiting in the spill file (the queue was full).",
             registry=registry,
         )
         self.telemetry_written = Gauge(
@@ -123,10 +128,16 @@ class MonitorMetrics:
             registry=registry,
         )
 
-    def watch_writer(self, backlog: Callable[[], float], written: Callable[[], float]) -> None:
+    def watch_writer(
+        self,
+        backlog: Callable[[], float],
+        written: Callable[[], float],
+        spilled: Callable[[], float],
+    ) -> None:
         """Read the writer's counters at scrape time (nothing to update per request)."""
         self.telemetry_backlog.set_function(backlog)
         self.telemetry_written.set_function(written)
+        self.telemetry_spilled.set_function(spilled)
 
     def set_shares(self, shares: dict[str, float], known: list[str]) -> None:
         for version in known:

@@ -23,12 +23,7 @@ from hardenml.monitor.inputs import IngestedRecord
 from hardenml.monitor.metrics import MonitorMetrics
 from hardenml.monitor.models import ServedModel
 from hardenml.monitor.readings import MonitorError
-from hardenml.monitor.telemetry import (
-    Observation,
-    TelemetryRecord,
-    TelemetryStore,
-    input_fingerprints,
-)
+from hardenml.monitor.telemetry import PendingRecords, TelemetryStore
 from hardenml.monitor.traffic import TrafficRouter
 from hardenml.monitor.watch import Watch
 from hardenml.monitor.writer import TelemetryWriter
@@ -122,7 +117,9 @@ class MonitorService:
         self.started_at = time.time()
         self._switch_lock = threading.Lock()
         self._started = False
-        metrics.watch_writer(lambda: writer.backlog, lambda: writer.written_)
+        metrics.watch_writer(
+            lambda: writer.backlog, lambda: writer.written_, lambda: writer.spill_backlog
+        )
         self._export_shares()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -133,9 +130,10 @@ class MonitorService:
         if self._started:
             return
         self.ledger.append(MONITOR_STARTED, {"model": self.model_name, "shares": self.shares()})
-        self.writer.start()
+        # The watch first: its detector process is forked before the writer's thread runs.
         if self.watch is not None:
             self.watch.start()
+        self.writer.start()
         self._started = True
 
     def close(self) -> None:
@@ -220,33 +218,26 @@ class MonitorService:
         client_ids: Sequence[str],
         latencies: Sequence[float | None],
     ) -> None:
-        """One telemetry record per row, to the writer; the counters and the page's."""
+        """The rows' telemetry to the writer (as arrays: the records are built in its
+        thread), and the counters and the page's."""
         now = time.time()
-        flat = rows.reshape(rows.shape[0], -1)
         indices = scores.argmax(axis=1)
         confidences = scores[np.arange(len(indices)), indices].tolist()
-        fingerprints = input_fingerprints(flat)
-        score_rows = scores.tolist()
-        observations = []
-        for i in range(len(flat)):
-            sha, summary = fingerprints[i]
-            record = TelemetryRecord(
-                request_id=request_ids[i],
+        self.writer.submit(
+            PendingRecords(
+                rows=rows.reshape(rows.shape[0], -1),
+                scores=scores,
                 at=now,
-                client_id=client_ids[i],
                 model_version=version,
                 source=source,
-                input_sha256=sha,
-                input_summary=summary,
-                scores=score_rows[i],
-                predicted=int(indices[i]),
-                confidence=confidences[i],
-                latency_ms=latencies[i],
-                raw_input=flat[i].tolist() if self.keep_raw_inputs else None,
+                request_ids=request_ids,
+                client_ids=client_ids,
+                latencies=latencies,
+                keep_raw_inputs=self.keep_raw_inputs,
             )
-            observations.append(Observation(record, flat[i]))
-        self.writer.submit(observations)
-        self.metrics.predictions.labels(model_version=version, source=source).inc(len(flat))
+        )
+        n = len(confidences)
+        self.metrics.predictions.labels(model_version=version, source=source).inc(n)
         for value in confidences:
             self.metrics.confidence.observe(value)
         self.traffic.add(version, confidences, now)
@@ -307,6 +298,7 @@ class MonitorService:
                 "submitted": self.writer.submitted_,
                 "written": self.writer.written_,
                 "backlog": self.writer.backlog,
+                "spilled": self.writer.spill_backlog,
             },
             "uptime_s": round(time.time() - self.started_at, 3),
             "watch": None if self.watch is None else self.watch.status(),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 GENESIS_DIGEST = "0" * 64
 
@@ -49,6 +50,10 @@ CREATE TABLE IF NOT EXISTS telemetry_anchor (
     batch INTEGER NOT NULL,
     digest TEXT NOT NULL,
     pruned_records INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS telemetry_spill (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    committed_offset INTEGER NOT NULL
 );
 """
 
@@ -78,9 +83,13 @@ class TelemetryRecord:
 
     def as_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): the bytes the batch digest covers.
-        Built field by field: `dataclasses.asdict` deep-copies, and this runs per record."""
-        values = {name: getattr(self, name) for name in _RECORD_FIELDS}
-        return json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        Built field by field (`dataclasses.asdict` deep-copies) with orjson, about ten
+        times faster than the standard library: this runs per record, in the writer's
+        thread, which shares the interpreter lock with the requests."""
+        return orjson.dumps(self.as_dict(), option=orjson.OPT_SORT_KEYS).decode()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(TelemetryRecord))
@@ -93,6 +102,56 @@ class Observation:
 
     record: TelemetryRecord
     row: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PendingRecords:
+    """The predictions of one request as the request path hands them to the writer:
+    arrays and the request's facts, turned into one `TelemetryRecord` per row only in the
+    writer's thread (`observations`), so a request pays for a queue append and no more.
+
+    `rows`: the inputs `(n, d)` as the model received them; `scores`: probabilities
+    `(n, k)`; `request_ids`, `client_ids`, `latencies`: one per row."""
+
+    rows: np.ndarray = field(repr=False)
+    scores: np.ndarray = field(repr=False)
+    at: float
+    model_version: str
+    source: Literal["predict", "ingest"]
+    request_ids: Sequence[str]
+    client_ids: Sequence[str]
+    latencies: Sequence[float | None]
+    keep_raw_inputs: bool = False
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def observations(self) -> list[Observation]:
+        flat = np.ascontiguousarray(self.rows, dtype=np.float32).reshape(len(self), -1)
+        scores = np.asarray(self.scores, dtype=np.float64)
+        indices = scores.argmax(axis=1)
+        confidences = scores[np.arange(len(indices)), indices].tolist()
+        predicted = indices.tolist()
+        score_rows = scores.tolist()
+        fingerprints = input_fingerprints(flat)
+        out = []
+        for i, (sha, summary) in enumerate(fingerprints):
+            record = TelemetryRecord(
+                request_id=self.request_ids[i],
+                at=self.at,
+                client_id=self.client_ids[i],
+                model_version=self.model_version,
+                source=self.source,
+                input_sha256=sha,
+                input_summary=summary,
+                scores=score_rows[i],
+                predicted=int(predicted[i]),
+                confidence=confidences[i],
+                latency_ms=self.latencies[i],
+                raw_input=flat[i].tolist() if self.keep_raw_inputs else None,
+            )
+            out.append(Observation(record, flat[i]))
+        return out
 
 
 def input_fingerprints(rows: np.ndarray) -> list[tuple[str, dict[str, float]]]:
@@ -162,8 +221,12 @@ class TelemetryStore:
         finally:
             conn.close()
 
-    def append_batch(self, records: Sequence[TelemetryRecord]) -> int:
-        """Write `records` as one batch chained to the last; returns the batch number."""
+    def append_batch(
+        self, records: Sequence[TelemetryRecord], *, spill_offset: int | None = None
+    ) -> int:
+        """Write `records` as one batch chained to the last; returns the batch number.
+        `spill_offset`: the records came from the spill file, which is committed up to
+        this byte in the same transaction (so a restart re-reads none of them)."""
         lines = [r.as_json() for r in records]
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -197,6 +260,8 @@ class TelemetryStore:
                         for r, line in zip(records, lines, strict=True)
                     ],
                 )
+                if spill_offset is not None:
+                    _set_spill_offset(conn, spill_offset)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -245,6 +310,21 @@ class TelemetryStore:
                 raise
         return removed
 
+    def spill_offset(self) -> int:
+        """How far the spill file has been committed (bytes; 0 when none was)."""
+        if not self.path.exists():
+            return 0
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT committed_offset FROM telemetry_spill WHERE id = 1"
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def reset_spill_offset(self) -> None:
+        """The spill file was emptied: its next record starts at byte 0."""
+        with self._connect() as conn:
+            _set_spill_offset(conn, 0)
+
     def count(self) -> int:
         if not self.path.exists():
             return 0
@@ -263,6 +343,14 @@ class TelemetryStore:
                     (limit,),
                 ).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+
+def _set_spill_offset(conn: sqlite3.Connection, offset: int) -> None:
+    conn.execute(
+        "INSERT INTO telemetry_spill (id, committed_offset) VALUES (1, ?) ON CONFLICT(id) "
+        "DO UPDATE SET committed_offset = excluded.committed_offset",
+        (offset,),
+    )
 
 
 def verify_telemetry(path: Path) -> TelemetryVerifyReport:

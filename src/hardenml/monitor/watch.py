@@ -1,7 +1,10 @@
 """The watch: sliding windows of the telemetry stream, the detectors, the alert rules.
 
 The telemetry writer hands each committed batch to `Watch.observe` in its own thread, so
-no detector runs on the request path. The window holds the latest `monitor.window`
+no detector runs on the request path; with `monitor.detector_process` (the default) the
+detectors judge the windows in a child process at a lower CPU priority
+(`hardenml.monitor.detector_process`), so they take neither the interpreter lock nor a
+core from the requests. The window holds the latest `monitor.window`
 records; every `monitor.evaluate_every_s` seconds (once `min_window` records arrived) each
 detector judges it against the reference data, the alert manager turns the readings into
 raise/clear events (threshold, hysteresis, cooldown: a lasting condition raises one
@@ -25,6 +28,7 @@ from hardenml.config import HardenConfig
 from hardenml.ledger import Ledger
 from hardenml.monitor.alert_records import alert_ledger_events
 from hardenml.monitor.alerts import AlertEvent, AlertManager, AlertRule
+from hardenml.monitor.detector_process import DetectorProcess, judge
 from hardenml.monitor.detectors import (
     AdversarialScore,
     ConfidenceShift,
@@ -51,7 +55,8 @@ NEEDS_MODEL = ("prediction_shift", "confidence_shift", "adversarial_score")
 
 class Watch:
     """Windows of the stream, judged by `detectors` in a thread of its own every
-    `evaluate_every_s` seconds, turned into alert events by `alerts`."""
+    `evaluate_every_s` seconds (in a child process at `detector_niceness` when
+    `detector_process`), turned into alert events by `alerts`."""
 
     def __init__(
         self,
@@ -65,6 +70,8 @@ class Watch:
         ledger: Ledger,
         metrics: MonitorMetrics,
         clock: Callable[[], float] = time.time,
+        detector_process: bool = False,
+        detector_niceness: int = 10,
     ) -> None:
         self.config = config
         self.model_name = config.model.name
@@ -77,6 +84,9 @@ class Watch:
         self.ledger = ledger
         self.metrics = metrics
         self.clock = clock
+        self.detector_process = detector_process
+        self.detector_niceness = detector_niceness
+        self._judge: DetectorProcess | None = None
         self._rows: deque[np.ndarray] = deque(maxlen=window)
         self._probabilities: deque[list[float]] = deque(maxlen=window)
         self._clients: deque[str] = deque(maxlen=window)
@@ -89,6 +99,9 @@ class Watch:
         self.seen_ = 0
 
     def start(self) -> None:
+        if self.detector_process and DetectorProcess.available():
+            self._judge = DetectorProcess(self.detectors, niceness=self.detector_niceness)
+            self._judge.start()
         self._thread = threading.Thread(target=self._run, name="monitor-watch", daemon=True)
         self._thread.start()
 
@@ -98,6 +111,9 @@ class Watch:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._judge is not None:
+            self._judge.close()
+            self._judge = None
 
     def _run(self) -> None:
         while not self._stop.wait(self.evaluate_every_s):
@@ -126,12 +142,15 @@ class Watch:
                 probabilities=np.asarray(self._probabilities, dtype=np.float64),
                 clients=list(self._clients),
             )
+        judged = (
+            judge(self.detectors, window) if self._judge is None else self._judge.evaluate(window)
+        )
         readings: list[DetectorReading] = []
-        for detector in self.detectors:
-            try:
-                readings.extend(detector.evaluate(window))
-            except Exception as exc:  # one detector's failure must not silence the others
-                log.error("detector %s failed on a window: %s", detector.name, exc)
+        for name, outcome in judged:
+            if isinstance(outcome, str):  # one detector's failure must not silence the others
+                log.error("detector %s failed on a window: %s", name, outcome)
+            else:
+                readings.extend(outcome)
         self.readings_ = readings
         self.evaluations_ += 1
         self._export(readings)
@@ -317,4 +336,6 @@ def build_watch(
         evaluate_every_s=monitor.evaluate_every_s,
         ledger=ledger,
         metrics=metrics,
+        detector_process=monitor.detector_process,
+        detector_niceness=monitor.detector_niceness,
     )

@@ -1,0 +1,116 @@
+"""The detectors in a child process of their own, at a lower CPU priority than the requests.
+
+Why not a thread: every few seconds the detectors do a few hundred milliseconds of work
+(the adversarial score's extra forward passes, the MMD permutations, a KS test per
+feature), much of it Python holding the interpreter lock. In the service's process that
+work takes the lock, and one of the two cores, from the requests, and shows as their p99.
+In a forked child it takes neither the lock nor, at `niceness` 10, more than a small share
+of a core that a request wants (the scheduler weighs a nice-10 process about a tenth of a
+nice-0 one). The child is forked once, at start, after the detectors were fitted, so it
+holds the same fitted detectors (and the served model) without loading anything again;
+each evaluation sends it the window (a few MB through a pipe) and gets the readings back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from hardenml.monitor.detectors import Detector, DetectorReading, Window
+
+log = logging.getLogger("hardenml.monitor")
+
+# A detector's outcome: its readings, or the message of the exception it raised.
+Outcome = tuple[str, list[DetectorReading] | str]
+
+
+def judge(detectors: Sequence[Detector], window: Window) -> list[Outcome]:
+    """Each detector's readings of `window`; one detector's failure is its outcome and
+    does not stop the others."""
+    out: list[Outcome] = []
+    for detector in detectors:
+        try:
+            out.append((detector.name, list(detector.evaluate(window))))
+        except Exception as exc:
+            out.append((detector.name, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def _child(detectors: Sequence[Detector], conn: Connection, parent: Connection, nice: int) -> None:
+    parent.close()  # so the pipe ends (EOF) when the service's process is gone
+    os.nice(nice)
+    import torch
+
+    # One thread, as DataLoader workers do: a forked child must not use the parent's
+    # OpenMP pool, and the service keeps the other core.
+    torch.set_num_threads(1)
+    while True:
+        try:
+            window = conn.recv()
+        except (EOFError, OSError):
+            return
+        if window is None:
+            return
+        conn.send(judge(detectors, window))
+
+
+class DetectorProcess:
+    """`detectors` evaluated in a forked child at `niceness` (POSIX only; `available`)."""
+
+    def __init__(self, detectors: Sequence[Detector], *, niceness: int = 10) -> None:
+        self.detectors = list(detectors)
+        self.niceness = niceness
+        self._conn: Connection | None = None
+        self._process: Any = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def available() -> bool:
+        return "fork" in multiprocessing.get_all_start_methods()
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("fork")
+        parent, child = context.Pipe()
+        self._process = context.Process(
+            target=_child,
+            args=(self.detectors, child, parent, self.niceness),
+            name="hardenml-detectors",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+
+    def evaluate(self, window: Window) -> list[Outcome]:
+        """The detectors' outcomes on `window`, judged in the child (in this process when
+        the child is gone, with a note in the log: the watch keeps watching)."""
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.send(window)
+                    outcome: list[Outcome] = self._conn.recv()
+                    return outcome
+                except (EOFError, OSError) as exc:
+                    log.error("the detector process is gone (%s); judging in the service", exc)
+                    self._conn = None
+            return judge(self.detectors, window)
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(OSError):  # the child may be gone already
+                    self._conn.send(None)
+                self._conn.close()
+                self._conn = None
+            if self._process is not None:
+                self._process.join(timeout)
+                if self._process.is_alive():
+                    self._process.terminate()
+                    self._process.join(timeout)
+                self._process = None

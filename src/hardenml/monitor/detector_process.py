@@ -63,9 +63,14 @@ def _child(detectors: Sequence[Detector], conn: Connection, parent: Connection, 
 class DetectorProcess:
     """`detectors` evaluated in a forked child at `niceness` (POSIX only; `available`)."""
 
-    def __init__(self, detectors: Sequence[Detector], *, niceness: int = 10) -> None:
+    def __init__(
+        self, detectors: Sequence[Detector], *, niceness: int = 10, answer_within_s: float = 120.0
+    ) -> None:
         self.detectors = list(detectors)
         self.niceness = niceness
+        # A child that never answers (a lock a forked thread held, a stuck library) must not
+        # stop the watch for good: past this, it is killed and the service judges itself.
+        self.answer_within_s = answer_within_s
         self._conn: Connection | None = None
         self._process: Any = None
         self._lock = threading.Lock()
@@ -94,12 +99,23 @@ class DetectorProcess:
             if self._conn is not None:
                 try:
                     self._conn.send(window)
+                    if not self._conn.poll(self.answer_within_s):
+                        raise TimeoutError(f"no answer within {self.answer_within_s:g} s")
                     outcome: list[Outcome] = self._conn.recv()
                     return outcome
-                except (EOFError, OSError) as exc:
+                except (EOFError, OSError, TimeoutError) as exc:
                     log.error("the detector process is gone (%s); judging in the service", exc)
-                    self._conn = None
+                    self._stop_child()
             return judge(self.detectors, window)
+
+    def _stop_child(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join(5.0)
+            self._process = None
 
     def close(self, timeout: float = 10.0) -> None:
         with self._lock:

@@ -140,3 +140,28 @@ def test_grad_align_refuses_a_negative_lambda(mnist_small: Small) -> None:  # no
     target, config, data = mnist_small
     with pytest.raises(PatchError, match="align"):
         make_patch("grad_align", {"eps": 0.1, "align": -1.0})(target, config, data)
+
+
+@pytest.mark.parametrize("adversary", ["n_fgsm", pytest.param("pgd", marks=pytest.mark.slow)])
+def test_l2sp_finetune_makes_its_adversarial_examples_as_configured(
+    adversary: str,
+    mnist_small: Small,  # noqa: F811
+) -> None:
+    target, config, data = mnist_small
+    params = {"eps": 0.1, "epochs": 2, "lr": 3e-3, "adversary": adversary}
+    patch = make_patch("l2sp_finetune", params)
+    assert patch.schedule().method == ("pgd" if adversary == "pgd" else "fgsm")
+    result = patch(target, config, data, seed=0)
+    assert result.metrics["adversary"] == adversary
+    assert [h["method"] for h in result.history[1:]] == [patch.schedule().method] * 2
+
+
+def test_retrain_defaults_to_the_fast_adversary_and_refuses_unknown_ones() -> None:
+    from pydantic import ValidationError
+
+    from hardenml.config import RetrainConfig
+
+    assert RetrainConfig().adversary == "n_fgsm"
+    assert make_patch("l2sp_finetune", {"eps": 0.1}).params()["adversary"] == "n_fgsm"
+    with pytest.raises(ValidationError, match="adversary"):
+        RetrainConfig.model_validate({"adversary": "fgsm"})

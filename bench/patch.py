@@ -1,4 +1,4 @@
-"""Patch benchmark: no defence, PGD-AT, TRADES and fast FGSM-RS side by side.
+"""Patch benchmark: no defence, PGD-AT, TRADES and the fast single-step methods side by side.
 
 Run as `.venv/bin/python bench/patch.py` (add `--quick` for a smaller run; run the full
 one in the background, it takes tens of minutes on two shared CPU cores). Model and
@@ -6,19 +6,30 @@ data: `hardenml.zoo.mnist_cnn` on mnist5k (4,000 training and 1,000 test images,
 in [0, 1]) at Madry et al.'s MNIST budget, L-inf 0.3.
 
 - none: the CNN trained on clean images from scratch;
-- pgd_at, trades, fgsm_rs, n_fgsm (FGSM-RS's single step with N-FGSM's noise): each
-  fine-tuned from that clean model (the product's default,
+- pgd_at, trades, fgsm_rs: each fine-tuned from that clean model (the product's default,
   "from the released weights") with the same epochs, learning rate, seed and eps
   warm-up (the budget ramps up over the first epochs: 0.3 at once is too much for a
   clean model, and PGD-AT without it loses clean accuracy and learns little in the
   epochs a CPU affords), with the patches' early stopping on holdout PGD accuracy and,
-  for FGSM-RS, the watch for catastrophic overfitting and its recovery. `seconds` is
-  each one's own training time (for `none`, the clean training).
+  for FGSM-RS, the watch for catastrophic overfitting and its recovery;
+- n_fgsm (de Jorge et al. 2022) and grad_align (Andriushchenko & Flammarion 2020): the
+  single-step methods made for large budgets, fine-tuned from the same model, each with
+  its own epochs and learning-rate schedule where the row says so (`FAST_SETTINGS`).
+  `FAST` (n_fgsm, what `hardenml retrain` uses) is the one held to the aim: robust
+  accuracy within 2 points of PGD-AT's in at most a third of its time.
+
+`seconds` is each patch call's wall-clock time in this one process, one after another:
+its training plus its own early-stopping checks on the holdout after every epoch (for
+`none`, the clean training). The ratios to PGD-AT (`time_vs_pgd_at`,
+`robust_pp_vs_pgd_at`, and for FAST `fast_vs_pgd_at_time`,
+`fast_minus_pgd_at_robust_pp` in the meta) compare rows of the same run, so the load of
+the machine inflates both sides alike.
 
 Robust accuracy is measured on the test images under `AutoAttackEnsemble` (APGD-CE, then
 APGD-T, then Square, each on what the previous left standing) with a reduced budget, or,
 where that module is not importable, LinfPGD with 50 steps and restarts; the output says
-which. Writes bench/results/patch.json and prints a table.
+which; every row is evaluated the same way. Writes bench/results/patch.json and prints a
+table.
 """
 
 from __future__ import annotations
@@ -52,10 +63,19 @@ DEFENCES: dict[str, tuple[str, dict[str, Any]]] = {
     "pgd_at": ("pgd_at", {"steps": 10}),
     "trades": ("trades", {"steps": 10, "beta": 6.0}),
     "fgsm_rs": ("fgsm_rs", {}),
-    # N-FGSM (de Jorge et al. 2022): the same single step, from noise of twice the budget,
-    # unclipped; it trades some accuracy at the budget for never overfitting to the step.
-    "n_fgsm": ("fgsm_rs", {"noise": 2.0, "project": False, "step_size": EPS}),
+    # N-FGSM's own defaults: noise 2 eps, step eps, no clipping to the ball.
+    "n_fgsm": ("n_fgsm", {}),
+    "grad_align": ("grad_align", {}),
 }
+# The fast method held to the aim (the one `hardenml retrain` uses by default).
+FAST = "n_fgsm"
+# A fast method may have its own epochs and schedule (full run, quick run): its time,
+# training and holdout checks together, is what the aim bounds.
+# Its own epochs and schedule, (full run, quick run), where a fast method has them; its
+# time, training and holdout checks together, is what the aim bounds. None has yet: N-FGSM
+# with a cyclic rate peaking at 3e-3 collapsed after epoch 3 (bench/README.md).
+FAST_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+AIM_PP, AIM_TIME = -2.0, 1 / 3
 
 
 def mnist_model_config() -> ModelConfig:
@@ -111,13 +131,13 @@ def main() -> None:
         choices=list(DEFENCES),
         nargs="+",
         default=list(DEFENCES),
-        help="train only these defences (for tuning; the comparison needs all three)",
+        help="train only these defences (for tuning; the ratios need pgd_at in the same run)",
     )
     parser.add_argument(
         "--lr-schedule",
         choices=["flat", "cyclic"],
         default="flat",
-        help="learning-rate schedule of every defence (cyclic: Wong et al.'s one cycle)",
+        help="schedule of the defences without their own (cyclic: Wong et al.'s one cycle)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -151,16 +171,9 @@ def main() -> None:
 
     for name in args.only:
         patch_name, params = DEFENCES[name]
-        patch = make_patch(
-            patch_name,
-            {
-                "eps": EPS,
-                "epochs": epochs,
-                "warmup": warmup,
-                "lr_schedule": args.lr_schedule,
-                **params,
-            },
-        )
+        shared = {"epochs": epochs, "warmup": warmup, "lr_schedule": args.lr_schedule}
+        own = FAST_SETTINGS.get(name, ({}, {}))[1 if args.quick else 0]
+        patch = make_patch(patch_name, {"eps": EPS, **shared, **own, **params})
         clock = time.perf_counter()
         result = patch(parent, model, train, seed=0)
         seconds = time.perf_counter() - clock
@@ -176,6 +189,9 @@ def main() -> None:
             "catastrophic_overfitting": result.events,
         }
         console.print(f"{name}: clean {clean:.3f}, robust {robust:.3f}, {seconds:.1f}s")
+        # Written after every row: a long run stopped early keeps what it measured.
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
 
     results["meta"] = {
         "attack": attack_name,
@@ -188,41 +204,60 @@ def main() -> None:
         "clean_epochs": clean_epochs,
         "init": "finetune from the `none` model",
         "quick": args.quick,
-        "aim": "fgsm_rs within 2 points of pgd_at's robust accuracy in under 1/3 of its time",
+        "aim": f"{FAST} within {-AIM_PP:g} points of pgd_at's robust accuracy in at most "
+        "1/3 of its time (each patch call's wall-clock: training plus its holdout checks)",
+        "fast_method": FAST,
         "machine": {
             "cpu_count": os.cpu_count(),
             "torch_threads": args.threads,
             "torch": torch.__version__,
             "python": platform.python_version(),
             "load_average_at_start": load,
+            "load_average_at_end": os.getloadavg(),
         },
     }
-    if "fgsm_rs" in results and "pgd_at" in results:
-        fast, slow = results["fgsm_rs"], results["pgd_at"]
-        results["meta"]["fgsm_rs_minus_pgd_at_robust_pp"] = round(
-            100 * (fast["robust_acc"] - slow["robust_acc"]), 1
-        )
-        results["meta"]["fgsm_rs_over_pgd_at_time"] = round(fast["seconds"] / slow["seconds"], 3)
+    if "pgd_at" in results:
+        slow = results["pgd_at"]
+        for name in args.only:
+            row = results[name]
+            row["time_vs_pgd_at"] = round(row["seconds"] / slow["seconds"], 3)
+            row["robust_pp_vs_pgd_at"] = round(100 * (row["robust_acc"] - slow["robust_acc"]), 1)
+        if FAST in results:
+            meta = results["meta"]
+            meta["fast_vs_pgd_at_time"] = results[FAST]["time_vs_pgd_at"]
+            meta["fast_minus_pgd_at_robust_pp"] = results[FAST]["robust_pp_vs_pgd_at"]
+            meta["aim_met"] = (
+                meta["fast_minus_pgd_at_robust_pp"] >= AIM_PP
+                and meta["fast_vs_pgd_at_time"] <= AIM_TIME
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 
     table = Table(title=f"patches on the MNIST-5k CNN at L-inf {EPS} ({attack_name})")
-    for col in ("defence", "clean acc", "robust acc", "seconds"):
+    columns = ("defence", "epochs run", "clean acc", "robust acc", "seconds")
+    for col in (*columns, "time vs pgd_at", "robust vs pgd_at (pp)"):
         table.add_column(col)
     for name in ("none", *args.only):
         r = results[name]
         table.add_row(
-            name, f"{r['clean_acc']:.3f}", f"{r['robust_acc']:.3f}", f"{r['seconds']:.1f}"
+            name,
+            str(r.get("epochs_run", clean_epochs)),
+            f"{r['clean_acc']:.3f}",
+            f"{r['robust_acc']:.3f}",
+            f"{r['seconds']:.1f}",
+            f"{r['time_vs_pgd_at']:.2f}x" if "time_vs_pgd_at" in r else "",
+            f"{r['robust_pp_vs_pgd_at']:+.1f}" if "robust_pp_vs_pgd_at" in r else "",
         )
     console.print(table)
-    if "fgsm_rs_over_pgd_at_time" not in results["meta"]:
-        console.print(f"wrote {args.out}")
-        return
-    console.print(
-        f"FGSM-RS vs PGD-AT: {results['meta']['fgsm_rs_minus_pgd_at_robust_pp']:+.1f} points "
-        f"robust accuracy in {results['meta']['fgsm_rs_over_pgd_at_time']:.2f}x the time; "
-        f"wrote {args.out}"
-    )
+    meta = results["meta"]
+    if "fast_vs_pgd_at_time" in meta:
+        verdict = "met" if meta["aim_met"] else "NOT met"
+        console.print(
+            f"{FAST} vs pgd_at: {meta['fast_minus_pgd_at_robust_pp']:+.1f} points robust "
+            f"accuracy in {meta['fast_vs_pgd_at_time']:.2f}x the time; aim (at least "
+            f"{AIM_PP:+g} points in at most {AIM_TIME:.2f}x): {verdict}"
+        )
+    console.print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

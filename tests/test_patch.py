@@ -40,6 +40,8 @@ FAST = {
     # One epoch at Adam's default rate does not beat the parent (then nothing is written).
     "trades": {"eps": 0.1, "epochs": 1, "lr": 3e-3},
     "fgsm_rs": {"eps": 0.1, "epochs": 1},
+    "n_fgsm": {"eps": 0.1, "epochs": 1},
+    "grad_align": {"eps": 0.1, "epochs": 1},
     "l2sp_finetune": {"eps": 0.1, "epochs": 1},
     "adversarial_augmentation": {"rounds": 1},
 }

@@ -122,6 +122,8 @@ FAST = {
     "pgd_at": ["epochs=3", "steps=5", "lr=0.003"],
     "trades": ["epochs=1", "steps=5", "lr=0.003"],
     "fgsm_rs": ["epochs=1"],
+    "n_fgsm": ["epochs=1"],
+    "grad_align": ["epochs=1"],
 }
 
 

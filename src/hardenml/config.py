@@ -747,6 +747,9 @@ class RetrainConfig(_Strict):
     lr: float = Field(default=1e-3, gt=0)
     # Share of each batch drawn from the replay buffer (the rest is clean training data).
     replay_fraction: float = Field(default=0.5, ge=0, le=1)
+    # How the fresh adversarial examples are made: "n_fgsm" (one step, de Jorge et al.
+    # 2022; cheap enough for a schedule) or "pgd" (PGD-AT's multi-step attack).
+    adversary: Literal["n_fgsm", "pgd"] = "n_fgsm"
 
 
 class RedteamConfig(_Strict):

@@ -40,6 +40,7 @@ def retrain_params(config: HardenConfig, events: list[Event]) -> dict[str, Any]:
         "epochs": settings.epochs,
         "lr": settings.lr,
         "replay_fraction": settings.replay_fraction,
+        "adversary": settings.adversary,
     }
     version = latest_replay(config, events)
     if version is not None:

@@ -61,18 +61,23 @@ def fgsm_from_noise(
     project: bool,
     bounds: tuple[float, float],
     generator: torch.Generator,
+    start_in_bounds: bool = False,
 ) -> Tensor:
     """One signed-gradient step from `x + U[-noise, noise]`, detached and in bounds.
 
-    The gradient is taken at the noisy point as drawn, even where it leaves the input
-    bounds, as in Wong et al.'s code: on images with many pixels at a bound (MNIST's black
-    background) clamping first would cancel half the noise there. `project` clips the
-    perturbation to the eps ball (FGSM-RS); N-FGSM leaves it unclipped.
+    By default the gradient is taken at the noisy point as drawn, even where it leaves the
+    input bounds, as in Wong et al.'s code: on images with many pixels at a bound (MNIST's
+    black background) clamping first would cancel half the noise there. `start_in_bounds`
+    clamps the noisy point into the bounds first, as de Jorge et al.'s N-FGSM code does
+    (then the step starts from a real input). `project` clips the perturbation to the eps
+    ball (FGSM-RS); N-FGSM leaves it unclipped.
     """
     delta = torch.zeros_like(x)
     if noise > 0:
         draw = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         delta = (2 * draw - 1) * noise
+        if start_in_bounds:
+            delta = (x + delta).clamp(*bounds) - x
     start = (x + delta).requires_grad_(True)
     with torch.enable_grad():
         loss = F.cross_entropy(net(start), y, reduction="sum")
@@ -94,6 +99,8 @@ class FGSMRS(AdversarialTraining):
     pgd_steps: int = 7
     overfit_drop: float = 0.5
     overfit_gap: float = 0.3
+    # Whether the noisy start is clamped into the input bounds before the gradient.
+    start_in_bounds: ClassVar[bool] = False
 
     def schedule(self) -> Schedule:
         return Schedule("fgsm", self.step_size or 1.25 * float(self.eps or 0.0))
@@ -141,6 +148,7 @@ class FGSMRS(AdversarialTraining):
                 project=self.project,
                 bounds=schedule.bounds,
                 generator=generator,
+                start_in_bounds=self.start_in_bounds,
             )
         net.train()
         return F.cross_entropy(net(adv), y)

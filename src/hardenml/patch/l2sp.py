@@ -7,13 +7,20 @@ Convolutional Networks", https://arxiv.org/abs/1802.01483, eq. 3: the loss gains
 `w0` (here the released model) rather than from zero, so fine-tuning on new examples keeps
 what the model knew (no catastrophic forgetting of clean accuracy).
 
-Each batch: L-inf PGD adversarial examples of the clean rows, crafted against the current
-weights (PGD-AT's own loss, `hardenml.patch.pgd_at`), plus `replay_fraction` as many rows
-drawn from the replay buffer (the inputs that broke earlier models), plus the L2-SP term.
-The epochs, holdout checks, best checkpoint and early stop are `AdversarialTraining`'s.
-Held-out threats never reach it: `eps` is taken from the non-held-out requirements.
+Each batch: L-inf adversarial examples of the clean rows, crafted against the current
+weights, plus `replay_fraction` as many rows drawn from the replay buffer (the inputs that
+broke earlier models), plus the L2-SP term. The adversarial examples are N-FGSM's by
+default (`adversary = "n_fgsm"`, `hardenml.patch.n_fgsm`: one gradient step, so a
+scheduled retrain costs a fraction of PGD-AT's, with the watch for catastrophic
+overfitting and its recovery on), or PGD-AT's (`adversary = "pgd"`, `pgd_steps` steps,
+`hardenml.patch.pgd_at`). The epochs, holdout checks, best checkpoint and early stop are
+`AdversarialTraining`'s. Held-out threats never reach it: `eps` is taken from the
+non-held-out requirements.
 
-Arguments (keyword-only), beyond PGD-AT's (`eps`, `steps`, `epochs`, `lr`, ...):
+Arguments (keyword-only), beyond N-FGSM's (`eps`, `noise`, `step_size`, `pgd_steps`,
+`epochs`, `lr`, ...):
+    adversary: "n_fgsm" (default) or "pgd" (`[retrain] adversary`); `step_size` is then
+        the PGD step (default `2.5 * eps / pgd_steps`).
     replay: path of a replay-buffer .npz (arrays `x` (n, *input_shape), `y` (n,)); None:
         clean and adversarial data only.
     replay_sha256: the sha256 the ledger recorded for it; the file must still match.
@@ -28,7 +35,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -37,7 +44,9 @@ from torch import Tensor, nn
 
 from hardenml.patch.adversarial import Schedule
 from hardenml.patch.base import PatchContext, PatchError, PatchResult, target_logits, torch_parts
-from hardenml.patch.pgd_at import PGDAT
+from hardenml.patch.n_fgsm import NFGSM
+
+Adversary = Literal["n_fgsm", "pgd"]
 
 
 def read_replay(path: Path, sha256: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +69,7 @@ def read_replay(path: Path, sha256: str | None) -> tuple[np.ndarray, np.ndarray]
 
 
 @dataclass(kw_only=True, repr=False, eq=False)
-class L2SPFinetune(PGDAT):
+class L2SPFinetune(NFGSM):
     summary: ClassVar[str] = (
         "fine-tune on clean, adversarial and replayed examples near the previous weights "
         "(L2-SP, Li et al. 2018)"
@@ -69,8 +78,17 @@ class L2SPFinetune(PGDAT):
     replay_sha256: str | None = None
     l2sp: float = 0.01
     replay_fraction: float = 0.5
+    adversary: Adversary = "n_fgsm"
+
+    def schedule(self) -> Schedule:
+        if self.adversary == "pgd":
+            eps = float(self.eps or 0.0)
+            return Schedule("pgd", self.step_size or 2.5 * eps / max(self.pgd_steps, 1))
+        return super().schedule()
 
     def run(self, ctx: PatchContext) -> PatchResult:
+        if self.adversary not in ("n_fgsm", "pgd"):
+            raise PatchError(f"adversary must be 'n_fgsm' or 'pgd', got {self.adversary!r}")
         if self.init != "finetune":
             raise PatchError("l2sp_finetune holds the weights near the parent's: init = 'finetune'")
         if self.l2sp < 0 or not 0 <= self.replay_fraction <= 1:
@@ -94,6 +112,7 @@ class L2SPFinetune(PGDAT):
             "after": self._replay_accuracy(result.target),
         }
         result.metrics["l2sp"] = self.l2sp
+        result.metrics["adversary"] = self.adversary
         result.metrics["l2sp_distance"] = self._distance(torch_parts(result.target)[0])
         return result
 

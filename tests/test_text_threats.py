@@ -87,7 +87,7 @@ def test_textfooler_lowers_tfidf_accuracy_under_its_constraints(rt_split, tfidf_
     assert bool((similarity >= threat.min_sentence_similarity - 1e-4).all())
     for original, changed in zip(before, after, strict=True):
         words_changed = _changed_words(original, changed)
-        assert 1 <= words_changed <= 2, (original, changed)
+        assert words_changed in (1, 2), (original, changed)  # the budget, and a real edit
         kept = [original[s:e] for s, e in word_spans(original)]
         now = [changed[s:e] for s, e in word_spans(changed)]
         assert all(v == u for u, v in zip(kept, now, strict=True) if u.lower() in stops)

@@ -188,7 +188,8 @@ def run(quick: bool) -> dict[str, Any]:
         "clean": {
             "before": accuracy(clean.baseline, n, confidence),
             "after": accuracy(clean.candidate, n, confidence),
-            "drop": round(clean.baseline - clean.candidate, 4),
+            # retrained minus released, as for the held-out checks (paired_ci is its interval)
+            "difference": round(clean.candidate - clean.baseline, 4),
             "paired_ci": [round(v, 4) for v in clean.ci],
             "policy_clean_margin": margin,
             "within_margin": clean.ci[0] >= -margin,
@@ -222,7 +223,7 @@ def show(result: dict[str, Any]) -> None:
         "clean accuracy",
         fmt(c["before"]),
         fmt(c["after"]),
-        f"drop {c['drop']:+.3f}, paired CI low {c['paired_ci'][0]:+.3f} vs margin "
+        f"{c['difference']:+.3f}, paired CI low {c['paired_ci'][0]:+.3f} vs margin "
         f"-{c['policy_clean_margin']:g}: {'within' if c['within_margin'] else 'OUTSIDE'}",
     )
     t = result["trained_threat"]

@@ -158,7 +158,14 @@ def test_a_submission_outside_the_threat_model_is_refused_as_a_whole(
 def test_a_file_that_is_not_a_submission_is_a_usage_error(workspace: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.npz"
     junk.write_text("not a zip")
-    assert run("intake", str(junk), "--config", str(workspace)).exit_code == 2
+    refused = run("intake", str(junk), "--config", str(workspace))
+    assert refused.exit_code == 2 and "not an .npz (zip) archive" in refused.output
+    # numpy reads a bare .npy whatever its name; it is still no submission (was exit 3)
+    bare = tmp_path / "bare.npz"
+    np.save(tmp_path / "bare.npy", np.zeros((2, 64)))
+    bare.write_bytes((tmp_path / "bare.npy").read_bytes())
+    refused = run("intake", str(bare), "--config", str(workspace))
+    assert refused.exit_code == 2 and "not an .npz (zip) archive" in refused.output
     unnamed = submit(tmp_path / "anon.npz", inputs=np.zeros((1, 64)), labels=np.zeros(1, int))
     refused = run("intake", str(unnamed), "--config", str(workspace))
     assert refused.exit_code == 2 and "submitter" in refused.output

@@ -17,6 +17,7 @@ import csv
 import gzip
 import hashlib
 import importlib.util
+import io
 import json
 import math
 import zipfile
@@ -271,6 +272,32 @@ def _load_npz(path: Path) -> Dataset:
 
 
 _NPZ_FIX = "write it with numpy.savez(path, x=features, y=labels)"
+
+
+def read_npz(source: Path | bytes, name: str) -> dict[str, np.ndarray]:
+    """Every array of the .npz archive at `source` (a path or its bytes), never unpickled.
+
+    Raises `DataError` starting with `name` when the file is missing, empty, not a zip
+    archive (numpy would read a bare .npy, or try a pickle, instead), damaged, or holds
+    pickled objects; callers add what the archive should hold and how to write it.
+    """
+    try:
+        blob = source if isinstance(source, bytes) else Path(source).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{name} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"{name} cannot be read: {exc.strerror or exc}") from None
+    if not blob:
+        raise DataError(f"{name} is empty (0 bytes)")
+    if not zipfile.is_zipfile(io.BytesIO(blob)):
+        raise DataError(f"{name} is not an .npz (zip) archive")
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+            return {key: np.asarray(archive[key]) for key in archive.files}
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        if "pickle" in str(exc):
+            raise DataError(f"{name} holds pickled objects, which are never loaded") from None
+        raise DataError(f"{name} is a damaged .npz archive ({exc})") from None
 
 
 def _numeric(x: np.ndarray, path: Path, name: str) -> np.ndarray:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +17,7 @@ from hardenml import workflow
 from hardenml.cli._shared import ConfigOpt, console, fail, user_errors
 from hardenml.continuous import ReplayError, add_findings, latest_replay, rows_from_flagged
 from hardenml.continuous.replay import describe, update_replay
+from hardenml.data import DataError, read_npz
 
 
 @contextmanager
@@ -33,16 +32,13 @@ def _errors() -> Iterator[None]:
 def _read_flagged(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Arrays `x` (n, *input_shape) and `y` (n,) from an .npz, read without pickle."""
     try:
-        blob = path.read_bytes()
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            missing = [k for k in ("x", "y") if k not in npz.files]
-            if missing:
-                raise ReplayError(f"{path} lacks the arrays {missing} (it needs x and y)")
-            return np.asarray(npz["x"]), np.asarray(npz["y"])
-    except OSError as exc:
-        raise ReplayError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, zipfile.BadZipFile) as exc:
-        raise ReplayError(f"{path} is not a readable .npz of x and y ({exc})") from None
+        arrays = read_npz(path, str(path))
+    except DataError as exc:
+        raise ReplayError(f"{exc}; write it with numpy.savez(path, x=inputs, y=labels)") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise ReplayError(f"{path} lacks the arrays {missing} (it needs x and y)")
+    return arrays["x"], arrays["y"]
 
 
 def add(

@@ -34,7 +34,6 @@ import hashlib
 import io
 import math
 import time
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from hardenml.config import HardenConfig
+from hardenml.data import DataError, read_npz
 from hardenml.ledger import Event, Ledger, findings_state
 from hardenml.records import REPLAY_UPDATED, SEVERITIES, ReplayUpdated, Severity
 from hardenml.report.evidence import Evidence, EvidenceProblem, load_evidence
@@ -288,10 +288,10 @@ def latest_replay(config: HardenConfig, events: list[Event]) -> ReplayVersion | 
 
 def _rows(blob: bytes, shown: str) -> ReplayRows:
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            arrays = {k: np.asarray(npz[k]) for k in ROW_ARRAYS if k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ReplayError(f"replay buffer {shown} is not a readable .npz ({exc})") from None
+        stored = read_npz(blob, f"replay buffer {shown}")
+    except DataError as exc:
+        raise ReplayError(str(exc)) from None
+    arrays = {k: stored[k] for k in ROW_ARRAYS if k in stored}
     # Buffers written before rows carried their source's id: unknown ("").
     arrays.setdefault("source_id", np.full(len(arrays.get("y", ())), "", dtype="<U1"))
     missing = [k for k in ROW_ARRAYS if k not in arrays]

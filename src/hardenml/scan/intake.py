@@ -23,7 +23,6 @@ no attack.
 from __future__ import annotations
 
 import hashlib
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from hardenml.config import HardenConfig
+from hardenml.data import DataError, read_npz
 from hardenml.targets import Target
 from hardenml.threats import Threat
 from hardenml.threats.base import perturbation_size
@@ -112,13 +112,14 @@ def load_submission(path: Path, config: HardenConfig) -> Submission:
     path = Path(path)
     try:
         raw = path.read_bytes()
-        with np.load(path, allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
+        data = read_npz(raw, f"submission {path}")
     except FileNotFoundError:
         raise SubmissionError(f"submission {path} does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except OSError as exc:
+        raise SubmissionError(f"submission {path} cannot be read: {exc.strerror or exc}") from None
+    except DataError as exc:
         raise SubmissionError(
-            f"submission {path} is not a readable .npz without pickled objects: {exc}"
+            f"{exc}; write it with numpy.savez(path, inputs=..., labels=..., submitter=...)"
         ) from None
     missing = [key for key in ("inputs", "labels", "submitter") if key not in data]
     if missing:

@@ -3,6 +3,7 @@ file for everything else numpy would read or trip over."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 import re
@@ -69,7 +70,5 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 @given(st.binary(max_size=400), st.integers(min_value=0, max_value=400))
 def test_any_bytes_or_cut_archive_read_or_raise_a_data_error(noise: bytes, cut: int) -> None:
     for blob in (noise, _npz(x=np.arange(10))[:cut] + noise):
-        try:
+        with contextlib.suppress(DataError):  # any other exception fails the test
             read_npz(blob, "f.npz")
-        except DataError:
-            pass

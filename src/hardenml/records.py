@@ -165,6 +165,37 @@ MODEL_RELEASED = "model.released"
 REPLAY_UPDATED = "replay.updated"
 
 
+class _FlatPayload:
+    """A payload that is exactly its dataclass's fields: written with `asdict`, read back
+    by name (an optional field a writer left out takes its default)."""
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(cast(Any, self))
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Self:
+        names = [f.name for f in fields(cast(Any, cls))]
+        return cls(**{k: payload[k] for k in names if k in payload})
+
+
+class _OpenPayload:
+    """A payload with named fields plus `extra`: keys a writer added beyond the fields
+    travel in `extra` unchanged and are written back flat beside them."""
+
+    def to_payload(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(cast(Any, self)).items() if k != "extra"}
+        return {**data, **cast(Any, self).extra}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Self:
+        known = {f.name for f in fields(cast(Any, cls))} - {"extra"}
+        built: Self = cast(Any, cls)(
+            **{k: payload[k] for k in known},
+            extra={k: v for k, v in payload.items() if k not in known},
+        )
+        return built
+
+
 @dataclass(frozen=True)
 class RunCompleted:
     """The payload of a `run.completed` event: what a scan measured, on which model and
@@ -221,7 +252,7 @@ class RunCompleted:
 
 
 @dataclass(frozen=True)
-class GateDecided:
+class GateDecided(_OpenPayload):
     """The payload of a `gate.decided` event: the verdict on one run and why."""
 
     run_id: str
@@ -236,21 +267,9 @@ class GateDecided:
     report: str
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_payload(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "extra"}
-        return {**data, **self.extra}
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> GateDecided:
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        return cls(
-            **{k: payload[k] for k in known},
-            extra={k: v for k, v in payload.items() if k not in known},
-        )
-
 
 @dataclass(frozen=True)
-class ModelPatched:
+class ModelPatched(_OpenPayload):
     """The payload of a `model.patched` event: which patch made which artifact from which
     parent, and how to load it (`model`: kind, factory, factory_kwargs, path). What the
     patch reports beyond these (metrics, history, its own events, timings, provenance)
@@ -267,18 +286,6 @@ class ModelPatched:
     parent_sha256: str
     data_sha256: str
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_payload(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "extra"}
-        return {**data, **self.extra}
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> ModelPatched:
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        return cls(
-            **{k: payload[k] for k in known},
-            extra={k: v for k, v in payload.items() if k not in known},
-        )
 
 
 @dataclass(frozen=True)
@@ -318,7 +325,7 @@ ALERT_RESOLVED = "alert.resolved"
 
 
 @dataclass(frozen=True)
-class AlertRaised:
+class AlertRaised(_FlatPayload):
     """The payload of an `alert.raised` event: a monitor rule's condition lasted long enough
     to raise an alert. `statistic`, `p_value`, `n` and `detail` are the detector's reading
     that raised it; `at` is seconds since the epoch."""
@@ -335,16 +342,9 @@ class AlertRaised:
     detail: str
     at: float
 
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> AlertRaised:
-        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})
-
 
 @dataclass(frozen=True)
-class AlertResolved:
+class AlertResolved(_FlatPayload):
     """The payload of an `alert.resolved` event: the condition of alert `alert_id` (raised
     at `raised_at`) has cleared; the reading is the one that closed it."""
 
@@ -358,13 +358,6 @@ class AlertResolved:
     detail: str
     at: float
     raised_at: float
-
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> AlertResolved:
-        return cls(**{k: payload[k] for k in cls.__dataclass_fields__})
 
 
 TRAFFIC_SWITCHED = "monitor.traffic_switched"
@@ -394,19 +387,6 @@ class TrafficSwitched:
             reason=str(payload.get("reason", "")),
             rollback=bool(payload.get("rollback", False)),
         )
-
-
-class _FlatPayload:
-    """A payload that is exactly its dataclass's fields: written with `asdict`, read back
-    by name (an optional field a writer left out takes its default)."""
-
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(cast(Any, self))
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> Self:
-        names = [f.name for f in fields(cast(Any, cls))]
-        return cls(**{k: payload[k] for k in names if k in payload})
 
 
 INTAKE_RECEIVED = "intake.received"
@@ -493,7 +473,7 @@ class IncidentClosed(_FlatPayload):
 
 
 @dataclass(frozen=True)
-class ReplayUpdated:
+class ReplayUpdated(_FlatPayload):
     """The payload of a `replay.updated` event: one version of the replay buffer
     (`hardenml.continuous.replay`), a content-addressed .npz, and what went into it.
 
@@ -514,14 +494,6 @@ class ReplayUpdated:
     seed: int
     half_life_days: float
     ingested: list[str] = field(default_factory=list)
-
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> ReplayUpdated:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in payload.items() if k in known})
 
 
 REDTEAM_COMPLETED = "redteam.completed"

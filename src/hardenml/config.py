@@ -788,11 +788,14 @@ class MonitorTelemetryConfig(_Strict):
     Raw inputs stay out unless `keep_raw_inputs`: a fingerprint (sha256 plus a compact
     summary) is enough to tell repeated and shifted queries apart, and a raw input may be
     personal data. Rows beyond `retention_count`, or older than `retention_days`, are
-    deleted (None: no bound). The writer commits at most `batch_size` records per batch,
-    and at least every `flush_interval_s` seconds while records wait. At most
-    `max_queued_records` wait in memory; past that they wait in the spill file
-    `telemetry-spill.jsonl` beside the database, which the writer (and a restart, before
-    serving) drains: a burst costs disk, never a record."""
+    deleted (None: no bound). Each request appends one line to the telemetry log
+    (`telemetry-log/` beside the database); the writer commits it in batches of about
+    `batch_size` records, at least every `flush_interval_s` seconds while records wait, in
+    a child process at `writer_niceness` when `writer_process` (else in a thread of the
+    service). A restart commits what a previous run left in the log before it serves: a
+    burst costs disk, never a record. When the log cannot be written (a full disk), at
+    most `max_queued_records` wait in memory; past that the service answers predictions
+    with 503 rather than answer what it cannot record."""
 
     keep_raw_inputs: bool = False
     retention_count: int | None = Field(default=1_000_000, gt=0)
@@ -800,6 +803,8 @@ class MonitorTelemetryConfig(_Strict):
     batch_size: int = Field(default=512, gt=0, le=100_000)
     flush_interval_s: float = Field(default=0.5, gt=0, le=60)
     max_queued_records: int = Field(default=20_000, gt=0)
+    writer_process: bool = True
+    writer_niceness: int = Field(default=5, ge=0, le=19)
 
 
 class MonitorAlertRuleConfig(_Strict):

@@ -1,5 +1,8 @@
 """The HTTP face of the service (FastAPI): parse, call `MonitorService`, answer.
 
+`POST /v1/predict`, the route on every request's path, is a bare ASGI app of its own
+(`hardenml.monitor.predict_route`) that `RouteFirst` sends before FastAPI's routing.
+
 Routes: `POST /v1/predict` (JSON, or one `.npy` array sent as `application/x-npy`),
 `POST /v1/ingest`, `GET /v1/alerts`, `GET /v1/status`, `POST /v1/rollback`, `POST
 /v1/switch`, `GET /metrics` (Prometheus text), `GET /` (the
@@ -14,7 +17,6 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -27,29 +29,37 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from hardenml.monitor.inputs import (
-    RequestProblem,
-    ingest_records,
-    parse_json,
-    predict_inputs,
-    predict_npy,
-)
+from hardenml.monitor.inputs import RequestProblem, ingest_records, parse_json
 from hardenml.monitor.page import status_page
+from hardenml.monitor.predict_route import ROUTE, PredictRoute, announced_length, checked_id
 from hardenml.monitor.readings import MonitorError
 from hardenml.monitor.service import MonitorService
+from hardenml.monitor.writer import TelemetryFull
 
 log = logging.getLogger("hardenml.monitor")
 
 OPEN_PATHS = frozenset({"/healthz"})
-# `POST /v1/predict` with this content type takes one .npy array instead of JSON.
-NPY_CONTENT_TYPE = "application/x-npy"
-_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class RouteFirst:
+    """ASGI: `POST /v1/predict` to `predict` (a bare ASGI app, `hardenml.monitor.
+    predict_route`), everything else to `app`."""
+
+    def __init__(self, app: ASGIApp, predict: ASGIApp) -> None:
+        self.app = app
+        self.predict = predict
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == ROUTE and scope["method"] == "POST":
+            await self.predict(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class BearerAuth:
@@ -93,14 +103,7 @@ def _json(payload: Any, status: int = 200) -> Response:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes (before it is
     all read, when the client announced its length)."""
-    announced = request.headers.get("content-length")
-    if announced is not None:
-        if not announced.isdigit():
-            raise RequestProblem(400, "the Content-Length header is not a number")
-        if int(announced) > limit:
-            raise RequestProblem(
-                413, f"the body has {announced} bytes, more than monitor.max_body_bytes = {limit}"
-            )
+    announced_length(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -112,27 +115,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    if given is None:
-        return uuid.uuid4().hex
-    if not _ID.match(given):
-        raise RequestProblem(
-            400, "X-Request-Id must be 1-128 characters of letters, digits and _.:@-"
-        )
-    return given
-
-
-def _client_id(request: Request) -> str:
-    """Who asked: the `X-Client-Id` header, else the peer's address (an attacker need not
-    name themself; the query-campaign detector groups queries by this)."""
-    given = request.headers.get("x-client-id")
-    if given is not None:
-        if not _ID.match(given):
-            raise RequestProblem(
-                400, "X-Client-Id must be 1-128 characters of letters, digits and _.:@-"
-            )
-        return given
-    return request.client.host if request.client is not None else "unknown"
+    given = checked_id(request.headers.get("x-request-id"), "X-Request-Id")
+    return uuid.uuid4().hex if given is None else given
 
 
 def _reason(body: dict[str, Any]) -> str:
@@ -177,6 +161,8 @@ def build_app(service: MonitorService, *, token: str) -> ASGIApp:
             response = await handle()
         except RequestProblem as problem:
             response = _error(problem.status, problem.message)
+        except TelemetryFull as exc:
+            response = _error(503, str(exc))
         except MonitorError as exc:
             response = _error(409, str(exc))
         except Exception as exc:  # a bug must cost one request, never the server
@@ -187,46 +173,6 @@ def build_app(service: MonitorService, *, token: str) -> ASGIApp:
     @app.get("/healthz")
     async def healthz() -> Response:
         return _json({"status": "ok"})
-
-    @app.post("/v1/predict")
-    async def predict(request: Request) -> Response:
-        async def handle() -> Response:
-            if not service.serving:
-                raise RequestProblem(404, "this service ingests records only; POST /v1/ingest")
-            raw = await read_body(request, service.max_body_bytes)
-            if request.headers.get("content-type", "").startswith(NPY_CONTENT_TYPE):
-                rows, batched = predict_npy(raw, service.input_spec, max_rows=service.max_rows)
-            else:
-                rows, batched = predict_inputs(
-                    parse_json(raw), service.input_spec, max_rows=service.max_rows
-                )
-            # In a worker thread: torch releases the GIL, so the next request's JSON is
-            # parsed on one core while this one's forward pass runs on the other.
-            answer = await run_in_threadpool(
-                service.predict,
-                rows,
-                request_id=_request_id(request),
-                client_id=_client_id(request),
-            )
-            names = [service.classes[i] for i in answer.class_indices]
-            if batched:
-                payload: dict[str, Any] = {
-                    "labels": names,
-                    "class_indices": answer.class_indices,
-                    "confidence": answer.confidences,
-                    "scores": answer.scores,
-                }
-            else:
-                payload = {
-                    "class": names[0],
-                    "class_index": answer.class_indices[0],
-                    "confidence": answer.confidences[0],
-                    "scores": answer.scores[0],
-                }
-            payload |= {"model_version": answer.model_version, "request_id": answer.request_id}
-            return _json(payload)
-
-        return await guarded("/v1/predict", request, handle)
 
     @app.post("/v1/ingest")
     async def ingest(request: Request) -> Response:
@@ -297,4 +243,4 @@ def build_app(service: MonitorService, *, token: str) -> ASGIApp:
 
         return await guarded("/", request, handle)
 
-    return BearerAuth(app, token=token)
+    return BearerAuth(RouteFirst(app, PredictRoute(service)), token=token)

@@ -16,17 +16,19 @@ import numpy as np
 from hardenml.config import HardenConfig
 from hardenml.data import fit_to_shape, prepare
 from hardenml.ledger import Ledger
+from hardenml.monitor.foreground import Foreground
 from hardenml.monitor.metrics import MonitorMetrics
 from hardenml.monitor.models import candidate_model, released_model
 from hardenml.monitor.readings import MonitorError
 from hardenml.monitor.service import MonitorService
 from hardenml.monitor.telemetry import TelemetryStore
+from hardenml.monitor.telemetry_log import TelemetryLog
 from hardenml.monitor.traffic import TrafficPlan, TrafficRouter
 from hardenml.monitor.watch import build_watch
 from hardenml.monitor.writer import TelemetryWriter
 from hardenml.targets import input_spec_from_config
 
-SPILL_FILE = "telemetry-spill.jsonl"
+TELEMETRY_LOG = "telemetry-log"
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,9 @@ def reference_data(config: HardenConfig) -> ReferenceData:
     return ReferenceData(np.asarray(x, np.float32).reshape(len(x), -1), split)
 
 
-def spill_path(config: HardenConfig) -> Path:
-    """Where telemetry waits when the writer's queue is full: beside the database."""
-    return config.ledger_path.parent / SPILL_FILE
+def telemetry_log_folder(config: HardenConfig) -> Path:
+    """Where telemetry waits between a request and its commit: beside the database."""
+    return config.ledger_path.parent / TELEMETRY_LOG
 
 
 def build_service(
@@ -105,23 +107,29 @@ def build_service(
         router = TrafficRouter(TrafficPlan(released, candidate, share, monitor.seed))
     metrics = MonitorMetrics()
     reference = reference_data(config)
+    # The requests in flight, which the writer's and the detectors' processes yield to.
+    foreground = Foreground()
     watch = build_watch(
         config,
         reference_rows=reference.rows,
         model=None if router is None else router.plan.released.target,
         ledger=ledger,
         metrics=metrics,
+        foreground=foreground,
     )
     store = TelemetryStore(config.ledger_path)
+    telemetry = monitor.telemetry
     writer = TelemetryWriter(
         store,
-        batch_size=monitor.telemetry.batch_size,
-        flush_interval_s=monitor.telemetry.flush_interval_s,
-        retention_count=monitor.telemetry.retention_count,
-        retention_days=monitor.telemetry.retention_days,
-        on_batch=None if watch is None else watch.observe,
-        max_queued=monitor.telemetry.max_queued_records,
-        spill_path=spill_path(config),
+        TelemetryLog(telemetry_log_folder(config)),
+        batch_size=telemetry.batch_size,
+        flush_interval_s=telemetry.flush_interval_s,
+        retention_count=telemetry.retention_count,
+        retention_days=telemetry.retention_days,
+        max_held=telemetry.max_queued_records,
+        process=telemetry.writer_process,
+        niceness=telemetry.writer_niceness,
+        foreground=foreground,
     )
     return MonitorService(
         model_name=config.model.name,
@@ -136,4 +144,5 @@ def build_service(
         keep_raw_inputs=monitor.telemetry.keep_raw_inputs,
         max_rows=monitor.max_rows,
         max_body_bytes=monitor.max_body_bytes,
+        foreground=foreground,
     )

@@ -14,18 +14,22 @@ each evaluation sends it the window (a few MB through a pipe) and gets the readi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 from hardenml.monitor.detectors import Detector, DetectorReading, Window
+from hardenml.monitor.foreground import Foreground
 
 log = logging.getLogger("hardenml.monitor")
 
+PR_SET_PDEATHSIG = 1
 # A detector's outcome: its readings, or the message of the exception it raised.
 Outcome = tuple[str, list[DetectorReading] | str]
 
@@ -42,8 +46,16 @@ def judge(detectors: Sequence[Detector], window: Window) -> list[Outcome]:
     return out
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the service's process ends, even while it is
+    stopped (`Foreground.paused_while_busy`), when no EOF could reach it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _child(detectors: Sequence[Detector], conn: Connection, parent: Connection, nice: int) -> None:
     parent.close()  # so the pipe ends (EOF) when the service's process is gone
+    _die_with_parent()
     os.nice(nice)
     import torch
 
@@ -64,10 +76,20 @@ class DetectorProcess:
     """`detectors` evaluated in a forked child at `niceness` (POSIX only; `available`)."""
 
     def __init__(
-        self, detectors: Sequence[Detector], *, niceness: int = 10, answer_within_s: float = 120.0
+        self,
+        detectors: Sequence[Detector],
+        *,
+        niceness: int = 10,
+        answer_within_s: float = 120.0,
+        foreground: Foreground | None = None,
+        max_delay_s: float = 4.0,
     ) -> None:
         self.detectors = list(detectors)
         self.niceness = niceness
+        # While it judges a window the child runs between requests only (stopped while
+        # one is in flight), for at most `max_delay_s` seconds, then beside them.
+        self.foreground = foreground
+        self.max_delay_s = max_delay_s
         # A child that never answers (a lock a forked thread held, a stuck library) must not
         # stop the watch for good: past this, it is killed and the service judges itself.
         self.answer_within_s = answer_within_s
@@ -98,15 +120,21 @@ class DetectorProcess:
         with self._lock:
             if self._conn is not None:
                 try:
-                    self._conn.send(window)
-                    if not self._conn.poll(self.answer_within_s):
-                        raise TimeoutError(f"no answer within {self.answer_within_s:g} s")
-                    outcome: list[Outcome] = self._conn.recv()
+                    with self._out_of_the_way():
+                        self._conn.send(window)
+                        if not self._conn.poll(self.answer_within_s):
+                            raise TimeoutError(f"no answer within {self.answer_within_s:g} s")
+                        outcome: list[Outcome] = self._conn.recv()
                     return outcome
                 except (EOFError, OSError, TimeoutError) as exc:
                     log.error("the detector process is gone (%s); judging in the service", exc)
                     self._stop_child()
             return judge(self.detectors, window)
+
+    def _out_of_the_way(self) -> contextlib.AbstractContextManager[None]:
+        if self.foreground is None or self._process is None or self._process.pid is None:
+            return contextlib.nullcontext()
+        return self.foreground.paused_while_busy(self._process.pid, max_delay_s=self.max_delay_s)
 
     def _stop_child(self) -> None:
         if self._conn is not None:

@@ -109,12 +109,12 @@ class MonitorMetrics:
         )
         self.telemetry_backlog = Gauge(
             "hardenml_telemetry_backlog_records",
-            "Telemetry records waiting for the background writer (in memory and spilled).",
+            "Telemetry records submitted and not yet committed (in the log or in memory).",
             registry=registry,
         )
-        self.telemetry_spilled = Gauge(
-            "hardenml_telemetry_spilled_records",
-            "Telemetry records of the backlog waiting in the spill file (the queue was full).",
+        self.telemetry_held = Gauge(
+            "hardenml_telemetry_held_records",
+            "Telemetry records waiting in memory because the log could not take them.",
             registry=registry,
         )
         self.telemetry_written = Gauge(
@@ -132,12 +132,12 @@ class MonitorMetrics:
         self,
         backlog: Callable[[], float],
         written: Callable[[], float],
-        spilled: Callable[[], float],
+        held: Callable[[], float],
     ) -> None:
         """Read the writer's counters at scrape time (nothing to update per request)."""
         self.telemetry_backlog.set_function(backlog)
         self.telemetry_written.set_function(written)
-        self.telemetry_spilled.set_function(spilled)
+        self.telemetry_held.set_function(held)
 
     def set_shares(self, shares: dict[str, float], known: list[str]) -> None:
         for version in known:

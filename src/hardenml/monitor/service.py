@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from hardenml.ledger import Ledger
+from hardenml.monitor.foreground import Foreground
 from hardenml.monitor.inputs import IngestedRecord
 from hardenml.monitor.metrics import MonitorMetrics
 from hardenml.monitor.models import ServedModel
@@ -100,6 +101,7 @@ class MonitorService:
         keep_raw_inputs: bool,
         max_rows: int,
         max_body_bytes: int,
+        foreground: Foreground | None = None,
     ) -> None:
         self.model_name = model_name
         self.classes = tuple(classes)
@@ -113,27 +115,28 @@ class MonitorService:
         self.keep_raw_inputs = keep_raw_inputs
         self.max_rows = max_rows
         self.max_body_bytes = max_body_bytes
+        # The predict requests in flight (`hardenml.monitor.foreground`).
+        self.foreground = Foreground() if foreground is None else foreground
         self.traffic = TrafficCounts()
         self.started_at = time.time()
         self._switch_lock = threading.Lock()
         self._started = False
-        metrics.watch_writer(
-            lambda: writer.backlog, lambda: writer.written_, lambda: writer.spill_backlog
-        )
+        metrics.watch_writer(lambda: writer.backlog, lambda: writer.written_, lambda: writer.held)
         self._export_shares()
 
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Record the start in the ledger (which also creates the database the telemetry
-        tables live in) and start the writer."""
+        tables live in) and start the writer and the watch."""
         if self._started:
             return
         self.ledger.append(MONITOR_STARTED, {"model": self.model_name, "shares": self.shares()})
-        # The watch first: its detector process is forked before the writer's thread runs.
+        # The writer first: its process is forked while no other thread runs (a lock a
+        # thread held at the fork would stay held in the child).
+        self.writer.start()
         if self.watch is not None:
             self.watch.start()
-        self.writer.start()
         self._started = True
 
     def close(self) -> None:
@@ -218,24 +221,25 @@ class MonitorService:
         client_ids: Sequence[str],
         latencies: Sequence[float | None],
     ) -> None:
-        """The rows' telemetry to the writer (as arrays: the records are built in its
-        thread), and the counters and the page's."""
+        """The rows' telemetry to the writer (one frame to its log: the records are built
+        in its process) and to the watch's window, and the counters and the page's."""
         now = time.time()
         indices = scores.argmax(axis=1)
         confidences = scores[np.arange(len(indices)), indices].tolist()
-        self.writer.submit(
-            PendingRecords(
-                rows=rows.reshape(rows.shape[0], -1),
-                scores=scores,
-                at=now,
-                model_version=version,
-                source=source,
-                request_ids=request_ids,
-                client_ids=client_ids,
-                latencies=latencies,
-                keep_raw_inputs=self.keep_raw_inputs,
-            )
+        pending = PendingRecords(
+            rows=rows.reshape(rows.shape[0], -1),
+            scores=scores,
+            at=now,
+            model_version=version,
+            source=source,
+            request_ids=request_ids,
+            client_ids=client_ids,
+            latencies=latencies,
+            keep_raw_inputs=self.keep_raw_inputs,
         )
+        self.writer.submit(pending)
+        if self.watch is not None:
+            self.watch.observe(pending)
         n = len(confidences)
         self.metrics.predictions.labels(model_version=version, source=source).inc(n)
         for value in confidences:
@@ -298,7 +302,8 @@ class MonitorService:
                 "submitted": self.writer.submitted_,
                 "written": self.writer.written_,
                 "backlog": self.writer.backlog,
-                "spilled": self.writer.spill_backlog,
+                "held_in_memory": self.writer.held,
+                "writer": "process" if self.writer.in_process else "thread",
             },
             "uptime_s": round(time.time() - self.started_at, 3),
             "watch": None if self.watch is None else self.watch.status(),

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import orjson
@@ -51,9 +51,10 @@ CREATE TABLE IF NOT EXISTS telemetry_anchor (
     digest TEXT NOT NULL,
     pruned_records INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS telemetry_spill (
+CREATE TABLE IF NOT EXISTS telemetry_log (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    committed_offset INTEGER NOT NULL
+    segment INTEGER NOT NULL,
+    byte_offset INTEGER NOT NULL
 );
 """
 
@@ -95,20 +96,38 @@ class TelemetryRecord:
 _RECORD_FIELDS = tuple(f.name for f in fields(TelemetryRecord))
 
 
-@dataclass(frozen=True)
-class Observation:
-    """A record on its way to the store and the detectors: `row` is the flattened input
-    (float32), which the detectors need even when the store keeps only its fingerprint."""
+class StoredLine(NamedTuple):
+    """One record as the store writes it: its indexed columns and its canonical JSON
+    (`TelemetryRecord.as_json`)."""
 
-    record: TelemetryRecord
-    row: np.ndarray = field(repr=False)
+    at: float
+    request_id: str
+    client_id: str
+    model_version: str
+    line: str
+
+    @classmethod
+    def of(cls, record: TelemetryRecord) -> StoredLine:
+        return cls(
+            record.at, record.request_id, record.client_id, record.model_version, record.as_json()
+        )
+
+
+@dataclass(frozen=True, order=True)
+class LogPosition:
+    """How far the telemetry log (`hardenml.monitor.telemetry_log`) is committed: a byte
+    `offset` into its segment number `segment`."""
+
+    segment: int = 0
+    offset: int = 0
 
 
 @dataclass(frozen=True)
 class PendingRecords:
     """The predictions of one request as the request path hands them to the writer:
-    arrays and the request's facts, turned into one `TelemetryRecord` per row only in the
-    writer's thread (`observations`), so a request pays for a queue append and no more.
+    arrays and the request's facts. They reach the telemetry log as one frame
+    (`hardenml.monitor.telemetry_log.encode_frame`); the writer process turns each frame
+    into one `TelemetryRecord` per row.
 
     `rows`: the inputs `(n, d)` as the model received them; `scores`: probabilities
     `(n, k)`; `request_ids`, `client_ids`, `latencies`: one per row."""
@@ -125,33 +144,6 @@ class PendingRecords:
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
-
-    def observations(self) -> list[Observation]:
-        flat = np.ascontiguousarray(self.rows, dtype=np.float32).reshape(len(self), -1)
-        scores = np.asarray(self.scores, dtype=np.float64)
-        indices = scores.argmax(axis=1)
-        confidences = scores[np.arange(len(indices)), indices].tolist()
-        predicted = indices.tolist()
-        score_rows = scores.tolist()
-        fingerprints = input_fingerprints(flat)
-        out = []
-        for i, (sha, summary) in enumerate(fingerprints):
-            record = TelemetryRecord(
-                request_id=self.request_ids[i],
-                at=self.at,
-                client_id=self.client_ids[i],
-                model_version=self.model_version,
-                source=self.source,
-                input_sha256=sha,
-                input_summary=summary,
-                scores=score_rows[i],
-                predicted=int(predicted[i]),
-                confidence=confidences[i],
-                latency_ms=self.latencies[i],
-                raw_input=flat[i].tolist() if self.keep_raw_inputs else None,
-            )
-            out.append(Observation(record, flat[i]))
-        return out
 
 
 def input_fingerprints(rows: np.ndarray) -> list[tuple[str, dict[str, float]]]:
@@ -207,27 +199,61 @@ class TelemetryVerifyReport:
 
 class TelemetryStore:
     """The telemetry tables in the SQLite file at `path` (the workspace ledger's file).
-    Each method opens its own connection, so the writer thread and readers never share one."""
+    Each method opens its own connection, so the writer and readers never share one; the
+    writer's store (`keep_open`) keeps its one connection between batches."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, keep_open: bool = False) -> None:
         self.path = Path(path)
+        # The writer's store keeps one connection (its schema script run once); readers
+        # open their own per call.
+        self.keep_open = keep_open
+        self._conn: sqlite3.Connection | None = None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        if self.keep_open:
+            if self._conn is None:
+                self._conn = self._open()
+            yield self._conn
+            return
+        conn = self._open()
         try:
-            conn.executescript(_SCHEMA)
             yield conn
         finally:
             conn.close()
 
+    def _open(self) -> sqlite3.Connection:
+        # One thread at a time uses a kept connection, not always the one that opened it
+        # (a writer thread can take over from a writer process's first drain).
+        conn = sqlite3.connect(
+            self.path, timeout=60.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        """Close the kept connection (a later call opens another)."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
     def append_batch(
-        self, records: Sequence[TelemetryRecord], *, spill_offset: int | None = None
+        self, records: Sequence[TelemetryRecord], *, log_position: LogPosition | None = None
+    ) -> int:
+        """`append_lines` for records."""
+        return self.append_lines([StoredLine.of(r) for r in records], log_position=log_position)
+
+    def append_lines(
+        self, records: Sequence[StoredLine], *, log_position: LogPosition | None = None
     ) -> int:
         """Write `records` as one batch chained to the last; returns the batch number.
-        `spill_offset`: the records came from the spill file, which is committed up to
-        this byte in the same transaction (so a restart re-reads none of them)."""
-        lines = [r.as_json() for r in records]
+        `log_position`: the records came from the telemetry log, which is committed up to
+        there in the same transaction (so a restart re-reads none of them)."""
+        lines = [r.line for r in records]
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -255,13 +281,10 @@ class TelemetryStore:
                 conn.executemany(
                     "INSERT INTO telemetry (batch, at, request_id, client_id, model_version, "
                     "record) VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (batch, r.at, r.request_id, r.client_id, r.model_version, line)
-                        for r, line in zip(records, lines, strict=True)
-                    ],
+                    [(batch, *r) for r in records],
                 )
-                if spill_offset is not None:
-                    _set_spill_offset(conn, spill_offset)
+                if log_position is not None:
+                    _set_log_position(conn, log_position)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -310,20 +333,20 @@ class TelemetryStore:
                 raise
         return removed
 
-    def spill_offset(self) -> int:
-        """How far the spill file has been committed (bytes; 0 when none was)."""
+    def log_position(self) -> LogPosition:
+        """How far the telemetry log is committed (its start when nothing was)."""
         if not self.path.exists():
-            return 0
+            return LogPosition()
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT committed_offset FROM telemetry_spill WHERE id = 1"
+                "SELECT segment, byte_offset FROM telemetry_log WHERE id = 1"
             ).fetchone()
-        return 0 if row is None else int(row[0])
+        return LogPosition() if row is None else LogPosition(int(row[0]), int(row[1]))
 
-    def reset_spill_offset(self) -> None:
-        """The spill file was emptied: its next record starts at byte 0."""
+    def set_log_position(self, position: LogPosition) -> None:
+        """Store that the log is committed up to `position` (lines skipped, no records)."""
         with self._connect() as conn:
-            _set_spill_offset(conn, 0)
+            _set_log_position(conn, position)
 
     def count(self) -> int:
         if not self.path.exists():
@@ -345,11 +368,12 @@ class TelemetryStore:
         return [json.loads(r[0]) for r in rows]
 
 
-def _set_spill_offset(conn: sqlite3.Connection, offset: int) -> None:
+def _set_log_position(conn: sqlite3.Connection, position: LogPosition) -> None:
     conn.execute(
-        "INSERT INTO telemetry_spill (id, committed_offset) VALUES (1, ?) ON CONFLICT(id) "
-        "DO UPDATE SET committed_offset = excluded.committed_offset",
-        (offset,),
+        "INSERT INTO telemetry_log (id, segment, byte_offset) VALUES (1, ?, ?) ON "
+        "CONFLICT(id) DO UPDATE SET segment = excluded.segment, byte_offset = "
+        "excluded.byte_offset",
+        (position.segment, position.offset),
     )
 
 

@@ -1,8 +1,9 @@
 """The watch: sliding windows of the telemetry stream, the detectors, the alert rules.
 
-The telemetry writer hands each committed batch to `Watch.observe` in its own thread, so
-no detector runs on the request path; with `monitor.detector_process` (the default) the
-detectors judge the windows in a child process at a lower CPU priority
+The service hands each request's predictions to `Watch.observe` (a few appends to the
+window) as it queues their telemetry, and no detector runs on the request path; with
+`monitor.detector_process` (the default) the detectors judge the windows in a child
+process at a lower CPU priority
 (`hardenml.monitor.detector_process`), so they take neither the interpreter lock nor a
 core from the requests. The window holds the latest `monitor.window`
 records; every `monitor.evaluate_every_s` seconds (once `min_window` records arrived) each
@@ -41,9 +42,10 @@ from hardenml.monitor.detectors import (
     Window,
     target_predict,
 )
+from hardenml.monitor.foreground import Foreground
 from hardenml.monitor.metrics import MAX_FEATURE_SERIES, MonitorMetrics
 from hardenml.monitor.sinks import LogSink, Sink, WebhookSink
-from hardenml.monitor.telemetry import Observation
+from hardenml.monitor.telemetry import PendingRecords
 from hardenml.targets import Target
 
 log = logging.getLogger("hardenml.monitor")
@@ -72,6 +74,7 @@ class Watch:
         clock: Callable[[], float] = time.time,
         detector_process: bool = False,
         detector_niceness: int = 10,
+        foreground: Foreground | None = None,
     ) -> None:
         self.config = config
         self.model_name = config.model.name
@@ -86,10 +89,13 @@ class Watch:
         self.clock = clock
         self.detector_process = detector_process
         self.detector_niceness = detector_niceness
+        self.foreground = foreground
         self._judge: DetectorProcess | None = None
-        self._rows: deque[np.ndarray] = deque(maxlen=window)
-        self._probabilities: deque[list[float]] = deque(maxlen=window)
-        self._clients: deque[str] = deque(maxlen=window)
+        # The window as the requests came: (inputs, probabilities, clients) per request, the
+        # oldest dropped once the rest hold `window` rows (a request's arrays are kept whole:
+        # no per-row work on the request path).
+        self._chunks: deque[tuple[np.ndarray, np.ndarray, Sequence[str]]] = deque()
+        self._held = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,7 +106,13 @@ class Watch:
 
     def start(self) -> None:
         if self.detector_process and DetectorProcess.available():
-            self._judge = DetectorProcess(self.detectors, niceness=self.detector_niceness)
+            self._judge = DetectorProcess(
+                self.detectors,
+                niceness=self.detector_niceness,
+                foreground=self.foreground,
+                # Between requests only for most of the interval, then beside them.
+                max_delay_s=0.8 * self.evaluate_every_s,
+            )
             self._judge.start()
         self._thread = threading.Thread(target=self._run, name="monitor-watch", daemon=True)
         self._thread.start()
@@ -117,31 +129,37 @@ class Watch:
 
     def _run(self) -> None:
         while not self._stop.wait(self.evaluate_every_s):
-            if len(self._rows) >= self.min_window:
+            if self._held >= self.min_window:
                 try:
                     self.evaluate()
                 except Exception:  # keep watching: the next window may well work
                     log.exception("the watch failed on a window")
 
-    def observe(self, batch: Sequence[Observation]) -> None:
-        """Add a written batch of telemetry to the window (called by the writer)."""
+    def observe(self, pending: PendingRecords) -> None:
+        """Add one request's predictions to the window (called by the service as it hands
+        them to the telemetry writer: a few appends, no detector work)."""
+        n = len(pending)
+        rows = np.ascontiguousarray(pending.rows, dtype=np.float32).reshape(n, -1)
+        probabilities = np.asarray(pending.scores, dtype=np.float64)
         with self._lock:
-            for observation in batch:
-                self._rows.append(observation.row)
-                self._probabilities.append(observation.record.scores)
-                self._clients.append(observation.record.client_id)
-            self.seen_ += len(batch)
+            self._chunks.append((rows, probabilities, pending.client_ids))
+            self._held += n
+            while self._held - len(self._chunks[0][0]) >= self.window:
+                self._held -= len(self._chunks.popleft()[0])
+            self.seen_ += n
 
     def evaluate(self, now: float | None = None) -> list[AlertEvent]:
         """Judge the current window with every detector; returns the alert events."""
         with self._lock:
-            if not self._rows:
+            if not self._chunks:
                 return []
-            window = Window(
-                inputs=np.stack(self._rows),
-                probabilities=np.asarray(self._probabilities, dtype=np.float64),
-                clients=list(self._clients),
-            )
+            chunks = list(self._chunks)
+        # The latest `window` rows, built outside the lock (requests keep appending).
+        window = Window(
+            inputs=np.concatenate([c[0] for c in chunks])[-self.window :],
+            probabilities=np.concatenate([c[1] for c in chunks])[-self.window :],
+            clients=[client for c in chunks for client in c[2]][-self.window :],
+        )
         judged = (
             judge(self.detectors, window) if self._judge is None else self._judge.evaluate(window)
         )
@@ -220,7 +238,7 @@ class Watch:
 
     def status(self) -> dict[str, Any]:
         return {
-            "window": len(self._rows),
+            "window": min(self._held, self.window),
             "seen": self.seen_,
             "evaluations": self.evaluations_,
             "readings": [r.as_dict() for r in self.readings_],
@@ -305,8 +323,10 @@ def build_watch(
     model: Target | None,
     ledger: Ledger,
     metrics: MonitorMetrics,
+    foreground: Foreground | None = None,
 ) -> Watch | None:
-    """The watch `[monitor]` configures, or None when it names no detector."""
+    """The watch `[monitor]` configures, or None when it names no detector. With
+    `foreground`, the detectors' process judges between the service's requests."""
     monitor = config.monitor
     detectors = build_detectors(config, reference_rows, model)
     if not detectors:
@@ -338,4 +358,5 @@ def build_watch(
         metrics=metrics,
         detector_process=monitor.detector_process,
         detector_niceness=monitor.detector_niceness,
+        foreground=foreground,
     )

@@ -1,259 +1,199 @@
-"""The background writer: takes telemetry off the request path and commits it in batches.
+"""The telemetry writer: the log's frames committed to the database, in a process of its own.
 
-`submit` only appends a request's predictions to a queue (as `PendingRecords`: arrays;
-the per-record work, fingerprints and JSON, happens in the writer's thread), so a burst
-never blocks a request. The queue is bounded in memory (`max_queued`): past the bound,
-records go to an append-only spill file (`hardenml.monitor.spill`) that the writer drains
-after the queue, and that a restart drains before the service serves; while the file holds
-records every new one follows them there, so the order of the stream is kept. `backlog`
-(submitted, not yet committed, in memory or spilled) is exported as a metric. A failed
-commit (a locked database, a full disk) is retried with backoff and the records stay
-queued: none is dropped. `close` drains the queue and the spill file before it returns,
-which is what the service's shutdown (SIGTERM) calls.
+A request only appends one frame to the telemetry log (`TelemetryWriter.submit`, through
+`hardenml.monitor.telemetry_log`). The `LogDrainer` turns frames into records, hashes
+their lines and commits the batches. It runs in a child process forked at start, at
+`niceness`, so that work takes neither the service's interpreter lock nor, at the lower
+priority, the core a request wants. Each time a thread of the service takes the lock back
+from a busy writer thread, the wait is up to the switch interval, and a forward pass
+takes the lock back after each of its operators. With the writer in a thread, that was
+most of the 27 ms the service added at the 99th percentile in `bench/monitor.py`.
+
+The child reports each commit through a pipe; `backlog` and the metrics read those
+reports. If the child dies, a thread in the service takes over from the position the last
+commit stored, so nothing is lost and nothing is written twice. `close` (the service's
+SIGTERM) has the drainer commit every complete frame before it returns.
+
+When the log cannot take a frame (a full disk, a removed folder), the frame waits in
+memory and is written first at the next attempt. Once more than `max_held` records wait
+that way, `submit` raises `TelemetryFull` (the service answers 503): it refuses to answer
+a prediction it cannot record, rather than grow without bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
-from hardenml.monitor.spill import SpillFile
-from hardenml.monitor.telemetry import Observation, PendingRecords, TelemetryStore
+from hardenml.monitor.foreground import Foreground
+from hardenml.monitor.readings import MonitorError
+from hardenml.monitor.telemetry import LogPosition, PendingRecords, StoredLine, TelemetryStore
+from hardenml.monitor.telemetry_log import LogUnwritable, TelemetryLog, encode_frame
 
 log = logging.getLogger("hardenml.monitor")
 
 # Longest pause between two attempts at a commit that keeps failing.
 MAX_RETRY_WAIT_S = 5.0
+# At shutdown a commit that keeps failing is given up after this many attempts: its frames
+# stay in the log, and the next start commits them.
+CLOSING_ATTEMPTS = 5
+# The drain reads the log in pieces of this many records (about 40 microseconds of work
+# each), and waits up to MAX_DEFER_S before each for a moment with no request in flight.
+PIECE_RECORDS = 64
+MAX_DEFER_S = 0.05
 # Retention runs at most this often (it scans the batch table).
 PRUNE_EVERY_S = 30.0
 
-Submitted = PendingRecords | Sequence[Observation]
+
+class TelemetryFull(MonitorError):
+    """The log cannot take records, and `max_held` already wait in memory."""
 
 
-def _observations(item: Submitted) -> list[Observation]:
-    return item.observations() if isinstance(item, PendingRecords) else list(item)
+@dataclass(frozen=True)
+class DrainerSettings:
+    """What a `LogDrainer` needs; picklable, so a child process can build its own."""
+
+    database: Path
+    log_folder: Path
+    segment_bytes: int
+    batch_size: int
+    flush_interval_s: float
+    retention_count: int | None
+    retention_days: float | None
+
+    def build(self, foreground: Foreground | None = None) -> LogDrainer:
+        return LogDrainer(
+            TelemetryStore(self.database, keep_open=True),
+            TelemetryLog(self.log_folder, segment_bytes=self.segment_bytes),
+            batch_size=self.batch_size,
+            flush_interval_s=self.flush_interval_s,
+            retention_count=self.retention_count,
+            retention_days=self.retention_days,
+            foreground=foreground,
+        )
 
 
-class TelemetryWriter:
-    """Writes submitted observations to `store` in batches of at most `batch_size`, at
-    least every `flush_interval_s` while any wait; hands each written batch to `on_batch`
-    (the detectors' windows), in the writer's thread. At most `max_queued` records wait
-    in memory; past that they wait in the file `spill_path` (None: no bound)."""
+class LogDrainer:
+    """Commits the frames of `log` after the stored position to `store`, in batches of
+    about `batch_size` records (frames are never split), at least every
+    `flush_interval_s` seconds while any wait."""
 
     def __init__(
         self,
         store: TelemetryStore,
+        log_: TelemetryLog,
         *,
         batch_size: int,
         flush_interval_s: float,
         retention_count: int | None = None,
         retention_days: float | None = None,
-        on_batch: Callable[[Sequence[Observation]], None] | None = None,
-        max_queued: int | None = None,
-        spill_path: Path | None = None,
+        foreground: Foreground | None = None,
     ) -> None:
-        if (max_queued is None) != (spill_path is None):
-            raise ValueError("max_queued and spill_path go together (the bound needs the file)")
         self.store = store
+        self.log = log_
+        self.foreground = foreground
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.retention_count = retention_count
         self.retention_days = retention_days
-        self.on_batch = on_batch
-        self.max_queued = max_queued
-        self.spill = None if spill_path is None else SpillFile(spill_path)
-        self.submitted_ = 0
-        self.written_ = 0
-        self.failures_ = 0
-        self.spilled_ = 0  # records sent to the spill file, ever
-        self._queue: deque[Submitted] = deque()
-        self._in_memory = 0
-        self._spill_pending = 0
-        self._spill_offset = 0
-        self._spill_resetting = False
-        self._lock = threading.Condition()
-        self._closing = False
-        self._idle = False  # the writer waits for a first record (submit must wake it)
-        self._thread: threading.Thread | None = None
+        self.position = store.log_position()
+        self.written = 0
+        self.failures = 0
         self._last_prune = 0.0
 
-    @property
-    def backlog(self) -> int:
-        """Records submitted but not yet committed (in memory and in the spill file)."""
-        return self.submitted_ - self.written_
-
-    @property
-    def spill_backlog(self) -> int:
-        """Records waiting in the spill file."""
-        return self._spill_pending
-
-    def start(self) -> None:
-        """Commit what a previous run left in the spill file, then start the thread."""
-        self.recover()
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
-        self._thread.start()
-
-    def recover(self) -> int:
-        """Write every record the spill file holds beyond its committed offset (a previous
-        run's, stopped before it drained it); returns how many."""
-        if self.spill is None:
-            return 0
-        with self._lock:
-            offset = self.store.spill_offset()
-            if offset > self.spill.size():  # emptied, and stopped before the offset reset
-                self.store.reset_spill_offset()
-                offset = 0
-            if self.spill.size() == 0:
-                return 0
-            pending = self.spill.count_from(offset)
-            # The file may also hold what this writer spilled before it started.
-            left = pending - self._spill_pending
-            self.submitted_ += left
-            self._spill_pending = pending
-            self._spill_offset = offset
-        if left:
-            log.warning("telemetry: writing %d records a previous run left spilled", left)
-        while self._drain_spill_once():
-            pass
-        return left
-
-    def submit(self, item: Submitted) -> None:
-        """Queue one request's records; never waits for the database."""
-        n = len(item)
-        with self._lock:
-            self.submitted_ += n
-            full = self.max_queued is not None and self._in_memory + n > self.max_queued
-            if (
-                self.spill is not None
-                and not self._spill_resetting
-                and (self._spill_pending or full)
-            ):
-                self.spill.append(_observations(item))
-                self._spill_pending += n
-                self.spilled_ += n
-            else:
-                self._queue.append(item)
-                self._in_memory += n
-            # Wake the writer only when it waits for a first record or a batch is full:
-            # a notify per request costs the request a hand-over of the interpreter lock.
-            if self._idle or self._in_memory >= self.batch_size:
-                self._lock.notify()
-
-    def close(self, timeout: float | None = None) -> None:
-        """Write everything submitted so far, then stop the thread."""
-        if self._thread is None:
-            return
-        with self._lock:
-            self._closing = True
-            self._lock.notify()
-        self._thread.join(timeout)
-        self._thread = None
-
-    def _take(self) -> tuple[list[Submitted], bool]:
-        """Queued items of at least `batch_size` records, or whatever arrived within
-        `flush_interval_s` of the first; and whether the writer is closing."""
-        taken: list[Submitted] = []
-        count = 0
-        deadline: float | None = None
-        with self._lock:
-            while count < self.batch_size:
-                if self._queue:
-                    # Still counted in memory until it is committed (`_write`).
-                    item = self._queue.popleft()
-                    taken.append(item)
-                    count += len(item)
-                    if deadline is None:
-                        deadline = time.monotonic() + self.flush_interval_s
-                    continue
-                if self._closing or (self._spill_pending and not taken):
+    def drain_once(self, *, closing: bool = False) -> bool:
+        """Commit one batch; False when no complete frame waited (or, `closing`, when
+        the database kept refusing it: the frames stay in the log). Between pieces of
+        `PIECE_RECORDS` and before the commit it waits for a moment with no request in
+        flight (`foreground`, not while closing), never inside the transaction."""
+        records: list[StoredLine] = []
+        after = self.position
+        try:
+            while len(records) < self.batch_size:
+                self._yield(closing)
+                piece, reached = self.log.read(after, min(PIECE_RECORDS, self.batch_size))
+                if reached == after:
                     break
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    break
-                self._idle = not taken
-                self._lock.wait(wait)
-                self._idle = False
-            return taken, self._closing and not self._queue
-
-    def _run(self) -> None:
-        while True:
-            taken, stopping = self._take()
-            batch = [o for item in taken for o in _observations(item)]
-            for start in range(0, len(batch), self.batch_size):
-                self._write(batch[start : start + self.batch_size])
-            if not taken:
-                # The queue is empty: the spill file's records are the oldest now.
-                while self._drain_spill_once() and not self._queue_waiting():
-                    pass
-            if stopping and not self._queue_waiting():
-                while self._drain_spill_once():
-                    pass
-                self._maybe_prune(force=True)
-                return
-            self._maybe_prune(force=False)
-
-    def _queue_waiting(self) -> bool:
-        with self._lock:
-            return bool(self._queue)
-
-    def _drain_spill_once(self) -> bool:
-        """Commit one batch from the spill file; False when it held none. Emptied (and
-        the offset reset) once everything in it is committed; no record is appended to it
-        meanwhile (`_spill_resetting`)."""
-        if self.spill is None or not self._spill_pending:
+                records.extend(piece)
+                after = reached
+        except OSError as exc:  # the folder is gone or unreadable: retried next time
+            self.failures += 1
+            log.error("telemetry log %s cannot be read (%s); retrying", self.log.folder, exc)
             return False
-        observations, offset = self.spill.read(self._spill_offset, self.batch_size)
-        if not observations:
+        if after == self.position:
             return False
-        self._write(observations, spill_offset=offset)
-        with self._lock:
-            self._spill_offset = offset
-            self._spill_pending -= len(observations)
-            emptied = self._spill_pending == 0
-            # While the file is emptied, a request that finds the queue full keeps its
-            # records in memory (a moment over the bound) rather than wait for the disk.
-            self._spill_resetting = emptied
-        if emptied:
-            torn = self.spill.size() - offset
-            if torn > 0:
-                log.warning("telemetry: %d bytes of a torn spill record discarded", torn)
-            # The file first, then the offset: a crash in between leaves an offset past the
-            # end of an empty file, which `recover` reads as "all committed".
-            self.spill.clear()
-            self.store.reset_spill_offset()
-            with self._lock:
-                self._spill_offset = 0
-                self._spill_resetting = False
+        self._yield(closing)
+        if not self._commit(records, after, closing=closing):
+            return False
+        self.position = after
+        self.written += len(records)
+        try:
+            self.log.remove_committed(after)
+        except OSError as exc:  # committed all the same; removed at a later commit
+            log.error("telemetry log: a committed segment was not removed (%s)", exc)
         return True
 
-    def _write(self, batch: Sequence[Observation], *, spill_offset: int | None = None) -> None:
-        if not batch:
-            return
+    def _yield(self, closing: bool) -> None:
+        if self.foreground is not None and not closing:
+            self.foreground.wait_idle(MAX_DEFER_S)
+
+    def drain_all(self) -> int:
+        """Commit every complete frame that waits; returns how many records."""
+        before = self.written
+        while self.drain_once(closing=True):
+            pass
+        return self.written - before
+
+    def run(self, stop: threading.Event, on_commit: Callable[[int, LogPosition], None]) -> None:
+        """Drain until `stop` is set, then commit what is left and return. `on_commit`
+        gets the records written so far and the position after each commit."""
+        while True:
+            stopping = stop.is_set()
+            committed = self.drain_once(closing=stopping)
+            if committed:
+                on_commit(self.written, self.position)
+            if stopping and not committed:
+                self._maybe_prune(force=True)
+                self.store.close()
+                return
+            if not committed:
+                stop.wait(self.flush_interval_s)
+            self._maybe_prune(force=False)
+
+    def _commit(self, records: list[StoredLine], after: LogPosition, *, closing: bool) -> bool:
         attempt = 0
         while True:
             try:
-                self.store.append_batch([o.record for o in batch], spill_offset=spill_offset)
-                break
-            except Exception as exc:  # the database's problem: keep the records, retry
-                self.failures_ += 1
-                wait = min(MAX_RETRY_WAIT_S, 0.05 * 2**attempt)
+                if records:
+                    self.store.append_lines(records, log_position=after)
+                else:  # only skipped lines: the position moves on
+                    self.store.set_log_position(after)
+                return True
+            except Exception as exc:  # the database's problem: the frames stay in the log
+                self.failures += 1
+                self.store.close()  # the next attempt opens a fresh connection
                 attempt += 1
-                log.error("telemetry batch of %d not written (%s); retrying", len(batch), exc)
-                time.sleep(wait)
-        with self._lock:
-            self.written_ += len(batch)
-            if spill_offset is None:
-                self._in_memory -= len(batch)
-        if self.on_batch is not None:
-            try:
-                self.on_batch(batch)
-            except Exception:  # a detector's bug must not stop the telemetry
-                log.exception("the detectors failed on a telemetry batch")
+                if closing and attempt >= CLOSING_ATTEMPTS:
+                    log.error(
+                        "telemetry: %d records not committed at shutdown (%s); they stay "
+                        "in %s and the next start commits them",
+                        len(records),
+                        exc,
+                        self.log.folder,
+                    )
+                    return False
+                log.error("telemetry batch of %d not written (%s); retrying", len(records), exc)
+                time.sleep(min(MAX_RETRY_WAIT_S, 0.05 * 2 ** (attempt - 1)))
 
     def _maybe_prune(self, *, force: bool) -> None:
         if self.retention_count is None and self.retention_days is None:
@@ -267,3 +207,279 @@ class TelemetryWriter:
             self.store.prune(max_records=self.retention_count, max_age_s=max_age)
         except Exception as exc:
             log.error("telemetry retention did not run (%s); it retries later", exc)
+
+
+def _child(
+    settings: DrainerSettings,
+    conn: Connection,
+    parent: Connection,
+    niceness: int,
+    foreground: Foreground | None,
+) -> None:
+    """The writer process: commit what a previous run left, say so, then drain until the
+    service sends None or is gone (EOF), and commit the rest."""
+    parent.close()  # so the pipe ends (EOF) when the service's process is gone
+    with contextlib.suppress(OSError):
+        os.nice(niceness)
+    drainer = settings.build(foreground)
+    leftover = drainer.drain_all()
+    conn.send(("ready", leftover, drainer.position))
+    stop = threading.Event()
+
+    def listen() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            while conn.recv() is not None:
+                pass
+        stop.set()
+
+    threading.Thread(target=listen, name="telemetry-listen", daemon=True).start()
+
+    def report(written: int, position: LogPosition) -> None:
+        with contextlib.suppress(OSError):
+            conn.send(("written", written, position))
+
+    drainer.run(stop, report)
+    with contextlib.suppress(OSError):
+        conn.send(("stopped", drainer.written, drainer.position))
+
+
+class TelemetryWriter:
+    """Appends each request's telemetry to `log` and has it committed to `store`: in a
+    child process at `niceness` when `process` (and the platform can fork), else in a
+    thread of this process."""
+
+    def __init__(
+        self,
+        store: TelemetryStore,
+        log_: TelemetryLog,
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        retention_count: int | None = None,
+        retention_days: float | None = None,
+        max_held: int = 20_000,
+        process: bool = True,
+        niceness: int = 5,
+        foreground: Foreground | None = None,
+    ) -> None:
+        self.store = store
+        self.foreground = foreground
+        self.log = log_
+        self.settings = DrainerSettings(
+            database=store.path,
+            log_folder=log_.folder,
+            segment_bytes=log_.segment_bytes,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            retention_count=retention_count,
+            retention_days=retention_days,
+        )
+        self.max_held = max_held
+        self.process = process and "fork" in multiprocessing.get_all_start_methods()
+        self.niceness = niceness
+        self.submitted_ = 0
+        self.written_ = 0
+        self.failures_ = 0  # frames the log refused
+        self._held: deque[tuple[bytes, int]] = deque()
+        self._held_records = 0
+        self._lock = threading.Lock()
+        # The drainer: the child (its pipe and process), or a thread's drainer.
+        self._conn: Connection | None = None
+        self._child: Any = None
+        self._reader: threading.Thread | None = None
+        self._drainer: LogDrainer | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closing = False
+        self._stopped = False  # the child said it committed everything and stopped
+        self._base = 0  # records written before the current drainer's count started
+        self._reported = LogPosition()
+
+    @property
+    def backlog(self) -> int:
+        """Records submitted but not yet committed (in the log, or held in memory)."""
+        return max(0, self.submitted_ - self.written_)
+
+    @property
+    def held(self) -> int:
+        """Records waiting in memory because the log could not take them."""
+        return self._held_records
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the drainer runs in a child process now (False: a thread)."""
+        return self._conn is not None
+
+    def start(self) -> None:
+        """Commit what a previous run left in the log, then start the drainer."""
+        self._closing = False
+        self._stopped = False
+        self._stop.clear()
+        self.log.open_for_append()
+        if self.process and self._start_child():
+            return
+        self._start_thread()
+
+    def _start_child(self) -> bool:
+        context = multiprocessing.get_context("fork")
+        parent, child = context.Pipe()
+        self._child = context.Process(
+            target=_child,
+            args=(self.settings, child, parent, self.niceness, self.foreground),
+            name="hardenml-telemetry",
+            daemon=True,
+        )
+        self._child.start()
+        child.close()
+        try:
+            _, leftover, position = parent.recv()
+        except (EOFError, OSError) as exc:
+            log.error("the telemetry writer process did not start (%s); writing in a thread", exc)
+            parent.close()
+            self._reap_child()
+            return False
+        self._note_leftover(leftover, position)
+        self._conn = parent
+        self._reader = threading.Thread(target=self._read_reports, name="telemetry-reports")
+        self._reader.daemon = True
+        self._reader.start()
+        return True
+
+    def _start_thread(self, *, taking_over: bool = False) -> None:
+        """The drainer in a thread: at start, or `taking_over` from a child that died
+        (what it drains first was submitted in this run, not left by a previous one)."""
+        drainer = self.settings.build(self.foreground)
+        drained = drainer.drain_all()
+        if taking_over:
+            self.written_ += drained
+            self._reported = drainer.position
+        else:
+            self._note_leftover(drained, drainer.position)
+        self._base = self.written_ - drainer.written
+        self._drainer = drainer
+        self._thread = threading.Thread(
+            target=drainer.run, args=(self._stop, self._committed), name="telemetry-writer"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _note_leftover(self, leftover: int, position: LogPosition) -> None:
+        if leftover:
+            log.warning("telemetry: wrote %d records a previous run left in the log", leftover)
+        self.submitted_ += leftover
+        self.written_ += leftover
+        self._base = self.written_ - leftover
+        self._reported = position
+
+    def _committed(self, written: int, position: LogPosition) -> None:
+        self.written_ = self._base + written
+        self._reported = position
+
+    def _read_reports(self) -> None:
+        assert self._conn is not None
+        conn = self._conn
+        try:
+            while True:
+                kind, written, position = conn.recv()
+                self._committed(written, position)
+                if kind == "stopped":
+                    self._stopped = True
+                    return
+        except (EOFError, OSError):
+            pass
+        if self._closing:
+            return
+        # The child is gone: a thread takes over where its last commit ended. Commits it
+        # made after its last report count from the stored position.
+        log.error("the telemetry writer process is gone; writing in a thread of the service")
+        self._reap_child()
+        stored = self.store.log_position()
+        self.written_ += self.log.records_between(self._reported, stored)
+        self._reported = stored
+        self._start_thread(taking_over=True)
+        conn.close()
+        self._conn = None
+
+    def submit(self, item: PendingRecords) -> None:
+        """Append one request's telemetry to the log (one write into the page cache);
+        never waits for the database. Raises `TelemetryFull` when the log refuses frames
+        and `max_held` records already wait for it in memory."""
+        frame = encode_frame(item)
+        n = len(item)
+        with self._lock:
+            self._write_held()
+            if not self._held:
+                try:
+                    self.log.append(frame)
+                except LogUnwritable as exc:
+                    self.failures_ += 1
+                    log.error("%s; the records wait in memory", exc)
+                else:
+                    self.submitted_ += n
+                    return
+            if self._held_records + n > self.max_held:
+                raise TelemetryFull(
+                    f"the telemetry log ({self.log.folder}) takes no records and "
+                    f"{self._held_records} wait in memory (monitor.telemetry."
+                    "max_queued_records); free disk space: predictions that cannot be "
+                    "recorded are not answered"
+                )
+            self._held.append((frame, n))
+            self._held_records += n
+            self.submitted_ += n
+
+    def _write_held(self) -> None:
+        while self._held:
+            frame, n = self._held[0]
+            try:
+                self.log.append(frame)
+            except LogUnwritable:
+                return
+            self._held.popleft()
+            self._held_records -= n
+
+    def close(self, timeout: float | None = None) -> None:
+        """Commit everything submitted so far, then stop the drainer."""
+        with self._lock:
+            self._write_held()
+            if self._held:
+                log.error(
+                    "telemetry: %d records could not be written to %s and are lost with "
+                    "the process",
+                    self._held_records,
+                    self.log.folder,
+                )
+            self.log.close()
+        self._closing = True
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
+        # The reader ends with the child's last report, or after it took over from a
+        # child that died (then the thread below drains the rest).
+        if self._reader is not None:
+            self._reader.join(timeout)
+            self._reader = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+            self._reap_child(timeout)
+            if not self._stopped and self._thread is None:
+                # It died before it finished: commit the rest here, from the stored position.
+                log.error("the telemetry writer process stopped early; committing the rest here")
+                drainer = self.settings.build()
+                drainer.drain_all()
+                self.written_ += self.log.records_between(self._reported, drainer.position)
+        # The drainer in a thread: no fork here, or it took over from a child that died.
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _reap_child(self, timeout: float | None = 30.0) -> None:
+        if self._child is None:
+            return
+        self._child.join(timeout)
+        if self._child.is_alive():
+            self._child.terminate()
+            self._child.join(5.0)
+        self._child = None

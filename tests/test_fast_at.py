@@ -143,7 +143,9 @@ def test_grad_align_refuses_a_negative_lambda(mnist_small: Small) -> None:  # no
         make_patch("grad_align", {"eps": 0.1, "align": -1.0})(target, config, data)
 
 
-@pytest.mark.parametrize("adversary", ["n_fgsm", pytest.param("pgd", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "adversary", ["atta", "n_fgsm", pytest.param("pgd", marks=pytest.mark.slow)]
+)
 def test_l2sp_finetune_makes_its_adversarial_examples_as_configured(
     adversary: str,
     mnist_small: Small,  # noqa: F811
@@ -162,7 +164,13 @@ def test_retrain_defaults_to_the_fast_adversary_and_refuses_unknown_ones() -> No
 
     from hardenml.config import RetrainConfig
 
-    assert RetrainConfig().adversary == "n_fgsm"
-    assert make_patch("l2sp_finetune", {"eps": 0.1}).params()["adversary"] == "n_fgsm"
+    assert RetrainConfig().adversary == "atta"
+    patch = make_patch("l2sp_finetune", {"eps": 0.3})
+    assert patch.params()["adversary"] == "atta"
+    assert patch.schedule().step_size == pytest.approx(0.15)  # ATTA's eps / 2
+    # N-FGSM keeps its own settings inside retrain: step eps, noise 2 eps, unclipped.
+    nfgsm = make_patch("l2sp_finetune", {"eps": 0.3, "adversary": "n_fgsm"})
+    assert nfgsm.schedule().step_size == 0.3
+    assert (nfgsm.params()["noise"], nfgsm.params()["project"]) == (2.0, False)
     with pytest.raises(ValidationError, match="adversary"):
         RetrainConfig.model_validate({"adversary": "fgsm"})

@@ -42,6 +42,8 @@ FAST = {
     "fgsm_rs": {"eps": 0.1, "epochs": 1},
     "n_fgsm": {"eps": 0.1, "epochs": 1},
     "grad_align": {"eps": 0.1, "epochs": 1},
+    # Its first epoch steps from a zero memory, one weak step: two epochs beat the parent.
+    "atta": {"eps": 0.1, "epochs": 2},
     "l2sp_finetune": {"eps": 0.1, "epochs": 1},
     "adversarial_augmentation": {"rounds": 1},
 }

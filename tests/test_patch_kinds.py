@@ -124,6 +124,7 @@ FAST = {
     "fgsm_rs": ["epochs=1"],
     "n_fgsm": ["epochs=1"],
     "grad_align": ["epochs=1"],
+    "atta": ["epochs=2"],
 }
 
 

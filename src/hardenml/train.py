@@ -17,6 +17,8 @@ LrSchedule = Callable[[float], float]
 # Called after each epoch with (epoch index, module, optimizer); True stops training. It may
 # load an earlier state into the module and the optimizer (a rollback) before returning.
 EpochHook = Callable[[int, nn.Module, torch.optim.Optimizer], bool]
+# Called before each batch's loss with the batch's rows of `x` (their indices).
+BatchHook = Callable[[torch.Tensor], None]
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -39,6 +41,7 @@ def train_classifier(
     after_epoch: EpochHook | None = None,
     label: str = "training",
     lr_at: LrSchedule | None = None,
+    before_batch: BatchHook | None = None,
 ) -> nn.Module:
     """Adam on cross-entropy (or `loss_fn(module, xb, yb)`); same seed, same weights.
 
@@ -46,6 +49,8 @@ def train_classifier(
     craft inputs (adversarial training does) switches back before its loss's forward pass.
     `after_epoch` sees the module in eval mode. `lr_at`, when given, sets the learning rate
     before each step from the epochs done so far (with `lr` the optimiser's initial value).
+    `before_batch` sees which rows of `x` the next loss is on, for a loss that keeps state
+    per training example (a perturbation carried from one epoch to the next).
     """
     progress = progress or SilentProgress()
     gen = set_seed(seed)
@@ -63,6 +68,8 @@ def train_classifier(
                     group["lr"] = lr_at(epoch + (step + 1) / steps_per_epoch)
             idx = order[start : start + batch_size]
             xb, yb = xt[idx].to(device), yt[idx].to(device)
+            if before_batch is not None:
+                before_batch(idx)
             module.train()
             loss = loss_fn(module, xb, yb) if loss_fn else F.cross_entropy(module(xb), yb)
             opt.zero_grad(set_to_none=True)

@@ -191,6 +191,10 @@ class AdversarialTraining(Patch):
         """The training loss on one batch; `net` arrives in train mode and must be in train
         mode for the forward pass whose loss is returned."""
 
+    def before_batch(self, rows: Tensor) -> None:
+        """Told which rows of the fit set the next `loss` call is on; nothing by default (a
+        method that carries a perturbation per training example looks its rows up)."""
+
     def overfitting_watch(self, schedule: Schedule) -> tuple[float, float] | None:
         """(drop, gap) thresholds of `catastrophic_overfitting` while `schedule` can overfit
         that way; None (the default) for multi-step methods, which do not."""
@@ -323,6 +327,7 @@ class AdversarialTraining(Patch):
             loss_fn=lambda m, xb, yb: self.loss(m, xb, yb, schedule, gen),
             after_epoch=after_epoch,
             label=type(self).__name__,
+            before_batch=self.before_batch,
         )
         if best["epoch"] == 0:
             raise PatchUnchanged(self._unchanged(history, events), history=history, events=events)

@@ -17,8 +17,9 @@ at x + eta (eta drawn uniformly, x + eta not clamped) with `create_graph=True`, 
 only one backpropagated into the weights (their README: backpropagating through both
 "doesn't make a substantial difference"); examples whose gradient is zero are left out of
 the mean. The cost is about three FGSM passes per batch, so N-FGSM
-(`hardenml.patch.n_fgsm`) is the cheaper default; GradAlign is here to compare with and
-for models where noise alone does not hold. Their scripts set lambda log-linearly in eps
+(`hardenml.patch.n_fgsm`) and ATTA (`hardenml.patch.atta`, retrain's default) are
+cheaper; GradAlign is here to compare with and for models where noise alone does not
+hold. Their scripts set lambda log-linearly in eps
 for CIFAR-10 (0.2 at 8/255, `exp(eps/8 * ln 10 + ln 0.02)`) and SVHN (about 1.7-2.5);
 they give none for MNIST, so the default 1.0 is ours and untuned. On the MNIST CNN at
 eps 0.3 (`bench/patch.py`) it did not keep the watch from firing two epochs after the

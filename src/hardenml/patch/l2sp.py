@@ -9,18 +9,21 @@ what the model knew (no catastrophic forgetting of clean accuracy).
 
 Each batch: L-inf adversarial examples of the clean rows, crafted against the current
 weights, plus `replay_fraction` as many rows drawn from the replay buffer (the inputs that
-broke earlier models), plus the L2-SP term. The adversarial examples are N-FGSM's by
-default (`adversary = "n_fgsm"`, `hardenml.patch.n_fgsm`: one gradient step, so a
-scheduled retrain costs a fraction of PGD-AT's, with the watch for catastrophic
-overfitting and its recovery on), or PGD-AT's (`adversary = "pgd"`, `pgd_steps` steps,
+broke earlier models), plus the L2-SP term. The adversarial examples are ATTA's by
+default (`adversary = "atta"`, `hardenml.patch.atta`: one gradient step per batch from
+each clean row's perturbation of the previous epoch, so a scheduled retrain costs a
+fraction of PGD-AT's; bench/patch.py has how it compares with PGD-AT on the MNIST CNN
+at L-inf 0.3), N-FGSM's (`"n_fgsm"`, `hardenml.patch.n_fgsm`: one step from fresh
+noise, which did not hold at 0.3 there), both with the watch for catastrophic
+overfitting and its recovery on, or PGD-AT's (`adversary = "pgd"`, `pgd_steps` steps,
 `hardenml.patch.pgd_at`). The epochs, holdout checks, best checkpoint and early stop are
 `AdversarialTraining`'s. Held-out threats never reach it: `eps` is taken from the
 non-held-out requirements.
 
-Arguments (keyword-only), beyond N-FGSM's (`eps`, `noise`, `step_size`, `pgd_steps`,
-`epochs`, `lr`, ...):
-    adversary: "n_fgsm" (default) or "pgd" (`[retrain] adversary`); `step_size` is then
-        the PGD step (default `2.5 * eps / pgd_steps`).
+Arguments (keyword-only), beyond ATTA's (`eps`, `step_size`, `start`, `prior`,
+`pgd_steps`, `epochs`, `lr`, ...) and N-FGSM's (`noise`, `project`):
+    adversary: "atta" (default), "n_fgsm" or "pgd" (`[retrain] adversary`); `step_size`
+        is that method's step (defaults eps / 2, eps, and `2.5 * eps / pgd_steps`).
     replay: path of a replay-buffer .npz (arrays `x` (n, *input_shape), `y` (n,)); None:
         clean and adversarial data only.
     replay_sha256: the sha256 the ledger recorded for it; the file must still match.
@@ -43,10 +46,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hardenml.patch.adversarial import Schedule
+from hardenml.patch.atta import ATTA
 from hardenml.patch.base import PatchContext, PatchError, PatchResult, target_logits, torch_parts
+from hardenml.patch.fgsm_rs import FGSMRS
 from hardenml.patch.n_fgsm import NFGSM
 
-Adversary = Literal["n_fgsm", "pgd"]
+Adversary = Literal["atta", "n_fgsm", "pgd"]
 
 
 def read_replay(path: Path, sha256: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +74,7 @@ def read_replay(path: Path, sha256: str | None) -> tuple[np.ndarray, np.ndarray]
 
 
 @dataclass(kw_only=True, repr=False, eq=False)
-class L2SPFinetune(NFGSM):
+class L2SPFinetune(ATTA):
     summary: ClassVar[str] = (
         "fine-tune on clean, adversarial and replayed examples near the previous weights "
         "(L2-SP, Li et al. 2018)"
@@ -78,17 +83,23 @@ class L2SPFinetune(NFGSM):
     replay_sha256: str | None = None
     l2sp: float = 0.01
     replay_fraction: float = 0.5
-    adversary: Adversary = "n_fgsm"
+    adversary: Adversary = "atta"
+    # N-FGSM's noise and unclipped step, for adversary = "n_fgsm" (ATTA uses neither).
+    noise: float = 2.0
+    project: bool = False
+    start_in_bounds: ClassVar[bool] = NFGSM.start_in_bounds
 
     def schedule(self) -> Schedule:
+        eps = float(self.eps or 0.0)
         if self.adversary == "pgd":
-            eps = float(self.eps or 0.0)
             return Schedule("pgd", self.step_size or 2.5 * eps / max(self.pgd_steps, 1))
+        if self.adversary == "n_fgsm":
+            return Schedule("fgsm", self.step_size or eps)
         return super().schedule()
 
     def run(self, ctx: PatchContext) -> PatchResult:
-        if self.adversary not in ("n_fgsm", "pgd"):
-            raise PatchError(f"adversary must be 'n_fgsm' or 'pgd', got {self.adversary!r}")
+        if self.adversary not in ("atta", "n_fgsm", "pgd"):
+            raise PatchError(f"adversary must be 'atta', 'n_fgsm' or 'pgd', got {self.adversary!r}")
         if self.init != "finetune":
             raise PatchError("l2sp_finetune holds the weights near the parent's: init = 'finetune'")
         if self.l2sp < 0 or not 0 <= self.replay_fraction <= 1:
@@ -135,7 +146,12 @@ class L2SPFinetune(NFGSM):
     def loss(
         self, net: nn.Module, x: Tensor, y: Tensor, schedule: Schedule, generator: torch.Generator
     ) -> Tensor:
-        adversarial = super().loss(net, x, y, schedule, generator)
+        # N-FGSM's step is FGSM-RS's with N-FGSM's settings; ATTA's loss hands PGD (chosen,
+        # or after a recovery) to FGSM-RS's as well.
+        if self.adversary == "n_fgsm":
+            adversarial = FGSMRS.loss(self, net, x, y, schedule, generator)
+        else:
+            adversarial = super().loss(net, x, y, schedule, generator)
         total = adversarial
         n_replay = round(self.replay_fraction * len(y))
         if n_replay and len(self.replay_y_):

@@ -229,7 +229,8 @@ def test_telemetry_keeps_one_chained_record_per_prediction_after_a_burst(
     rows = digits[2][:50]
     with running(workspace) as served:
         statuses = _burst(served.port, rows, threads=8, requests=25)
-        submitted = served.service.writer.submitted_
+    # Read after the shutdown: a request records its telemetry just after its answer.
+    submitted = served.service.writer.submitted_
     assert statuses == [200] * 200
     store = TelemetryStore(workspace.config.ledger_path)
     records = store.records()

@@ -60,8 +60,13 @@ def _child(detectors: Sequence[Detector], conn: Connection, parent: Connection, 
     import torch
 
     # One thread, as DataLoader workers do: a forked child must not use the parent's
-    # OpenMP pool, and the service keeps the other core.
+    # OpenMP pool, and the service keeps the other core. numpy's BLAS too (the MMD's
+    # kernel matrices are matrix products): on two threads it runs on the service's core.
     torch.set_num_threads(1)
+    with contextlib.suppress(Exception):  # threadpoolctl comes with scikit-learn
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
     while True:
         try:
             window = conn.recv()

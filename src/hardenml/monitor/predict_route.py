@@ -26,6 +26,7 @@ import orjson
 from hardenml.monitor.inputs import RequestProblem, parse_json, predict_inputs, predict_npy
 from hardenml.monitor.readings import MonitorError
 from hardenml.monitor.service import MonitorService
+from hardenml.monitor.telemetry import PendingRecords
 from hardenml.monitor.writer import TelemetryFull
 
 log = logging.getLogger("hardenml.monitor")
@@ -108,8 +109,10 @@ class PredictRoute:
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]
     ) -> int:
         """Answer the request; returns the status it sent."""
+        pending: PendingRecords | None = None
         try:
-            status, body = 200, self._answer(scope, headers, await self._body(receive, headers))
+            body, pending = self._answer(scope, headers, await self._body(receive, headers))
+            status = 200
         except RequestProblem as problem:
             status, body = problem.status, orjson.dumps({"error": problem.message})
         except TelemetryFull as exc:
@@ -121,17 +124,23 @@ class PredictRoute:
         except Exception as exc:  # a bug must cost one request, never the server
             log.exception("POST %s failed", ROUTE)
             status, body = 500, orjson.dumps({"error": f"internal error: {type(exc).__name__}"})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            # After the answer is on its way (or the client is gone: the model was still
+            # queried), and before the request counts as done, which a shutdown waits for.
+            if pending is not None:
+                self.service.record(pending)
         return status
 
     async def _body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
@@ -142,7 +151,10 @@ class PredictRoute:
         announced_length(None if length is None else length.decode("latin-1"), limit)
         return await receive_body(receive, limit)
 
-    def _answer(self, scope: Scope, headers: dict[bytes, bytes], raw: bytes) -> bytes:
+    def _answer(
+        self, scope: Scope, headers: dict[bytes, bytes], raw: bytes
+    ) -> tuple[bytes, PendingRecords]:
+        """The response body, and the telemetry to record once it is sent."""
         service = self.service
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         if content_type.startswith(NPY_CONTENT_TYPE):
@@ -158,7 +170,7 @@ class PredictRoute:
         if client_id is None:
             client = scope.get("client")
             client_id = str(client[0]) if client else "unknown"
-        answer = service.predict(
+        answer, pending = service.infer(
             rows, request_id=request_id or uuid.uuid4().hex, client_id=client_id
         )
         names = [service.classes[i] for i in answer.class_indices]
@@ -177,7 +189,7 @@ class PredictRoute:
                 "scores": answer.scores[0],
             }
         payload |= {"model_version": answer.model_version, "request_id": answer.request_id}
-        return orjson.dumps(payload)
+        return orjson.dumps(payload), pending
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:

@@ -159,9 +159,21 @@ class MonitorService:
         return self.router is not None
 
     def predict(self, rows: np.ndarray, *, request_id: str, client_id: str) -> Prediction:
-        """Answer `rows` (n, *input_spec.shape) with the version the split picks."""
+        """Answer `rows` (n, *input_spec.shape) with the version the split picks, and
+        record them."""
+        prediction, pending = self.infer(rows, request_id=request_id, client_id=client_id)
+        self.record(pending)
+        return prediction
+
+    def infer(
+        self, rows: np.ndarray, *, request_id: str, client_id: str
+    ) -> tuple[Prediction, PendingRecords]:
+        """The answer to `rows` and its telemetry, not yet recorded: `POST /v1/predict`
+        sends the answer first and records right after, before the request counts as done.
+        Refuses (`TelemetryFull`) when the telemetry could not be recorded."""
         if self.router is None:
             raise MonitorError("this service only ingests records (`hardenml monitor ingest`)")
+        self.writer.check_accepting()
         model = self.router.plan.pick(request_id)
         began = time.perf_counter()
         inputs = torch.from_numpy(rows).to(dtype=self.input_spec.dtype, device=model.target.device)
@@ -170,19 +182,18 @@ class MonitorService:
         model_seconds = time.perf_counter() - began
         indices = probabilities.argmax(axis=1)
         confidences = probabilities[np.arange(len(indices)), indices]
-        latency_ms = model_seconds * 1000.0
         n = len(rows)
-        self._record(
+        pending = self._pending(
             rows,
             probabilities,
             version=model.version,
             source="predict",
             request_ids=[request_id] if n == 1 else [f"{request_id}#{i}" for i in range(n)],
             client_ids=[client_id] * n,
-            latencies=[latency_ms] * n,
+            latencies=[model_seconds * 1000.0] * n,
         )
         self.metrics.model_seconds.labels(model_version=model.version).observe(model_seconds)
-        return Prediction(
+        prediction = Prediction(
             request_id,
             model.version,
             indices.tolist(),
@@ -190,6 +201,7 @@ class MonitorService:
             probabilities.tolist(),
             model_seconds,
         )
+        return prediction, pending
 
     def ingest(self, records: Sequence[IngestedRecord], *, request_id: str) -> int:
         """Record what another service predicted; returns how many records were taken."""
@@ -198,8 +210,9 @@ class MonitorService:
         by_version: dict[str, list[int]] = {}
         for i, record in enumerate(records):
             by_version.setdefault(record.model_version, []).append(i)
+        self.writer.check_accepting()
         for version, picked in by_version.items():
-            self._record(
+            pending = self._pending(
                 rows[np.asarray(picked)],
                 scores[np.asarray(picked)],
                 version=version,
@@ -208,9 +221,10 @@ class MonitorService:
                 client_ids=[records[i].client_id for i in picked],
                 latencies=[records[i].latency_ms for i in picked],
             )
+            self.record(pending)
         return len(records)
 
-    def _record(
+    def _pending(
         self,
         rows: np.ndarray,
         scores: np.ndarray,
@@ -220,16 +234,11 @@ class MonitorService:
         request_ids: Sequence[str],
         client_ids: Sequence[str],
         latencies: Sequence[float | None],
-    ) -> None:
-        """The rows' telemetry to the writer (one frame to its log: the records are built
-        in its process) and to the watch's window, and the counters and the page's."""
-        now = time.time()
-        indices = scores.argmax(axis=1)
-        confidences = scores[np.arange(len(indices)), indices].tolist()
-        pending = PendingRecords(
+    ) -> PendingRecords:
+        return PendingRecords(
             rows=rows.reshape(rows.shape[0], -1),
             scores=scores,
-            at=now,
+            at=time.time(),
             model_version=version,
             source=source,
             request_ids=request_ids,
@@ -237,14 +246,22 @@ class MonitorService:
             latencies=latencies,
             keep_raw_inputs=self.keep_raw_inputs,
         )
-        self.writer.submit(pending)
+
+    def record(self, pending: PendingRecords) -> None:
+        """The rows' telemetry to the writer (one frame to its log: the records are built
+        in its process) and to the watch's window, and the counters and the page's. Never
+        refuses: `infer` checked that the writer takes records."""
+        self.writer.submit(pending, refuse_when_full=False)
         if self.watch is not None:
             self.watch.observe(pending)
-        n = len(confidences)
-        self.metrics.predictions.labels(model_version=version, source=source).inc(n)
+        scores = np.asarray(pending.scores)
+        confidences = scores.max(axis=1).tolist()
+        self.metrics.predictions.labels(
+            model_version=pending.model_version, source=pending.source
+        ).inc(len(confidences))
         for value in confidences:
             self.metrics.confidence.observe(value)
-        self.traffic.add(version, confidences, now)
+        self.traffic.add(pending.model_version, confidences, pending.at)
 
     # --- blue/green --------------------------------------------------------------------
 

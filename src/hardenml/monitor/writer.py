@@ -400,10 +400,24 @@ class TelemetryWriter:
         conn.close()
         self._conn = None
 
-    def submit(self, item: PendingRecords) -> None:
+    def check_accepting(self) -> None:
+        """Raise `TelemetryFull` when the log refuses frames and `max_held` records already
+        wait for it in memory (a request asks before it answers)."""
+        if self._held_records >= self.max_held:
+            raise TelemetryFull(self._full_message())
+
+    def _full_message(self) -> str:
+        return (
+            f"the telemetry log ({self.log.folder}) takes no records and "
+            f"{self._held_records} wait in memory (monitor.telemetry.max_queued_records); "
+            "free disk space: predictions that cannot be recorded are not answered"
+        )
+
+    def submit(self, item: PendingRecords, *, refuse_when_full: bool = True) -> None:
         """Append one request's telemetry to the log (one write into the page cache);
         never waits for the database. Raises `TelemetryFull` when the log refuses frames
-        and `max_held` records already wait for it in memory."""
+        and `max_held` records already wait for it in memory, unless not
+        `refuse_when_full` (the answer was sent: the records are held beyond the bound)."""
         frame = encode_frame(item)
         n = len(item)
         with self._lock:
@@ -417,13 +431,8 @@ class TelemetryWriter:
                 else:
                     self.submitted_ += n
                     return
-            if self._held_records + n > self.max_held:
-                raise TelemetryFull(
-                    f"the telemetry log ({self.log.folder}) takes no records and "
-                    f"{self._held_records} wait in memory (monitor.telemetry."
-                    "max_queued_records); free disk space: predictions that cannot be "
-                    "recorded are not answered"
-                )
+            if refuse_when_full and self._held_records + n > self.max_held:
+                raise TelemetryFull(self._full_message())
             self._held.append((frame, n))
             self._held_records += n
             self.submitted_ += n

@@ -749,11 +749,12 @@ class RetrainConfig(_Strict):
     replay_fraction: float = Field(default=0.5, ge=0, le=1)
     # How the fresh adversarial examples are made: "atta" (one step per batch from each
     # training row's perturbation of the previous epoch, Zheng et al. 2020; cheap enough
-    # for a schedule; on the MNIST CNN at L-inf 0.3, bench/patch.py, robust 0.565 against
-    # PGD-AT's 0.510 in 0.27x its time, at Adam 2e-3), "n_fgsm" (one step from fresh
+    # for a schedule; on the MNIST CNN at L-inf 0.3, bench/patch.py, robust 0.641 against
+    # PGD-AT's 0.696 in 0.28x its time, both at Adam 2e-3), "n_fgsm" (one step from fresh
     # noise, de Jorge et al. 2022: it did not hold at 0.3 there, 0.175 against PGD-AT's
-    # 0.510) or "pgd" (PGD-AT's multi-step attack). The single-step ones keep the watch
-    # for catastrophic overfitting, and validate and the gate judge the candidate.
+    # 0.510 at 1e-3) or "pgd" (PGD-AT's multi-step attack, for the full robustness).
+    # The single-step ones keep the watch for catastrophic overfitting, and validate and
+    # the gate judge the candidate.
     adversary: Literal["atta", "n_fgsm", "pgd"] = "atta"
 
 

@@ -29,11 +29,12 @@ Defaults here: each example's memory starts at zero, the step is `step_size` (de
 eps / 2: two visits reach the edge of the ball, and ten fine-tuning epochs give each
 example ten, against ATTA's sixty), `prior` (PGI's lambda) is 0. On the MNIST CNN at
 eps 0.3 (`bench/patch.py`: 3,600 training images, fine-tuned from the clean model with a
-3-epoch budget warm-up, robust accuracy under the ensemble) it reached 0.565 with Adam
-2e-3 in 8 epochs, against 10-step PGD-AT's 0.510 (10 epochs, 1e-3), in 0.27x its time;
-0.458 at 1e-3 in 10 epochs. In small runs there (PGD-20 on 500 test images) a step of
-eps / 4 or eps did no better than eps / 2 (eps set off the watch once), and FGSM-PGI's
-start, step eps and lambda 10 did worse (0.38 against 0.55): bench/README.md. The watch
+3-epoch budget warm-up, robust accuracy under the ensemble, Adam 2e-3 for both) it
+reached 0.641 in 9 epochs against 10-step PGD-AT's 0.696 (10 epochs), in 0.28x its
+time: 5.5 points behind, where N-FGSM and GradAlign did not hold at 0.3 at all. In
+small runs there (PGD-20 on 500 test images) a step of eps / 4 or eps did no better
+than eps / 2 (eps set off the watch once), and FGSM-PGI's start, step eps and lambda 10
+did worse (0.38 against 0.55): bench/README.md. The watch
 for catastrophic overfitting and its recovery (FGSM-RS's, `recovery`) stay on; a
 rollback restores the weights, not the memory (the stored perturbations stay valid
 starting points).

@@ -283,11 +283,10 @@ class TelemetryWriter:
         self._held: deque[tuple[bytes, int]] = deque()
         self._held_records = 0
         self._lock = threading.Lock()
-        # The drainer: the child (its pipe and process), or a thread's drainer.
+        # The drainer: the child (its pipe, process and report reader), or a thread.
         self._conn: Connection | None = None
         self._child: Any = None
         self._reader: threading.Thread | None = None
-        self._drainer: LogDrainer | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._closing = False
@@ -356,7 +355,6 @@ class TelemetryWriter:
         else:
             self._note_leftover(drained, drainer.position)
         self._base = self.written_ - drainer.written
-        self._drainer = drainer
         self._thread = threading.Thread(
             target=drainer.run, args=(self._stop, self._committed), name="telemetry-writer"
         )

@@ -12,9 +12,14 @@ service's cost).
 
 Measured in the same run:
 - `bare_*`: the model's forward pass on one batch, `Target.logits` under no_grad, in this
-  process with the server's thread count, as many times as there were requests;
+  process with the server's thread count, as many times as there were requests, in blocks
+  of `--block` that alternate with the one client's blocks of as many requests (sent back
+  to back), so that bare and served are timed over the same minutes of the machine;
 - `p50_ms`, `p99_ms`: a request's round trip as the one client sees it (parse, model,
-  telemetry, response, the loopback HTTP), and `added_p99_ms` = p99 - bare p99;
+  telemetry, response, the loopback HTTP), and `added_p99_ms` = p99 - bare p99 (the aim);
+- `served_model_*`: the model's forward pass inside the service, as each answer's
+  `Server-Timing` header reports it, and `overhead_*`: per request, the round trip minus
+  that (what the service and the loopback HTTP added to that very request);
   `loaded_p50_ms`, `loaded_p99_ms` the same under the concurrent clients (queueing
   included);
 - `predictions_per_s`: images answered per second of wall time under the concurrent
@@ -46,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,32 +108,19 @@ def percentile_ms(seconds: list[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(seconds) * 1000.0, q)), 3)
 
 
-def bare_latencies(module: torch.nn.Module, batches: list[np.ndarray], calls: int) -> list[float]:
-    target = TorchTarget(
+def bare_target(module: torch.nn.Module) -> TorchTarget:
+    """The model as the service wraps it, for the bare forward passes."""
+    return TorchTarget(
         module,
         input_spec=InputSpec(shape=(1, 28, 28)),
         classes=[str(i) for i in range(10)],
         device="cpu",
     )
-    out = []
-    with torch.no_grad():
-        for i in range(calls):
-            x = torch.from_numpy(batches[i % len(batches)])
-            began = time.perf_counter()
-            target.logits(x)
-            out.append(time.perf_counter() - began)
-    return out
 
 
-def bare_cpu_ms(module: torch.nn.Module, batches: list[np.ndarray], calls: int) -> float:
+def bare_cpu_ms(target: TorchTarget, batches: list[np.ndarray], calls: int) -> float:
     """CPU milliseconds of this process per bare forward pass (the load-independent cost
     that `service_cpu_ms_per_request` compares with)."""
-    target = TorchTarget(
-        module,
-        input_spec=InputSpec(shape=(1, 28, 28)),
-        classes=[str(i) for i in range(10)],
-        device="cpu",
-    )
     with torch.no_grad():
         began = time.process_time()
         for i in range(calls):
@@ -183,6 +176,40 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+class Client:
+    """One keep-alive connection sending predict requests; `post` times a round trip."""
+
+    def __init__(self, port: int, content_type: str) -> None:
+        self.port = port
+        self.headers = {
+            "Content-Type": content_type,
+            "Authorization": f"Bearer {TOKEN}",
+            "X-Client-Id": "bench",
+        }
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def post(self, body: bytes) -> tuple[float, float] | None:
+        """(round-trip seconds, the model's seconds from the answer's `Server-Timing`), or
+        None for a request that got no 200 or no answer."""
+        began = time.perf_counter()
+        try:
+            self.conn.request("POST", "/v1/predict", body=body, headers=self.headers)
+            response = self.conn.getresponse()
+            response.read()
+        except OSError:
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            return None
+        elapsed = time.perf_counter() - began
+        if response.status != 200:
+            return None
+        timing = response.getheader("server-timing", "model;dur=nan")
+        return elapsed, float(timing.split("dur=")[1]) / 1000.0
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def drive(
     port: int,
     bodies: list[bytes],
@@ -198,37 +225,22 @@ def drive(
     lock = threading.Lock()
     sent = iter(range(requests))
     deadline = time.monotonic() + seconds
-    headers = {
-        "Content-Type": content_type,
-        "Authorization": f"Bearer {TOKEN}",
-        "X-Client-Id": "bench",
-    }
 
     def client() -> None:
         nonlocal failures
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        session = Client(port, content_type)
         while time.monotonic() < deadline:
             with lock:
                 i = next(sent, None)
             if i is None:
                 break
-            began = time.perf_counter()
-            try:
-                conn.request("POST", "/v1/predict", body=bodies[i % len(bodies)], headers=headers)
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
-            except OSError:
-                ok = False
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            elapsed = time.perf_counter() - began
+            answered = session.post(bodies[i % len(bodies)])
             with lock:
-                if ok:
-                    latencies.append(elapsed)
+                if answered is not None:
+                    latencies.append(answered[0])
                 else:
                     failures += 1
-        conn.close()
+        session.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     began = time.perf_counter()
@@ -239,6 +251,56 @@ def drive(
     return latencies, failures, time.perf_counter() - began
 
 
+@dataclass
+class Alternated:
+    """The one-client phase: round trips, the model's own seconds inside the service (from
+    `Server-Timing`), and the bare forward passes timed in blocks between them."""
+
+    round_trips: list[float] = field(default_factory=list)
+    served_model: list[float] = field(default_factory=list)
+    bare: list[float] = field(default_factory=list)
+    failures: int = 0
+
+
+def alternate(
+    port: int,
+    bodies: list[bytes],
+    target: TorchTarget,
+    batches: list[np.ndarray],
+    *,
+    requests: int,
+    seconds: float,
+    block: int,
+    content_type: str,
+) -> Alternated:
+    """One client, one request at a time, in blocks of `block` requests sent back to back;
+    before each block, `block` bare forward passes of the same batches in this process.
+    Bare and served are timed over the same minutes, so a slow spell of the machine (a
+    neighbour's job, a frequency change) lands on both, not on one of them alone."""
+    out = Alternated()
+    session = Client(port, content_type)
+    deadline = time.monotonic() + seconds
+    done = 0
+    with torch.no_grad():
+        while done < requests and time.monotonic() < deadline:
+            size = min(block, requests - done)
+            for i in range(done, done + size):
+                x = torch.from_numpy(batches[i % len(batches)])
+                began = time.perf_counter()
+                target.logits(x)
+                out.bare.append(time.perf_counter() - began)
+            for i in range(done, done + size):
+                answered = session.post(bodies[i % len(bodies)])
+                if answered is None:
+                    out.failures += 1
+                else:
+                    out.round_trips.append(answered[0])
+                    out.served_model.append(answered[1])
+            done += size
+    session.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests")
@@ -247,6 +309,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=100,
+        help="one-client phase: requests per block, each after as many bare forward passes",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--no-detectors", action="store_true", help="telemetry only (to see what they cost)"
@@ -267,6 +335,7 @@ def main() -> None:
     train, _ = split(load_source("mnist5k"), test_fraction=0.2, seed=0)
     set_seed(0)
     module = train_classifier(mnist_cnn(), train.x, train.y, epochs=1, seed=0).eval()
+    target = bare_target(module)
     # The split is ordered by class; traffic in that order would be drift (and is flagged).
     order = np.random.default_rng(0).permutation(len(train.x))
     images = train.x[order].reshape(-1, 1, 28, 28).astype(np.float32)
@@ -313,10 +382,18 @@ def main() -> None:
             kind = {"content_type": content_type}
             drive(port, bodies[:20], clients=args.clients, requests=40, seconds=30, **kind)
             cpu_before = cpu_seconds(server.pid)
-            latencies, failed_alone, _ = drive(
-                port, bodies, clients=1, requests=args.requests, seconds=args.seconds, **kind
+            alone = alternate(
+                port,
+                bodies,
+                target,
+                batches,
+                requests=args.requests,
+                seconds=args.seconds,
+                block=args.block,
+                **kind,
             )
             cpu_after = cpu_seconds(server.pid)
+            latencies, failed_alone = alone.round_trips, alone.failures
             loaded, failed_loaded, wall = drive(
                 port,
                 bodies,
@@ -331,8 +408,9 @@ def main() -> None:
             server.wait(timeout=120)
         stored = TelemetryStore(folder / "hardenml.db").count()
     answered = len(latencies) + len(loaded)
-    bare = bare_latencies(module, batches, max(len(latencies), 200))
-    bare_cpu = bare_cpu_ms(module, batches, 200)
+    bare = alone.bare
+    overheads = [t - m for t, m in zip(alone.round_trips, alone.served_model, strict=True)]
+    bare_cpu = bare_cpu_ms(target, batches, 200)
     service_cpu = (
         None
         if cpu_before is None or cpu_after is None or not latencies
@@ -350,6 +428,10 @@ def main() -> None:
         "loaded_p99_ms": percentile_ms(loaded, 99),
         "bare_p50_ms": percentile_ms(bare, 50),
         "bare_p99_ms": percentile_ms(bare, 99),
+        "served_model_p50_ms": percentile_ms(alone.served_model, 50),
+        "served_model_p99_ms": percentile_ms(alone.served_model, 99),
+        "overhead_p50_ms": percentile_ms(overheads, 50),
+        "overhead_p99_ms": percentile_ms(overheads, 99),
         "service_cpu_ms_per_request": service_cpu,
         "bare_cpu_ms": bare_cpu,
         "encoding": args.encoding,
@@ -363,10 +445,12 @@ def main() -> None:
             "by the writer process between requests"
             if args.no_detectors
             else "all six, window 500 (adversarial score: latest 100), every 5 s, in a "
-            "child process at niceness 10, stopped while a request is in flight (at most "
+            "child process under SCHED_IDLE, stopped while a request is in flight (at most "
             "4 s per evaluation); telemetry on (fingerprints only), committed by the writer "
-            "process between requests",
+            "process (under SCHED_IDLE) between requests",
             "aim": ">= 1000 predictions/s, p99 added <= 5 ms, zero failed requests",
+            "bare": f"in this process, in blocks of {args.block} forward passes alternating "
+            f"with the one client's blocks of {args.block} requests",
             "quick": args.quick,
             "machine": {
                 "cpu_count": os.cpu_count(),
@@ -391,6 +475,8 @@ def main() -> None:
         "p99_ms",
         "bare_p99_ms",
         "added_p99_ms",
+        "served_model_p99_ms",
+        "overhead_p99_ms",
         "service_cpu_ms_per_request",
         "bare_cpu_ms",
         "load_average",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import io
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,25 @@ def test_predict_answers_single_and_batched_inputs_like_the_model(
     assert batch["labels"] == [str(int(i)) for i in expected.argmax(axis=1)]
     np.testing.assert_allclose(batch["scores"], expected, atol=1e-5)
     np.testing.assert_allclose(batch["confidence"], expected.max(axis=1), atol=1e-5)
+
+
+def test_an_answer_says_in_server_timing_how_long_the_model_took(
+    workspace: Any, digits: tuple[np.ndarray, ...]
+) -> None:
+    x_test = digits[2][:16]
+    with running(workspace) as served:
+        began = time.perf_counter()
+        answer = call(served.port, "POST", "/v1/predict", {"inputs": x_test.tolist()})
+        round_trip_ms = (time.perf_counter() - began) * 1000.0
+        refused = call(served.port, "POST", "/v1/predict", {"inputs": [[1.0, 2.0]]})
+        model_ms = served.service.metrics.model_seconds
+    assert answer.status == 200
+    name, duration = answer.headers["server-timing"].split(";dur=")
+    assert name == "model" and 0.0 < float(duration) < round_trip_ms
+    observed = next(iter(model_ms.collect())).samples
+    total_ms = 1000.0 * sum(s.value for s in observed if s.name.endswith("_sum"))
+    assert float(duration) == pytest.approx(total_ms, abs=1e-3)  # the one model call
+    assert refused.status == 422 and "server-timing" not in refused.headers
 
 
 def _npy(array: np.ndarray) -> bytes:

@@ -34,6 +34,7 @@ from hardenml.monitor.telemetry_log import (
     encode_frame,
     frame_lines,
 )
+from hardenml.monitor.priority import idle_supported
 from hardenml.monitor.writer import LogDrainer, TelemetryFull, TelemetryWriter
 from monitor_support import TOKEN, TOKEN_ENV, call, monitor_workspace, serve_cli
 
@@ -226,6 +227,7 @@ def test_the_service_commits_a_previous_runs_log_before_it_serves(
         assert call(port, "POST", "/v1/predict", {"inputs": rows.tolist()}).status == 200
         status = call(port, "GET", "/v1/status").json()["telemetry"]
         assert status["writer"] == "process" and status["held_in_memory"] == 0
+        assert status["writer_priority"] == ("idle" if idle_supported() else "nice 5")
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) in (0, -signal.SIGTERM)
     finally:

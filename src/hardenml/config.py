@@ -793,12 +793,13 @@ class MonitorTelemetryConfig(_Strict):
     personal data. Rows beyond `retention_count`, or older than `retention_days`, are
     deleted (None: no bound). Each request appends one line to the telemetry log
     (`telemetry-log/` beside the database); the writer commits it in batches of about
-    `batch_size` records, at least every `flush_interval_s` seconds while records wait, in
-    a child process at `writer_niceness` when `writer_process` (else in a thread of the
-    service). A restart commits what a previous run left in the log before it serves: a
-    burst costs disk, never a record. When the log cannot be written (a full disk), at
-    most `max_queued_records` wait in memory; past that the service answers predictions
-    with 503 rather than answer what it cannot record."""
+    `batch_size` records, at least every `flush_interval_s` seconds while records wait, in a
+    child process at `writer_niceness` (on Linux under SCHED_IDLE with
+    `writer_idle_priority`) when `writer_process` (else in a thread of the service). A
+    restart commits what a previous run left in the log before it serves: a burst costs
+    disk, never a record. When the log cannot be written (a full disk), at most
+    `max_queued_records` wait in memory; past that the service answers predictions with 503
+    rather than answer what it cannot record."""
 
     keep_raw_inputs: bool = False
     retention_count: int | None = Field(default=1_000_000, gt=0)
@@ -808,6 +809,10 @@ class MonitorTelemetryConfig(_Strict):
     max_queued_records: int = Field(default=20_000, gt=0)
     writer_process: bool = True
     writer_niceness: int = Field(default=5, ge=0, le=19)
+    # Linux: the writer's process runs under SCHED_IDLE, only on CPU time nothing else
+    # wants, and back at `writer_niceness` once it has been starved for 5 s with records
+    # waiting (where the user may raise it: RLIMIT_NICE or CAP_SYS_NICE).
+    writer_idle_priority: bool = True
 
 
 class MonitorAlertRuleConfig(_Strict):
@@ -880,6 +885,9 @@ class MonitorConfig(_Strict):
     # service; always so where the platform cannot fork).
     detector_process: bool = True
     detector_niceness: int = Field(default=10, ge=0, le=19)
+    # Linux: the detectors' process runs under SCHED_IDLE, and back at `detector_niceness`
+    # when an evaluation is overdue (where the user may raise it).
+    detector_idle_priority: bool = True
     detectors: list[MonitorDetector] = Field(default_factory=lambda: list(MONITOR_DETECTORS))
     # The adversarial score judges the latest this many rows of the window: each costs
     # its `draws` extra forward passes.

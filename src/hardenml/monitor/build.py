@@ -129,6 +129,7 @@ def build_service(
         max_held=telemetry.max_queued_records,
         process=telemetry.writer_process,
         niceness=telemetry.writer_niceness,
+        idle_priority=telemetry.writer_idle_priority,
         foreground=foreground,
     )
     return MonitorService(

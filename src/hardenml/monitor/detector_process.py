@@ -4,11 +4,13 @@ Why not a thread: every few seconds the detectors do a few hundred milliseconds 
 (the adversarial score's extra forward passes, the MMD permutations, a KS test per
 feature), much of it Python holding the interpreter lock. In the service's process that
 work takes the lock, and one of the two cores, from the requests, and shows as their p99.
-In a forked child it takes neither the lock nor, at `niceness` 10, more than a small share
-of a core that a request wants (the scheduler weighs a nice-10 process about a tenth of a
-nice-0 one). The child is forked once, at start, after the detectors were fitted, so it
-holds the same fitted detectors (and the served model) without loading anything again;
-each evaluation sends it the window (a few MB through a pipe) and gets the readings back.
+In a forked child it takes neither the lock nor a core that a request wants: it runs at
+`niceness` 10 and, with `idle_priority` on Linux, under SCHED_IDLE, only on CPU time no
+other process wants (`hardenml.monitor.priority`); an evaluation that waits longer than
+`max_delay_s` for its answer moves it back to the normal policy. The child is forked once,
+at start, after the detectors were fitted, so it holds the same fitted detectors (and the
+served model) without loading anything again; each evaluation sends it the window (a few MB
+through a pipe) and gets the readings back.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
-import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -26,10 +27,14 @@ from typing import Any
 
 from hardenml.monitor.detectors import Detector, DetectorReading, Window
 from hardenml.monitor.foreground import Foreground
+from hardenml.monitor.priority import lower_this_process, raise_to_normal
 
 log = logging.getLogger("hardenml.monitor")
 
 PR_SET_PDEATHSIG = 1
+# An evaluation's answer this long after the child may run beside requests (`max_delay_s`)
+# is overdue: judging a window takes well under a second of CPU time.
+STARVED_AFTER_S = 5.0
 # A detector's outcome: its readings, or the message of the exception it raised.
 Outcome = tuple[str, list[DetectorReading] | str]
 
@@ -53,10 +58,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _child(detectors: Sequence[Detector], conn: Connection, parent: Connection, nice: int) -> None:
+def _child(
+    detectors: Sequence[Detector], conn: Connection, parent: Connection, nice: int, idle: bool
+) -> None:
     parent.close()  # so the pipe ends (EOF) when the service's process is gone
     _die_with_parent()
-    os.nice(nice)
+    lower_this_process(nice, idle=idle)
     import torch
 
     # One thread, as DataLoader workers do: a forked child must not use the parent's
@@ -78,23 +85,29 @@ def _child(detectors: Sequence[Detector], conn: Connection, parent: Connection, 
 
 
 class DetectorProcess:
-    """`detectors` evaluated in a forked child at `niceness` (POSIX only; `available`)."""
+    """`detectors` evaluated in a forked child at `niceness`, under SCHED_IDLE with
+    `idle_priority` (POSIX only; `available`)."""
 
     def __init__(
         self,
         detectors: Sequence[Detector],
         *,
         niceness: int = 10,
+        idle_priority: bool = True,
         answer_within_s: float = 120.0,
         foreground: Foreground | None = None,
         max_delay_s: float = 4.0,
+        starved_after_s: float = STARVED_AFTER_S,
     ) -> None:
         self.detectors = list(detectors)
         self.niceness = niceness
+        self.idle_priority = idle_priority
+        self._unstarved = False
         # While it judges a window the child runs between requests only (stopped while
         # one is in flight), for at most `max_delay_s` seconds, then beside them.
         self.foreground = foreground
         self.max_delay_s = max_delay_s
+        self.starved_after_s = starved_after_s
         # A child that never answers (a lock a forked thread held, a stuck library) must not
         # stop the watch for good: past this, it is killed and the service judges itself.
         self.answer_within_s = answer_within_s
@@ -111,7 +124,7 @@ class DetectorProcess:
         parent, child = context.Pipe()
         self._process = context.Process(
             target=_child,
-            args=(self.detectors, child, parent, self.niceness),
+            args=(self.detectors, child, parent, self.niceness, self.idle_priority),
             name="hardenml-detectors",
             daemon=True,
         )
@@ -127,7 +140,7 @@ class DetectorProcess:
                 try:
                     with self._out_of_the_way():
                         self._conn.send(window)
-                        if not self._conn.poll(self.answer_within_s):
+                        if not self._answered(self._conn):
                             raise TimeoutError(f"no answer within {self.answer_within_s:g} s")
                         outcome: list[Outcome] = self._conn.recv()
                     return outcome
@@ -135,6 +148,29 @@ class DetectorProcess:
                     log.error("the detector process is gone (%s); judging in the service", exc)
                     self._stop_child()
             return judge(self.detectors, window)
+
+    def _answered(self, conn: Connection) -> bool:
+        """Whether the child answers within `answer_within_s`; one under SCHED_IDLE that has
+        not answered `starved_after_s` after `max_delay_s` (starved: every core is busy) is
+        moved back to the normal policy, once."""
+        first = min(self.max_delay_s + self.starved_after_s, self.answer_within_s)
+        if conn.poll(first):
+            return True
+        if self.idle_priority and not self._unstarved and self._process is not None:
+            self._unstarved = True
+            if raise_to_normal(self._process.pid, self.niceness):
+                log.warning(
+                    "the detector process got too little CPU time under SCHED_IDLE; it runs "
+                    "at nice %d from now on",
+                    self.niceness,
+                )
+            else:
+                log.warning(
+                    "the detector process gets little CPU time under SCHED_IDLE and this "
+                    "user may not raise it back (RLIMIT_NICE); set "
+                    "monitor.detector_idle_priority = false if evaluations lag"
+                )
+        return bool(conn.poll(self.answer_within_s - first))
 
     def _out_of_the_way(self) -> contextlib.AbstractContextManager[None]:
         if self.foreground is None or self._process is None or self._process.pid is None:

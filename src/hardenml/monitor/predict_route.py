@@ -110,9 +110,13 @@ class PredictRoute:
     ) -> int:
         """Answer the request; returns the status it sent."""
         pending: PendingRecords | None = None
+        timing: list[tuple[bytes, bytes]] = []
         try:
-            body, pending = self._answer(scope, headers, await self._body(receive, headers))
+            body, pending, model_seconds = self._answer(
+                scope, headers, await self._body(receive, headers)
+            )
             status = 200
+            timing = [(b"server-timing", server_timing(model_seconds))]
         except RequestProblem as problem:
             status, body = problem.status, orjson.dumps({"error": problem.message})
         except TelemetryFull as exc:
@@ -132,6 +136,7 @@ class PredictRoute:
                     "headers": [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode()),
+                        *timing,
                     ],
                 }
             )
@@ -153,8 +158,9 @@ class PredictRoute:
 
     def _answer(
         self, scope: Scope, headers: dict[bytes, bytes], raw: bytes
-    ) -> tuple[bytes, PendingRecords]:
-        """The response body, and the telemetry to record once it is sent."""
+    ) -> tuple[bytes, PendingRecords, float]:
+        """The response body, the telemetry to record once it is sent, and the seconds the
+        model's forward pass took."""
         service = self.service
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         if content_type.startswith(NPY_CONTENT_TYPE):
@@ -189,7 +195,14 @@ class PredictRoute:
                 "scores": answer.scores[0],
             }
         payload |= {"model_version": answer.model_version, "request_id": answer.request_id}
-        return orjson.dumps(payload), pending
+        return orjson.dumps(payload), pending, answer.model_seconds
+
+
+def server_timing(model_seconds: float) -> bytes:
+    """The `Server-Timing` header (W3C Server Timing) of an answer: how long the model's
+    forward pass took, in milliseconds. A client subtracts it from the round trip to see
+    what the service added (`bench/monitor.py` does)."""
+    return f"model;dur={model_seconds * 1000.0:.3f}".encode()
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:

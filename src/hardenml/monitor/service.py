@@ -321,6 +321,7 @@ class MonitorService:
                 "backlog": self.writer.backlog,
                 "held_in_memory": self.writer.held,
                 "writer": "process" if self.writer.in_process else "thread",
+                "writer_priority": self.writer.priority,
             },
             "uptime_s": round(time.time() - self.started_at, 3),
             "watch": None if self.watch is None else self.watch.status(),

@@ -74,6 +74,7 @@ class Watch:
         clock: Callable[[], float] = time.time,
         detector_process: bool = False,
         detector_niceness: int = 10,
+        detector_idle_priority: bool = True,
         foreground: Foreground | None = None,
     ) -> None:
         self.config = config
@@ -89,6 +90,7 @@ class Watch:
         self.clock = clock
         self.detector_process = detector_process
         self.detector_niceness = detector_niceness
+        self.detector_idle_priority = detector_idle_priority
         self.foreground = foreground
         self._judge: DetectorProcess | None = None
         # The window as the requests came: (inputs, probabilities, clients) per request, the
@@ -109,6 +111,7 @@ class Watch:
             self._judge = DetectorProcess(
                 self.detectors,
                 niceness=self.detector_niceness,
+                idle_priority=self.detector_idle_priority,
                 foreground=self.foreground,
                 # Between requests only for most of the interval, then beside them.
                 max_delay_s=0.8 * self.evaluate_every_s,
@@ -358,5 +361,6 @@ def build_watch(
         metrics=metrics,
         detector_process=monitor.detector_process,
         detector_niceness=monitor.detector_niceness,
+        detector_idle_priority=monitor.detector_idle_priority,
         foreground=foreground,
     )

@@ -3,16 +3,19 @@
 A request only appends one frame to the telemetry log (`TelemetryWriter.submit`, through
 `hardenml.monitor.telemetry_log`). The `LogDrainer` turns frames into records, hashes
 their lines and commits the batches. It runs in a child process forked at start, at
-`niceness`, so that work takes neither the service's interpreter lock nor, at the lower
-priority, the core a request wants. Each time a thread of the service takes the lock back
+`niceness` and (with `idle_priority`, on Linux) under SCHED_IDLE, so that work takes
+neither the service's interpreter lock nor the core a request wants
+(`hardenml.monitor.priority`). Each time a thread of the service takes the lock back
 from a busy writer thread, the wait is up to the switch interval, and a forward pass
 takes the lock back after each of its operators. With the writer in a thread, that was
 most of the 27 ms the service added at the 99th percentile in `bench/monitor.py`.
 
-The child reports each commit through a pipe; `backlog` and the metrics read those
-reports. If the child dies, a thread in the service takes over from the position the last
-commit stored, so nothing is lost and nothing is written twice. `close` (the service's
-SIGTERM) has the drainer commit every complete frame before it returns.
+The child reports each commit through a pipe; `backlog` and the metrics read those reports.
+A child under SCHED_IDLE that sends no report for `starved_after_s` while records wait is
+starved of CPU time: it goes back to the normal policy at `niceness`. If the child dies, a
+thread in the service takes over from the position the last commit stored, so nothing is
+lost and nothing is written twice. `close` (the service's SIGTERM) has the drainer commit
+every complete frame before it returns.
 
 When the log cannot take a frame (a full disk, a removed folder), the frame waits in
 memory and is written first at the next attempt. Once more than `max_held` records wait
@@ -25,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import threading
 import time
 from collections import deque
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from hardenml.monitor.foreground import Foreground
+from hardenml.monitor.priority import describe, lower_this_process, raise_to_normal
 from hardenml.monitor.readings import MonitorError
 from hardenml.monitor.telemetry import LogPosition, PendingRecords, StoredLine, TelemetryStore
 from hardenml.monitor.telemetry_log import LogUnwritable, TelemetryLog, encode_frame
@@ -53,6 +56,10 @@ PIECE_RECORDS = 64
 MAX_DEFER_S = 0.05
 # Retention runs at most this often (it scans the batch table).
 PRUNE_EVERY_S = 30.0
+# A child under SCHED_IDLE that sent no report for this long while more than a batch of
+# records waited is taken to be starved of CPU time (it commits every flush interval
+# when it runs).
+STARVED_AFTER_S = 5.0
 
 
 class TelemetryFull(MonitorError):
@@ -214,13 +221,13 @@ def _child(
     conn: Connection,
     parent: Connection,
     niceness: int,
+    idle: bool,
     foreground: Foreground | None,
 ) -> None:
     """The writer process: commit what a previous run left, say so, then drain until the
     service sends None or is gone (EOF), and commit the rest."""
     parent.close()  # so the pipe ends (EOF) when the service's process is gone
-    with contextlib.suppress(OSError):
-        os.nice(niceness)
+    lower_this_process(niceness, idle=idle)
     drainer = settings.build(foreground)
     leftover = drainer.drain_all()
     conn.send(("ready", leftover, drainer.position))
@@ -245,8 +252,8 @@ def _child(
 
 class TelemetryWriter:
     """Appends each request's telemetry to `log` and has it committed to `store`: in a
-    child process at `niceness` when `process` (and the platform can fork), else in a
-    thread of this process."""
+    child process at `niceness` (under SCHED_IDLE with `idle_priority`) when `process`
+    (and the platform can fork), else in a thread of this process."""
 
     def __init__(
         self,
@@ -260,7 +267,9 @@ class TelemetryWriter:
         max_held: int = 20_000,
         process: bool = True,
         niceness: int = 5,
+        idle_priority: bool = True,
         foreground: Foreground | None = None,
+        starved_after_s: float = STARVED_AFTER_S,
     ) -> None:
         self.store = store
         self.foreground = foreground
@@ -277,6 +286,8 @@ class TelemetryWriter:
         self.max_held = max_held
         self.process = process and "fork" in multiprocessing.get_all_start_methods()
         self.niceness = niceness
+        self.idle_priority = idle_priority
+        self.starved_after_s = starved_after_s
         self.submitted_ = 0
         self.written_ = 0
         self.failures_ = 0  # frames the log refused
@@ -291,6 +302,7 @@ class TelemetryWriter:
         self._stop = threading.Event()
         self._closing = False
         self._stopped = False  # the child said it committed everything and stopped
+        self._unstarved = False  # the child was moved back from SCHED_IDLE (or tried)
         self._base = 0  # records written before the current drainer's count started
         self._reported = LogPosition()
 
@@ -320,11 +332,19 @@ class TelemetryWriter:
         self._start_thread()
 
     def _start_child(self) -> bool:
+        self._unstarved = False
         context = multiprocessing.get_context("fork")
         parent, child = context.Pipe()
         self._child = context.Process(
             target=_child,
-            args=(self.settings, child, parent, self.niceness, self.foreground),
+            args=(
+                self.settings,
+                child,
+                parent,
+                self.niceness,
+                self.idle_priority,
+                self.foreground,
+            ),
             name="hardenml-telemetry",
             daemon=True,
         )
@@ -373,12 +393,27 @@ class TelemetryWriter:
         self.written_ = self._base + written
         self._reported = position
 
+    @property
+    def priority(self) -> str | None:
+        """The child's CPU priority ("idle", "nice 5"); None while a thread drains."""
+        child = self._child
+        if self._conn is None or child is None or child.pid is None:
+            return None
+        return describe(child.pid)
+
     def _read_reports(self) -> None:
         assert self._conn is not None
         conn = self._conn
+        last_report = time.monotonic()
         try:
             while True:
+                if not conn.poll(self.starved_after_s / 4):
+                    if time.monotonic() - last_report > self.starved_after_s:
+                        self._unstarve()
+                        last_report = time.monotonic()
+                    continue
                 kind, written, position = conn.recv()
+                last_report = time.monotonic()
                 self._committed(written, position)
                 if kind == "stopped":
                     self._stopped = True
@@ -397,6 +432,32 @@ class TelemetryWriter:
         self._start_thread(taking_over=True)
         conn.close()
         self._conn = None
+
+    def _unstarve(self, *, closing: bool = False) -> None:
+        """A child under SCHED_IDLE with records waiting and no commit for a while (or at
+        `closing`, which must not wait on idle CPU time) goes back to the normal policy.
+        Tried once per child."""
+        child = self._child
+        if not self.idle_priority or self._unstarved or child is None or child.pid is None:
+            return
+        if not closing and self.backlog <= self.settings.batch_size:
+            return
+        self._unstarved = True
+        if not raise_to_normal(child.pid, self.niceness):
+            log.warning(
+                "the telemetry writer process gets little CPU time under SCHED_IDLE (%d "
+                "records waiting) and this user may not raise it back (RLIMIT_NICE); set "
+                "monitor.telemetry.writer_idle_priority = false if the backlog keeps growing",
+                self.backlog,
+            )
+        elif not closing:
+            log.warning(
+                "the telemetry writer process got no CPU time for %g s with %d records "
+                "waiting; it runs at nice %d from now on",
+                self.starved_after_s,
+                self.backlog,
+                self.niceness,
+            )
 
     def check_accepting(self) -> None:
         """Raise `TelemetryFull` when the log refuses frames and `max_held` records already
@@ -459,6 +520,7 @@ class TelemetryWriter:
             self.log.close()
         self._closing = True
         if self._conn is not None:
+            self._unstarve(closing=True)
             with contextlib.suppress(OSError):
                 self._conn.send(None)
         # The reader ends with the child's last report, or after it took over from a

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from hardenml.monitor.build import telemetry_log_folder
+from hardenml.monitor.priority import idle_supported
 from hardenml.monitor.telemetry import (
     LogPosition,
     PendingRecords,
@@ -34,7 +35,6 @@ from hardenml.monitor.telemetry_log import (
     encode_frame,
     frame_lines,
 )
-from hardenml.monitor.priority import idle_supported
 from hardenml.monitor.writer import LogDrainer, TelemetryFull, TelemetryWriter
 from monitor_support import TOKEN, TOKEN_ENV, call, monitor_workspace, serve_cli
 

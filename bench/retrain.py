@@ -184,7 +184,9 @@ def run(quick: bool) -> dict[str, Any]:
         "confidence": confidence,
         "replay_rows": replay_rows,
         "replay_excluded": verdict.extra.get("replay_excluded"),
-        "retrain": {k: outcome.event.payload["params"][k] for k in ("l2sp", "epochs", "eps")},
+        "retrain": {
+            k: outcome.event.payload["params"][k] for k in ("l2sp", "epochs", "eps", "adversary")
+        },
         "clean": {
             "before": accuracy(clean.baseline, n, confidence),
             "after": accuracy(clean.candidate, n, confidence),

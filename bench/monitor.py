@@ -14,7 +14,9 @@ Measured in the same run:
 - `bare_*`: the model's forward pass on one batch, `Target.logits` under no_grad, in this
   process with the server's thread count, as many times as there were requests, in blocks
   of `--block` that alternate with the one client's blocks of as many requests (sent back
-  to back), so that bare and served are timed over the same minutes of the machine;
+  to back), so that bare and served are timed over the same minutes of the machine; the
+  server's processes are stopped (SIGSTOP) during each bare block, so that its background
+  work lands on the requests, not on the bare passes;
 - `p50_ms`, `p99_ms`: a request's round trip as the one client sees it (parse, model,
   telemetry, response, the loopback HTTP), and `added_p99_ms` = p99 - bare p99 (the aim);
 - `served_model_*`: the model's forward pass inside the service, as each answer's
@@ -51,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,12 +327,16 @@ def alternate(
     seconds: float,
     block: int,
     content_type: str,
+    pause_server: Callable[[bool], None],
 ) -> Alternated:
     """One client, one request at a time, in blocks of `block` requests sent back to back;
     before each block, `block` bare forward passes of the same batches in this process.
     Bare and served are timed over the same minutes, so a slow spell of the machine (a
-    neighbour's job, a frequency change) lands on both, not on one of them alone. `block`
-    0: every request back to back, no bare pass (the caller times them afterwards)."""
+    neighbour's job, a frequency change) lands on both, not on one of them alone. The
+    server's processes are stopped (`pause_server(True)`) during the bare blocks: its
+    background work (the writer catching up, a detector evaluation) must not slow the bare
+    passes and so flatter the difference, and what it postponed lands on the requests.
+    `block` 0: every request back to back, no bare pass (the caller times them after)."""
     out = Alternated()
     session = Client(port, content_type)
     requests_bytes = [session.request_bytes(body) for body in bodies]
@@ -338,11 +345,16 @@ def alternate(
     with torch.no_grad():
         while done < requests and time.monotonic() < deadline:
             size = min(block if block > 0 else requests, requests - done)
-            for i in range(done, done + size if block > 0 else done):
-                x = torch.from_numpy(batches[i % len(batches)])
-                began = time.perf_counter()
-                target.logits(x)
-                out.bare.append(time.perf_counter() - began)
+            if block > 0:
+                pause_server(True)
+                try:
+                    for i in range(done, done + size):
+                        x = torch.from_numpy(batches[i % len(batches)])
+                        began = time.perf_counter()
+                        target.logits(x)
+                        out.bare.append(time.perf_counter() - began)
+                finally:
+                    pause_server(False)
             for i in range(done, done + size):
                 answered = session.post(bodies[i % len(bodies)], requests_bytes[i % len(bodies)])
                 if answered is None:
@@ -431,6 +443,7 @@ def main() -> None:
                 str(folder / "hardenml.toml"),
             ],
             env=env,
+            start_new_session=True,  # its own process group: the bare blocks stop it whole
         )
         try:
             wait_ready(port, server)
@@ -445,6 +458,9 @@ def main() -> None:
                 requests=args.requests,
                 seconds=args.seconds,
                 block=args.block,
+                pause_server=lambda stop: os.killpg(
+                    server.pid, signal.SIGSTOP if stop else signal.SIGCONT
+                ),
                 **kind,
             )
             cpu_after = cpu_seconds(server.pid)
@@ -459,6 +475,7 @@ def main() -> None:
             )
             failed = failed_alone + failed_loaded
         finally:
+            os.killpg(server.pid, signal.SIGCONT)  # a stopped process takes no SIGTERM
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=120)
         stored = TelemetryStore(folder / "hardenml.db").count()
@@ -505,7 +522,8 @@ def main() -> None:
             "process (under SCHED_IDLE) between requests",
             "aim": ">= 1000 predictions/s, p99 added <= 5 ms, zero failed requests",
             "bare": f"in this process, in blocks of {args.block} forward passes alternating "
-            f"with the one client's blocks of {args.block} requests"
+            f"with the one client's blocks of {args.block} requests, the server's processes "
+            "stopped (SIGSTOP) during the bare blocks"
             if args.block > 0
             else "in this process, after the server stopped (--block 0)",
             "quick": args.quick,

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from hardenml.monitor.build import telemetry_log_folder
@@ -89,6 +90,21 @@ def test_a_frame_carries_fingerprints_and_raw_inputs_only_when_kept() -> None:
     assert [r.raw_input for r in kept] == request.rows.tolist()
     with pytest.raises(ValueError, match="frame version"):
         decode_frame(b'{"v": 99}')
+
+
+def test_a_frame_of_the_previous_version_left_in_the_log_reads_the_same() -> None:
+    """Version 1 held one summary dict per input; a log that version left behind (a crash
+    before its commit) must still be committed, to the same records."""
+    request = pending(5, 3)
+    current = orjson.loads(encode_frame(request))
+    assert current["v"] == 2
+    previous = current | {
+        "v": 1,
+        "summary": [summary for _, summary in input_fingerprints(request.rows)],
+    }
+    line = orjson.dumps(previous)
+    assert decode_frame(line) == decode_frame(orjson.dumps(current))
+    assert frame_lines(line) == frame_lines(orjson.dumps(current))
 
 
 @pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])

@@ -39,12 +39,15 @@ from hardenml.monitor.telemetry import (
     PendingRecords,
     StoredLine,
     TelemetryRecord,
-    input_fingerprints,
+    fingerprint_arrays,
+    summary_dict,
 )
 
 log = logging.getLogger("hardenml.monitor")
 
-FRAME_VERSION = 1
+# 2: `summary` holds one [mean, std, min, max] per input (1: one dict per input; a log a
+# previous version left is still read).
+FRAME_VERSION = 2
 # A closed segment is removed once committed: small enough to go soon, large enough that
 # rotation (an open and a close) is rare. 32 MB is about 90,000 MNIST predictions.
 SEGMENT_BYTES = 32 * 1024 * 1024
@@ -60,7 +63,7 @@ def encode_frame(pending: PendingRecords) -> bytes:
     fingerprint (sha256 of its float32 bytes, and its mean, std, min and max), the scores,
     and the flattened float32 inputs only when `pending.keep_raw_inputs`."""
     flat = np.ascontiguousarray(pending.rows, dtype=np.float32).reshape(len(pending), -1)
-    fingerprints = input_fingerprints(flat)
+    digests, summaries = fingerprint_arrays(flat)
     frame = {
         "v": FRAME_VERSION,
         "at": pending.at,
@@ -69,8 +72,8 @@ def encode_frame(pending: PendingRecords) -> bytes:
         "request_ids": list(pending.request_ids),
         "client_ids": list(pending.client_ids),
         "latencies": list(pending.latencies),
-        "sha256": [sha for sha, _ in fingerprints],
-        "summary": [summary for _, summary in fingerprints],
+        "sha256": digests,
+        "summary": summaries,
         "scores": np.asarray(pending.scores, dtype=np.float64),
         "raw": base64.b64encode(flat.tobytes()).decode() if pending.keep_raw_inputs else None,
         "width": int(flat.shape[1]),
@@ -105,8 +108,9 @@ def frame_size(line: bytes) -> int:
 
 def _record_fields(line: bytes) -> list[dict[str, Any]]:
     frame = orjson.loads(line)
-    if frame.get("v") != FRAME_VERSION:
-        raise ValueError(f"frame version {frame.get('v')!r}, expected {FRAME_VERSION}")
+    version = frame.get("v")
+    if version not in (1, FRAME_VERSION):
+        raise ValueError(f"frame version {version!r}, expected 1 or {FRAME_VERSION}")
     scores = np.asarray(frame["scores"], dtype=np.float64)
     n = len(frame["sha256"])
     if scores.ndim != 2 or scores.shape[0] != n:
@@ -122,6 +126,7 @@ def _record_fields(line: bytes) -> list[dict[str, Any]]:
         flat = np.frombuffer(base64.b64decode(frame["raw"]), dtype=np.float32)
         raw = flat.reshape(n, int(frame["width"])).tolist()
     score_rows = scores.tolist()
+    summaries = frame["summary"] if version == 1 else [summary_dict(s) for s in frame["summary"]]
     at, version, source = frame["at"], frame["model_version"], frame["source"]
     return [
         {
@@ -129,7 +134,7 @@ def _record_fields(line: bytes) -> list[dict[str, Any]]:
             "client_id": frame["client_ids"][i],
             "confidence": confidences[i],
             "input_sha256": frame["sha256"][i],
-            "input_summary": frame["summary"][i],
+            "input_summary": summaries[i],
             "latency_ms": frame["latencies"][i],
             "model_version": version,
             "predicted": predicted[i],

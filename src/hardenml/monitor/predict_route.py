@@ -199,9 +199,9 @@ class PredictRoute:
 
 
 def server_timing(model_seconds: float) -> bytes:
-    """The `Server-Timing` header (W3C Server Timing) of an answer: how long the model's
-    forward pass took, in milliseconds. A client subtracts it from the round trip to see
-    what the service added (`bench/monitor.py` does)."""
+    """The `Server-Timing` header (W3C Server Timing) of an answer: how long the model
+    call took (its forward pass and the softmax), in milliseconds. A client subtracts it
+    from the round trip to see what the service added (`bench/monitor.py` does)."""
     return f"model;dur={model_seconds * 1000.0:.3f}".encode()
 
 

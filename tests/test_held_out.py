@@ -22,37 +22,13 @@ from hardenml.patch import PatchError, TrainingAttack, make_patch, policy_attack
 from hardenml.threats import validate_threats
 from hardenml.validate import Outcomes, compare
 from hardenml.workflow import Workspace, _training_budget
+from workspace import digits_head
 
 runner = CliRunner()
 
-CONFIG = """\
-version = 1
-
-[project]
-name = "held-out"
-
-[model]
-name = "digits-mlp"
-kind = "pytorch"
-factory = "hardenml.zoo:mlp"
-path = "model.safetensors"
-classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
-device = "cpu"
-
-[model.factory_kwargs]
-in_features = 64
-classes = 10
-hidden = 32
-
-[model.input]
-shape = [64]
-bounds = [0.0, 1.0]
-
-[data]
-source = "digits"
-test_fraction = 0.25
-seed = 0
-max_samples = 200
+CONFIG = (
+    digits_head("held-out", max_samples=200)
+    + """
 
 [[threats]]
 name = "pgd-linf"
@@ -81,6 +57,7 @@ threat = "square"
 budget = 0.3
 min_accuracy = 0.5
 """
+)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from hardenml.cli import app
 from hardenml.continuous.redteam import draw_effort
 from hardenml.ledger import Ledger, findings_state
 from hardenml.threats.registry import available_threats, threat_class
+from workspace import digits_head
 
 runner = CliRunner()
 
@@ -25,34 +26,9 @@ SKIPPED = ["apgd-ce", "apgd-dlr", "autoattack", "hopskipjump", "minimal", "art"]
 
 # Declared: PGD at 0.05 only; the threat model reaches 0.1 through the FGSM entry, so the
 # red team runs PGD (and Square, and FGSM) at 0.1 too, where the scan never ran PGD.
-CONFIG = f"""\
-version = 1
-
-[project]
-name = "redteam"
-
-[model]
-name = "digits-mlp"
-kind = "pytorch"
-factory = "hardenml.zoo:mlp"
-path = "model.safetensors"
-classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
-device = "cpu"
-
-[model.factory_kwargs]
-in_features = 64
-classes = 10
-hidden = 32
-
-[model.input]
-shape = [64]
-bounds = [0.0, 1.0]
-
-[data]
-source = "digits"
-test_fraction = 0.25
-seed = 0
-max_samples = 60
+CONFIG = (
+    digits_head("redteam", max_samples=60)
+    + f"""
 
 [[threats]]
 name = "pgd-linf"
@@ -78,6 +54,7 @@ effort = 2.0
 trials = 2
 skip = {json.dumps(SKIPPED)}
 """
+)
 
 
 @pytest.fixture

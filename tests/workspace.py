@@ -53,6 +53,41 @@ enabled = {integrity}
 """
 
 
+def digits_head(project: str, *, max_samples: int) -> str:
+    """The `[project]`, `[model]` (the digits MLP of tests/conftest.py, weights in
+    model.safetensors) and `[data]` sections of a digits workspace's hardenml.toml; a test
+    appends its threats and policy."""
+    return f"""\
+version = 1
+
+[project]
+name = "{project}"
+
+[model]
+name = "digits-mlp"
+kind = "pytorch"
+factory = "hardenml.zoo:mlp"
+path = "model.safetensors"
+classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+device = "cpu"
+
+[model.factory_kwargs]
+in_features = 64
+classes = 10
+hidden = 32
+
+[model.input]
+shape = [64]
+bounds = [0.0, 1.0]
+
+[data]
+source = "digits"
+test_fraction = 0.25
+seed = 0
+max_samples = {max_samples}
+"""
+
+
 def write_workspace(
     folder: Path,
     weights: Path,

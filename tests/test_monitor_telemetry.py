@@ -111,8 +111,16 @@ def test_sigterm_on_the_cli_service_flushes_every_record(
             batch = rows[: 1 + i % 5]
             assert call(port, "POST", "/v1/predict", {"inputs": batch.tolist()}).status == 200
             sent += len(batch)
-        status = call(port, "GET", "/v1/status").json()
-        assert status["telemetry"]["written"] == 0 and status["telemetry"]["backlog"] == sent
+        telemetry = call(port, "GET", "/v1/status").json()["telemetry"]
+        # What waits is written by the shutdown alone. The writer may have committed a
+        # first part: under SCHED_IDLE on a busy machine it can first run after requests
+        # came, and it commits what it finds before it waits its flush interval (60 s).
+        if telemetry["backlog"] == 0:  # it found them all: these wait
+            for _ in range(5):
+                assert call(port, "POST", "/v1/predict", {"inputs": rows.tolist()}).status == 200
+                sent += len(rows)
+            telemetry = call(port, "GET", "/v1/status").json()["telemetry"]
+        assert telemetry["backlog"] > 0 and telemetry["written"] + telemetry["backlog"] == sent
         server.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal (the conventional exit).
         assert server.wait(timeout=60) in (0, -signal.SIGTERM)

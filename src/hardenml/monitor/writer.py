@@ -227,10 +227,13 @@ def _child(
     """The writer process: commit what a previous run left, say so, then drain until the
     service sends None or is gone (EOF), and commit the rest."""
     parent.close()  # so the pipe ends (EOF) when the service's process is gone
-    lower_this_process(niceness, idle=idle)
+    lower_this_process(niceness, idle=False)
     drainer = settings.build(foreground)
+    # What a previous run left is committed before the service serves, so not under
+    # SCHED_IDLE: on a busy machine that would hold the service's start.
     leftover = drainer.drain_all()
     conn.send(("ready", leftover, drainer.position))
+    lower_this_process(0, idle=idle)
     stop = threading.Event()
 
     def listen() -> None:

@@ -1,6 +1,6 @@
 """Free AT from a carried perturbation: the training pass's own backward steps the memory
-(known answers on a linear net), each batch is replayed, the patch on a small real CNN,
-and the catastrophic-overfitting watch still wired to it."""
+(known answers on a linear net), each batch is replayed, and the patch on a small real
+CNN (the catastrophic-overfitting watch is tested for it with ATTA's, tests/test_atta.py)."""
 
 from __future__ import annotations
 
@@ -93,16 +93,3 @@ def test_free_at_raises_robust_accuracy_without_overfitting(mnist_small: Small) 
     memory = patch.memory_  # type: ignore[attr-defined]
     assert memory.abs().max() <= 0.2 + 1e-6
     assert bool((memory.flatten(1).abs().amax(dim=1) > 0).all())
-
-
-def test_overfitting_watch_still_fires_when_the_step_forgets_the_memory(
-    mnist_small: Small,  # noqa: F811
-) -> None:
-    # A step of 2 eps lands on the ball's corner whatever was stored: FGSM training at a
-    # large budget, one visit behind, the setting that overfits catastrophically.
-    target, config, data = mnist_small
-    patch = make_patch("free_at", {"eps": 0.3, "epochs": 4, "lr": 2e-3, "step_size": 0.6})
-    result = patch(target, config, data, seed=1)
-    assert result.events, result.history
-    event = result.events[0]
-    assert event["kind"] == "catastrophic_overfitting"

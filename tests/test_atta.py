@@ -101,14 +101,17 @@ def test_atta_raises_robust_accuracy_without_overfitting(mnist_small: Small) -> 
     assert after["clean"] > 0.65
 
 
+@pytest.mark.parametrize("name", ["atta", "free_at"])
 def test_overfitting_watch_still_fires_when_the_step_forgets_the_memory(
+    name: str,
     mnist_small: Small,  # noqa: F811
 ) -> None:
     # A step of 2 eps from anywhere in the ball lands on x + eps * sign(grad): the carried
     # perturbation only moves where the gradient is taken, and this is FGSM training at a
     # large budget, the setting that overfits catastrophically.
     target, config, data = mnist_small
-    patch = make_patch("atta", {"eps": 0.3, "epochs": 4, "lr": 2e-3, "step_size": 0.6})
+    # Free AT (`hardenml.patch.free_at`) takes the same step inside its training pass.
+    patch = make_patch(name, {"eps": 0.3, "epochs": 4, "lr": 2e-3, "step_size": 0.6})
     result = patch(target, config, data, seed=1)
     assert result.events, result.history
     event = result.events[0]

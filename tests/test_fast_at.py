@@ -144,7 +144,7 @@ def test_grad_align_refuses_a_negative_lambda(mnist_small: Small) -> None:  # no
 
 
 @pytest.mark.parametrize(
-    "adversary", ["atta", "n_fgsm", pytest.param("pgd", marks=pytest.mark.slow)]
+    "adversary", ["free_at", "atta", "n_fgsm", pytest.param("pgd", marks=pytest.mark.slow)]
 )
 def test_l2sp_finetune_makes_its_adversarial_examples_as_configured(
     adversary: str,
@@ -154,6 +154,7 @@ def test_l2sp_finetune_makes_its_adversarial_examples_as_configured(
     params = {"eps": 0.1, "epochs": 2, "lr": 3e-3, "adversary": adversary}
     patch = make_patch("l2sp_finetune", params)
     assert patch.schedule().method == ("pgd" if adversary == "pgd" else "fgsm")
+    assert patch.batch_replays() == (2 if adversary == "free_at" else 1)  # type: ignore[attr-defined]
     result = patch(target, config, data, seed=0)
     assert result.metrics["adversary"] == adversary
     assert [h["method"] for h in result.history[1:]] == [patch.schedule().method] * 2
@@ -164,10 +165,10 @@ def test_retrain_defaults_to_the_fast_adversary_and_refuses_unknown_ones() -> No
 
     from hardenml.config import RetrainConfig
 
-    assert RetrainConfig().adversary == "atta"
+    assert RetrainConfig().adversary == "free_at"
     patch = make_patch("l2sp_finetune", {"eps": 0.3})
-    assert patch.params()["adversary"] == "atta"
-    assert patch.schedule().step_size == pytest.approx(0.15)  # ATTA's eps / 2
+    assert (patch.params()["adversary"], patch.params()["replays"]) == ("free_at", 2)
+    assert patch.schedule().step_size == pytest.approx(0.15)  # free AT's and ATTA's eps / 2
     # N-FGSM keeps its own settings inside retrain: step eps, noise 2 eps, unclipped.
     nfgsm = make_patch("l2sp_finetune", {"eps": 0.3, "adversary": "n_fgsm"})
     assert nfgsm.schedule().step_size == 0.3

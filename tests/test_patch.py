@@ -44,6 +44,7 @@ FAST = {
     "grad_align": {"eps": 0.1, "epochs": 1},
     # Its first epoch steps from a zero memory, one weak step: two epochs beat the parent.
     "atta": {"eps": 0.1, "epochs": 2},
+    "free_at": {"eps": 0.1, "epochs": 1},
     "l2sp_finetune": {"eps": 0.1, "epochs": 1},
     "adversarial_augmentation": {"rounds": 1},
 }

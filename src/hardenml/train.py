@@ -42,6 +42,7 @@ def train_classifier(
     label: str = "training",
     lr_at: LrSchedule | None = None,
     before_batch: BatchHook | None = None,
+    replays: int = 1,
 ) -> nn.Module:
     """Adam on cross-entropy (or `loss_fn(module, xb, yb)`); same seed, same weights.
 
@@ -50,7 +51,9 @@ def train_classifier(
     `after_epoch` sees the module in eval mode. `lr_at`, when given, sets the learning rate
     before each step from the epochs done so far (with `lr` the optimiser's initial value).
     `before_batch` sees which rows of `x` the next loss is on, for a loss that keeps state
-    per training example (a perturbation carried from one epoch to the next).
+    per training example (a perturbation carried from one epoch to the next). `replays`
+    takes that many optimiser steps on each batch in a row (Shafahi et al. 2019's minibatch
+    replay, for free adversarial training), each with its own `before_batch` and loss.
     """
     progress = progress or SilentProgress()
     gen = set_seed(seed)
@@ -68,13 +71,14 @@ def train_classifier(
                     group["lr"] = lr_at(epoch + (step + 1) / steps_per_epoch)
             idx = order[start : start + batch_size]
             xb, yb = xt[idx].to(device), yt[idx].to(device)
-            if before_batch is not None:
-                before_batch(idx)
-            module.train()
-            loss = loss_fn(module, xb, yb) if loss_fn else F.cross_entropy(module(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            for _ in range(replays):
+                if before_batch is not None:
+                    before_batch(idx)
+                module.train()
+                loss = loss_fn(module, xb, yb) if loss_fn else F.cross_entropy(module(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             advance(len(idx))
         module.eval()
         if after_epoch is not None and after_epoch(epoch, module, opt):

@@ -195,6 +195,11 @@ class AdversarialTraining(Patch):
         """Told which rows of the fit set the next `loss` call is on; nothing by default (a
         method that carries a perturbation per training example looks its rows up)."""
 
+    def batch_replays(self) -> int:
+        """Optimiser steps taken on each batch in a row (1; free adversarial training
+        replays each batch, `hardenml.patch.free_at`)."""
+        return 1
+
     def overfitting_watch(self, schedule: Schedule) -> tuple[float, float] | None:
         """(drop, gap) thresholds of `catastrophic_overfitting` while `schedule` can overfit
         that way; None (the default) for multi-step methods, which do not."""
@@ -328,6 +333,7 @@ class AdversarialTraining(Patch):
             after_epoch=after_epoch,
             label=type(self).__name__,
             before_batch=self.before_batch,
+            replays=self.batch_replays(),
         )
         if best["epoch"] == 0:
             raise PatchUnchanged(self._unchanged(history, events), history=history, events=events)

@@ -9,12 +9,14 @@ what the model knew (no catastrophic forgetting of clean accuracy).
 
 Each batch: L-inf adversarial examples of the clean rows, crafted against the current
 weights, plus `replay_fraction` as many rows drawn from the replay buffer (the inputs that
-broke earlier models), plus the L2-SP term. The adversarial examples are ATTA's by
-default (`adversary = "atta"`, `hardenml.patch.atta`: one gradient step per batch from
-each clean row's perturbation of the previous epoch, so a scheduled retrain costs a
-fraction of PGD-AT's; bench/patch.py has how it compares with PGD-AT on the MNIST CNN
-at L-inf 0.3), N-FGSM's (`"n_fgsm"`, `hardenml.patch.n_fgsm`: one step from fresh
-noise, which did not hold at 0.3 there), both with the watch for catastrophic
+broke earlier models), plus the L2-SP term. The adversarial examples are free AT's by
+default (`adversary = "free_at"`, `hardenml.patch.free_at`: each clean row carries its
+perturbation from one visit to the next, the training pass's own backward pass steps it,
+and each batch is replayed `replays` times, so a scheduled retrain costs a fraction of
+PGD-AT's; bench/patch.py has how it compares with PGD-AT on the MNIST CNN at L-inf 0.3),
+ATTA's (`"atta"`, `hardenml.patch.atta`: one separate gradient step per batch from that
+perturbation), N-FGSM's (`"n_fgsm"`, `hardenml.patch.n_fgsm`: one step from fresh
+noise, which did not hold at 0.3 there), all with the watch for catastrophic
 overfitting and its recovery on, or PGD-AT's (`adversary = "pgd"`, `pgd_steps` steps,
 `hardenml.patch.pgd_at`). The epochs, holdout checks, best checkpoint and early stop are
 `AdversarialTraining`'s. Held-out threats never reach it: `eps` is taken from the
@@ -22,8 +24,11 @@ non-held-out requirements.
 
 Arguments (keyword-only), beyond ATTA's (`eps`, `step_size`, `start`, `prior`,
 `pgd_steps`, `epochs`, `lr`, ...) and N-FGSM's (`noise`, `project`):
-    adversary: "atta" (default), "n_fgsm" or "pgd" (`[retrain] adversary`); `step_size`
-        is that method's step (defaults eps / 2, eps, and `2.5 * eps / pgd_steps`).
+    adversary: "free_at" (default), "atta", "n_fgsm" or "pgd" (`[retrain] adversary`);
+        `step_size` is that method's step (defaults eps / 2, eps / 2, eps, and
+        `2.5 * eps / pgd_steps`).
+    replays: how many times in a row free AT trains on each batch (default 2; only for
+        "free_at"; Shafahi et al.'s minibatch replay, not the replay buffer).
     replay: path of a replay-buffer .npz (arrays `x` (n, *input_shape), `y` (n,)); None:
         clean and adversarial data only.
     replay_sha256: the sha256 the ledger recorded for it; the file must still match.
@@ -49,9 +54,10 @@ from hardenml.patch.adversarial import Schedule
 from hardenml.patch.atta import ATTA
 from hardenml.patch.base import PatchContext, PatchError, PatchResult, target_logits, torch_parts
 from hardenml.patch.fgsm_rs import FGSMRS
+from hardenml.patch.free_at import free_loss
 from hardenml.patch.n_fgsm import NFGSM
 
-Adversary = Literal["atta", "n_fgsm", "pgd"]
+Adversary = Literal["free_at", "atta", "n_fgsm", "pgd"]
 
 
 def read_replay(path: Path, sha256: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +89,10 @@ class L2SPFinetune(ATTA):
     replay_sha256: str | None = None
     l2sp: float = 0.01
     replay_fraction: float = 0.5
-    adversary: Adversary = "atta"
+    adversary: Adversary = "free_at"
+    # Free AT's minibatch replays (each batch trained on that many times in a row), for
+    # adversary = "free_at"; unrelated to the replay buffer.
+    replays: int = 2
     # N-FGSM's noise and unclipped step, for adversary = "n_fgsm" (ATTA uses neither).
     noise: float = 2.0
     project: bool = False
@@ -97,9 +106,16 @@ class L2SPFinetune(ATTA):
             return Schedule("fgsm", self.step_size or eps)
         return super().schedule()
 
+    def batch_replays(self) -> int:
+        return self.replays if self.adversary == "free_at" else 1
+
     def run(self, ctx: PatchContext) -> PatchResult:
-        if self.adversary not in ("atta", "n_fgsm", "pgd"):
-            raise PatchError(f"adversary must be 'atta', 'n_fgsm' or 'pgd', got {self.adversary!r}")
+        if self.adversary not in ("free_at", "atta", "n_fgsm", "pgd"):
+            raise PatchError(
+                f"adversary must be 'free_at', 'atta', 'n_fgsm' or 'pgd', got {self.adversary!r}"
+            )
+        if self.replays < 1:
+            raise PatchError(f"replays must be at least 1, got {self.replays}")
         if self.init != "finetune":
             raise PatchError("l2sp_finetune holds the weights near the parent's: init = 'finetune'")
         if self.l2sp < 0 or not 0 <= self.replay_fraction <= 1:
@@ -147,9 +163,21 @@ class L2SPFinetune(ATTA):
         self, net: nn.Module, x: Tensor, y: Tensor, schedule: Schedule, generator: torch.Generator
     ) -> Tensor:
         # N-FGSM's step is FGSM-RS's with N-FGSM's settings; ATTA's loss hands PGD (chosen,
-        # or after a recovery) to FGSM-RS's as well.
+        # or after a recovery) to FGSM-RS's as well. Free AT's step rides on this loss's
+        # own backward pass, which the replay and L2-SP terms below share.
         if self.adversary == "n_fgsm":
             adversarial = FGSMRS.loss(self, net, x, y, schedule, generator)
+        elif self.adversary == "free_at" and schedule.method == "fgsm":
+            adversarial = free_loss(
+                net,
+                x,
+                y,
+                self.memory_,
+                self.rows_.to(self.memory_.device),
+                eps=schedule.scale * float(self.eps or 0.0),
+                step_size=schedule.scale * schedule.step_size,
+                bounds=schedule.bounds,
+            )
         else:
             adversarial = super().loss(net, x, y, schedule, generator)
         total = adversarial

@@ -12,11 +12,11 @@ service's cost).
 
 Measured in the same run:
 - `bare_*`: the model's forward pass on one batch, `Target.logits` under no_grad, in this
-  process with the server's thread count, as many times as there were requests, in blocks
-  of `--block` that alternate with the one client's blocks of as many requests (sent back
-  to back), so that bare and served are timed over the same minutes of the machine; the
-  server's processes are stopped (SIGSTOP) during each bare block, so that its background
-  work lands on the requests, not on the bare passes;
+  process with the server's thread count, in blocks of `--block` (1,000) before each of
+  the one client's blocks of as many requests (sent back to back) and after the last, so
+  that bare and served are timed over the same minutes of the machine; the server's
+  processes are stopped (SIGSTOP) during each bare block, so that its background work
+  lands on the requests, not on the bare passes;
 - `p50_ms`, `p99_ms`: a request's round trip as the one client sees it (parse, model,
   telemetry, response, the loopback HTTP), and `added_p99_ms` = p99 - bare p99 (the aim);
 - `served_model_*`: the model's forward pass inside the service, as each answer's
@@ -330,31 +330,38 @@ def alternate(
     pause_server: Callable[[bool], None],
 ) -> Alternated:
     """One client, one request at a time, in blocks of `block` requests sent back to back;
-    before each block, `block` bare forward passes of the same batches in this process.
-    Bare and served are timed over the same minutes, so a slow spell of the machine (a
-    neighbour's job, a frequency change) lands on both, not on one of them alone. The
-    server's processes are stopped (`pause_server(True)`) during the bare blocks: its
-    background work (the writer catching up, a detector evaluation) must not slow the bare
-    passes and so flatter the difference, and what it postponed lands on the requests.
-    `block` 0: every request back to back, no bare pass (the caller times them after)."""
+    before each block and after the last, `block` bare forward passes of the same batches
+    in this process. Bare and served are timed over the same minutes, so a slow spell of
+    the machine (a neighbour's job, a frequency change) lands on both, not on one of them
+    alone. The server's processes are stopped (`pause_server(True)`) during the bare
+    blocks: its background work (the writer catching up, a detector evaluation) must not
+    slow the bare passes and so flatter the difference. What it postponed lands on the
+    first requests of the next block, so blocks are long (1,000 requests by default): a
+    burst at the start of each of 30 blocks of 100 could fill the slowest 1% of 3,000 by
+    itself. `block` 0: every request back to back, no bare pass (the caller times them
+    after the server stopped)."""
     out = Alternated()
     session = Client(port, content_type)
     requests_bytes = [session.request_bytes(body) for body in bodies]
     deadline = time.monotonic() + seconds
     done = 0
+
+    def bare_block(first: int, size: int) -> None:
+        pause_server(True)
+        try:
+            for i in range(first, first + size):
+                x = torch.from_numpy(batches[i % len(batches)])
+                began = time.perf_counter()
+                target.logits(x)
+                out.bare.append(time.perf_counter() - began)
+        finally:
+            pause_server(False)
+
     with torch.no_grad():
         while done < requests and time.monotonic() < deadline:
             size = min(block if block > 0 else requests, requests - done)
             if block > 0:
-                pause_server(True)
-                try:
-                    for i in range(done, done + size):
-                        x = torch.from_numpy(batches[i % len(batches)])
-                        began = time.perf_counter()
-                        target.logits(x)
-                        out.bare.append(time.perf_counter() - began)
-                finally:
-                    pause_server(False)
+                bare_block(done, size)
             for i in range(done, done + size):
                 answered = session.post(bodies[i % len(bodies)], requests_bytes[i % len(bodies)])
                 if answered is None:
@@ -363,6 +370,8 @@ def alternate(
                     out.round_trips.append(answered[0])
                     out.served_model.append(answered[1])
             done += size
+        if block > 0 and done:  # and one after the last: the requests sit between two
+            bare_block(done, min(block, done))
     session.close()
     return out
 
@@ -378,7 +387,7 @@ def main() -> None:
     parser.add_argument(
         "--block",
         type=int,
-        default=100,
+        default=1000,
         help="one-client phase: requests per block, each after as many bare forward passes "
         "(0: all requests back to back, the bare passes after the server stopped)",
     )

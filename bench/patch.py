@@ -157,6 +157,12 @@ def main() -> None:
         default="flat",
         help="schedule of the defences without their own (cyclic: Wong et al.'s one cycle)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the clean model's and every patch's training seed (the data split stays)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     console = Console()
@@ -178,8 +184,8 @@ def main() -> None:
     )
 
     clock = time.perf_counter()
-    set_seed(0)  # the initial weights come from the global generator
-    module = train_classifier(mnist_cnn(), train.x, train.y, epochs=clean_epochs, seed=0)
+    set_seed(args.seed)  # the initial weights come from the global generator
+    module = train_classifier(mnist_cnn(), train.x, train.y, epochs=clean_epochs, seed=args.seed)
     seconds = time.perf_counter() - clock
     parent = TorchTarget(module, input_spec=spec, classes=CLASSES, device="cpu")
     results: dict[str, dict[str, Any]] = {}
@@ -193,7 +199,7 @@ def main() -> None:
         own = FAST_SETTINGS.get(name, ({}, {}))[1 if args.quick else 0]
         patch = make_patch(patch_name, {"eps": EPS, **shared, **own, **params})
         clock = time.perf_counter()
-        result = patch(parent, model, train, seed=0)
+        result = patch(parent, model, train, seed=args.seed)
         seconds = time.perf_counter() - clock
         clean, robust = accuracies(result.target, test, attack)
         results[name] = {
@@ -221,6 +227,7 @@ def main() -> None:
         "warmup": warmup,
         "lr": LR,
         "clean_epochs": clean_epochs,
+        "seed": args.seed,
         "init": "finetune from the `none` model",
         "quick": args.quick,
         "aim": f"{FAST} within {-AIM_PP:g} points of pgd_at's robust accuracy in at most "

@@ -8,7 +8,8 @@ runs only on CPU time that no other process wants and leaves the core as soon as
 process wakes on it. Measured with one neighbour job on the other core (four quick runs of
 `bench/monitor.py`, alternated): the service's own part of a request's round trip (the
 round trip minus the model's time) at the 99th percentile was 9.7 and 10.4 ms with the
-writer at nice 5 and the detectors at nice 10, and 4.7 and 5.5 ms with both idle.
+writer at nice 5 and the detectors at nice 10, and 4.7 and 5.5 ms with both idle. On a
+quiet machine the difference was within the runs' spread (bench/README.md).
 
 The price: a process under SCHED_IDLE gets almost nothing while every core is busy with
 normal work. So whoever waits on it (the writer's report reader, the watch waiting for a

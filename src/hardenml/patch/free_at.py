@@ -118,13 +118,22 @@ class FreeAT(ATTA):
     ) -> Tensor:
         if schedule.method != "fgsm":  # after a recovery switched to PGD
             return super().loss(net, x, y, schedule, generator)
-        return free_loss(
-            net,
-            x,
-            y,
-            self.memory_,
-            self.rows_.to(self.memory_.device),
-            eps=schedule.scale * float(self.eps or 0.0),
-            step_size=schedule.scale * schedule.step_size,
-            bounds=schedule.bounds,
-        )
+        return carried_free_loss(self, net, x, y, schedule)
+
+
+def carried_free_loss(
+    patch: ATTA, net: nn.Module, x: Tensor, y: Tensor, schedule: Schedule
+) -> Tensor:
+    """`free_loss` on the batch `patch` was told of (`before_batch`), from its per-example
+    memory, at the schedule's current budget and step (free AT's, and l2sp_finetune's with
+    `adversary = "free_at"`)."""
+    return free_loss(
+        net,
+        x,
+        y,
+        patch.memory_,
+        patch.rows_.to(patch.memory_.device),
+        eps=schedule.scale * float(patch.eps or 0.0),
+        step_size=schedule.scale * schedule.step_size,
+        bounds=schedule.bounds,
+    )

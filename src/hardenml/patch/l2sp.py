@@ -54,7 +54,7 @@ from hardenml.patch.adversarial import Schedule
 from hardenml.patch.atta import ATTA
 from hardenml.patch.base import PatchContext, PatchError, PatchResult, target_logits, torch_parts
 from hardenml.patch.fgsm_rs import FGSMRS
-from hardenml.patch.free_at import free_loss
+from hardenml.patch.free_at import carried_free_loss
 from hardenml.patch.n_fgsm import NFGSM
 
 Adversary = Literal["free_at", "atta", "n_fgsm", "pgd"]
@@ -168,16 +168,7 @@ class L2SPFinetune(ATTA):
         if self.adversary == "n_fgsm":
             adversarial = FGSMRS.loss(self, net, x, y, schedule, generator)
         elif self.adversary == "free_at" and schedule.method == "fgsm":
-            adversarial = free_loss(
-                net,
-                x,
-                y,
-                self.memory_,
-                self.rows_.to(self.memory_.device),
-                eps=schedule.scale * float(self.eps or 0.0),
-                step_size=schedule.scale * schedule.step_size,
-                bounds=schedule.bounds,
-            )
+            adversarial = carried_free_loss(self, net, x, y, schedule)
         else:
             adversarial = super().loss(net, x, y, schedule, generator)
         total = adversarial

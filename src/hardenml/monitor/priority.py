@@ -34,9 +34,9 @@ def idle_supported() -> bool:
     return hasattr(os, "SCHED_IDLE") and hasattr(os, "sched_setscheduler")
 
 
-def lower_this_process(niceness: int, *, idle: bool) -> str:
-    """Lower the calling process to `niceness` and, when `idle` and the platform has it,
-    to SCHED_IDLE; returns what it runs at (`describe`)."""
+def lower_this_process(niceness: int, *, idle: bool) -> None:
+    """Raise the calling process's niceness by `niceness` (0: unchanged) and, when `idle`
+    and the platform has it, move it to SCHED_IDLE."""
     with contextlib.suppress(OSError):
         os.nice(niceness)
     if idle and idle_supported():
@@ -44,7 +44,6 @@ def lower_this_process(niceness: int, *, idle: bool) -> str:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         except OSError as exc:
             log.warning("could not move a background process to SCHED_IDLE (%s)", exc)
-    return describe(os.getpid())
 
 
 def raise_to_normal(pid: int, niceness: int) -> bool:

@@ -17,6 +17,7 @@ from hardenml.stats import (
     mcnemar_exact,
     mean_difference_interval,
     paired_difference_interval,
+    quantile_difference_interval,
     resampling_counts,
     wilson_interval,
 )
@@ -246,3 +247,30 @@ def test_identical_models_say_their_interval_has_no_spread_rather_than_print_zer
     verdict = compare(config, outcomes(same, same, y), outcomes(same, same, y), y, seed=0)
     assert "every paired sample agrees" in verdict.checks[0].reason
     assert "[+0.0 pts, +0.0 pts]" not in verdict.checks[0].reason
+
+
+def test_quantile_difference_interval_known_shift_and_seed() -> None:
+    rng = np.random.default_rng(3)
+    bare = rng.gamma(4.0, 1.5, size=800)
+    served = bare + 2.0  # every value 2 later: every quantile moves by 2
+    point, lo, hi = quantile_difference_interval(bare, served, 0.99, seed=1)
+    assert point == pytest.approx(2.0)
+    assert lo < 2.0 < hi
+    assert quantile_difference_interval(bare, served, 0.99, seed=1) == (point, lo, hi)
+    with pytest.raises(ValueError, match="q must lie"):
+        quantile_difference_interval(bare, served, 1.0)
+    with pytest.raises(ValueError, match="at least one value"):
+        quantile_difference_interval(bare, np.array([]), 0.5)
+
+
+def test_quantile_difference_interval_covers_the_true_difference() -> None:
+    """Coverage of the 90% quantile's difference between two exponential samples (true
+    difference: (2 - 1) * ln 10), over 100 pairs: near the nominal 95%."""
+    truth = np.log(10.0)
+    rng = np.random.default_rng(0)
+    covered = 0
+    for trial in range(100):
+        a, b = rng.exponential(1.0, 400), rng.exponential(2.0, 400)
+        _, lo, hi = quantile_difference_interval(a, b, 0.9, samples=400, seed=trial)
+        covered += lo <= truth <= hi
+    assert 85 <= covered <= 100

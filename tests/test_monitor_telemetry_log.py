@@ -8,6 +8,7 @@ commits a previous run's leftover log before it serves."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from hardenml.monitor.telemetry import (
     LogPosition,
     PendingRecords,
     TelemetryStore,
+    fingerprint_arrays,
     input_fingerprints,
     verify_telemetry,
 )
@@ -90,6 +92,14 @@ def test_a_frame_carries_fingerprints_and_raw_inputs_only_when_kept() -> None:
     assert [r.raw_input for r in kept] == request.rows.tolist()
     with pytest.raises(ValueError, match="frame version"):
         decode_frame(b'{"v": 99}')
+
+
+def test_fingerprints_computed_on_the_request_path_give_the_same_frame() -> None:
+    """`MonitorService.infer` hands the frame the fingerprints it computed beside the
+    model call; the frame is byte for byte the one that computes them itself."""
+    request = pending(7, 5)
+    precomputed = dataclasses.replace(request, fingerprints=fingerprint_arrays(request.rows))
+    assert encode_frame(precomputed) == encode_frame(request)
 
 
 def test_a_frame_of_the_previous_version_left_in_the_log_reads_the_same() -> None:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from hardenml.monitor.batch_histogram import BatchHistogram
+
 MAX_FEATURE_SERIES = 20
 # Request latencies of a small model served on a CPU: sub-millisecond to a second.
 LATENCY_BUCKETS = (
@@ -65,7 +67,8 @@ class MonitorMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.confidence = Histogram(
+        # Observed per request, for a whole batch at once (`BatchHistogram`).
+        self.confidence = BatchHistogram(
             "hardenml_prediction_confidence",
             "Top-class probability of each prediction.",
             buckets=CONFIDENCE_BUCKETS,

@@ -130,7 +130,9 @@ class PendingRecords:
     into one `TelemetryRecord` per row.
 
     `rows`: the inputs `(n, d)` as the model received them; `scores`: probabilities
-    `(n, k)`; `request_ids`, `client_ids`, `latencies`: one per row."""
+    `(n, k)`; `request_ids`, `client_ids`, `latencies`: one per row; `fingerprints`:
+    `fingerprint_arrays(rows)` when the request path computed them already (None: the
+    frame's encoding computes them)."""
 
     rows: np.ndarray = field(repr=False)
     scores: np.ndarray = field(repr=False)
@@ -141,6 +143,7 @@ class PendingRecords:
     client_ids: Sequence[str]
     latencies: Sequence[float | None]
     keep_raw_inputs: bool = False
+    fingerprints: tuple[list[str], np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])

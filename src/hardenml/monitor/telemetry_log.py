@@ -63,7 +63,9 @@ def encode_frame(pending: PendingRecords) -> bytes:
     fingerprint (sha256 of its float32 bytes, and its mean, std, min and max), the scores,
     and the flattened float32 inputs only when `pending.keep_raw_inputs`."""
     flat = np.ascontiguousarray(pending.rows, dtype=np.float32).reshape(len(pending), -1)
-    digests, summaries = fingerprint_arrays(flat)
+    digests, summaries = (
+        fingerprint_arrays(flat) if pending.fingerprints is None else pending.fingerprints
+    )
     frame = {
         "v": FRAME_VERSION,
         "at": pending.at,

@@ -12,7 +12,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -122,14 +121,6 @@ class MonitorService:
         self.started_at = time.time()
         self._switch_lock = threading.Lock()
         self._started = False
-        # Each request's input fingerprints (a sha256 and four statistics per row) are
-        # computed in this thread while the model's forward pass runs: both release the
-        # interpreter lock, so they share nothing but the machine's other core. Done after
-        # the forward pass instead, they cost about 0.45 ms more per 32-row request than in
-        # isolation, the rows having left the core's cache (py-spy on `bench/monitor.py`),
-        # and a client's next request waited for them. The executor starts its thread at
-        # the first request, after `start` forked the children: no fork copies it mid-hash.
-        self._fingerprinter = ThreadPoolExecutor(1, thread_name_prefix="hardenml-fingerprints")
         metrics.watch_writer(lambda: writer.backlog, lambda: writer.written_, lambda: writer.held)
         self._export_shares()
 
@@ -154,7 +145,6 @@ class MonitorService:
             return
         self._started = False
         self.writer.close()
-        self._fingerprinter.shutdown(wait=True)
         if self.watch is not None:
             self.watch.close()
         self.ledger.append(
@@ -186,7 +176,14 @@ class MonitorService:
         self.writer.check_accepting()
         model = self.router.plan.pick(request_id)
         n = len(rows)
-        fingerprints = self._fingerprinter.submit(fingerprint_arrays, rows.reshape(n, -1))
+        # The inputs' fingerprints (a sha256 and four statistics per row) before the
+        # forward pass, while the rows just parsed are in the core's cache. After it (when
+        # the telemetry is recorded, after the answer) the rows had left the cache: py-spy
+        # on `bench/monitor.py` put them at about 0.45 ms per 32-row request there against
+        # 0.25 ms in isolation, and a client's next request waited for them. Computed in a
+        # thread beside the forward pass instead, they slowed it (the interpreter lock
+        # changed hands at each of the thread's hashes): 0.4 ms more at the model's median.
+        fingerprints = fingerprint_arrays(rows.reshape(n, -1))
         began = time.perf_counter()
         inputs = torch.from_numpy(rows).to(dtype=self.input_spec.dtype, device=model.target.device)
         with torch.no_grad():
@@ -202,7 +199,7 @@ class MonitorService:
             request_ids=[request_id] if n == 1 else [f"{request_id}#{i}" for i in range(n)],
             client_ids=[client_id] * n,
             latencies=[model_seconds * 1000.0] * n,
-            fingerprints=fingerprints.result(),
+            fingerprints=fingerprints,
         )
         self.metrics.model_seconds.labels(model_version=model.version).observe(model_seconds)
         prediction = Prediction(

@@ -18,23 +18,33 @@ Measured in the same run:
   processes are stopped (SIGSTOP) during each bare block, so that its background work
   lands on the requests, not on the bare passes;
 - `p50_ms`, `p99_ms`: a request's round trip as the one client sees it (parse, model,
-  telemetry, response, the loopback HTTP), and `added_p99_ms` = p99 - bare p99 (the aim);
+  telemetry, response, the loopback HTTP), and `added_p99_ms` = p99 - bare p99 (the aim),
+  with `added_p99_interval_ms`, its 95% bootstrap interval (`quantile_difference_interval`);
+- `paced_*`: the same client at a fixed offered load of `--rate` predictions per second
+  (the aim's 1,000 by default: a request every 32 ms), `--paced-requests` requests on a
+  schedule fixed in advance, each timed from its scheduled start (wrk2's rule: no
+  coordinated omission), beside bare forward passes on the same schedule in blocks of
+  `--paced-block`, the server stopped during them. Between two requests the machine is
+  idle here, which the back-to-back phase never lets it be: both the wake-up of an idle
+  core and background work that ran in the gap land on the next request;
 - `served_model_*`: the model's forward pass inside the service, as each answer's
   `Server-Timing` header reports it, and `overhead_*`: per request, the round trip minus
   that (what the service and the loopback HTTP added to that very request);
   `loaded_p50_ms`, `loaded_p99_ms` the same under the concurrent clients (queueing
   included);
 - `predictions_per_s`: images answered per second of wall time under the concurrent
-  clients; `failed`: requests of both phases that got no 200 or no answer;
+  clients; `failed`: requests of every phase that got no 200 or no answer;
 - `service_cpu_ms_per_request`: the CPU time (user + system, from /proc) of the server
   process and its children (the telemetry writer's and the detectors' processes) per
   request of the one-client phase, beside `bare_cpu_ms`, this process's CPU time per bare
   forward pass: on a shared machine CPU time is far less inflated by the other processes
   than wall time is;
 - `load_average`: the 1-minute load average at the start and at the end.
-Bodies are one .npy array per batch (`application/x-npy`, the service's binary body) by
-default; `--encoding json` sends the same batches as JSON nested lists, which cost the
-service about 2 ms more per request to parse (orjson, then the lists to an array).
+The phases run in this order: 40 warm-up requests, one client back to back, paced, the
+concurrent clients. Bodies are one .npy array per batch (`application/x-npy`, the
+service's binary body) by default; `--encoding json` sends the same batches as JSON
+nested lists, which cost the service about 2 ms more per request to parse (orjson, then
+the lists to an array).
 Writes bench/results/monitor.json and prints a table.
 """
 
@@ -68,6 +78,7 @@ from safetensors.torch import save_file
 from hardenml import workflow
 from hardenml.data import load_source, split
 from hardenml.monitor.telemetry import TelemetryStore
+from hardenml.stats import quantile_difference_interval
 from hardenml.targets import InputSpec, TorchTarget
 from hardenml.train import set_seed, train_classifier
 from hardenml.zoo import mnist_cnn
@@ -376,6 +387,116 @@ def alternate(
     return out
 
 
+@dataclass
+class Paced:
+    """The paced phase: each request's and each bare pass's time from its scheduled start
+    to its end, the round trips from the actual send, and the model's own seconds."""
+
+    from_schedule: list[float] = field(default_factory=list)
+    round_trips: list[float] = field(default_factory=list)
+    served_model: list[float] = field(default_factory=list)
+    bare_from_schedule: list[float] = field(default_factory=list)
+    late_sends: int = 0
+    failures: int = 0
+
+
+def paced(
+    port: int,
+    bodies: list[bytes],
+    target: TorchTarget,
+    batches: list[np.ndarray],
+    *,
+    interval_s: float,
+    requests: int,
+    block: int,
+    content_type: str,
+    pause_server: Callable[[bool], None],
+) -> Paced:
+    """One client at a fixed offered load: a request every `interval_s` seconds on a
+    schedule fixed in advance, each timed from its scheduled start, so a request sent late
+    because the one before was still out counts its wait (no coordinated omission: wrk2's
+    rule). The bare forward passes keep the same schedule in blocks of `block`, before
+    each block of requests and after the last, with the server stopped, so both sides see
+    the same idle gaps between calls (an idle core wakes up slower than a busy one)."""
+    out = Paced()
+    session = Client(port, content_type)
+    requests_bytes = [session.request_bytes(body) for body in bodies]
+    slot = time.perf_counter() + interval_s
+
+    def wait_for(at: float) -> None:
+        delay = at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+    def bare_block(first: int, size: int) -> None:
+        nonlocal slot
+        pause_server(True)
+        try:
+            for i in range(first, first + size):
+                wait_for(slot)
+                target.logits(torch.from_numpy(batches[i % len(batches)]))
+                out.bare_from_schedule.append(time.perf_counter() - slot)
+                slot += interval_s
+        finally:
+            pause_server(False)
+
+    done = 0
+    with torch.no_grad():
+        while done < requests:
+            size = min(block, requests - done)
+            bare_block(done, size)
+            slot = max(slot, time.perf_counter() + interval_s)  # a fresh start after the pause
+            for i in range(done, done + size):
+                wait_for(slot)
+                if time.perf_counter() - slot > 0.001:
+                    out.late_sends += 1
+                answered = session.post(bodies[i % len(bodies)], requests_bytes[i % len(bodies)])
+                if answered is None:
+                    out.failures += 1
+                else:
+                    out.from_schedule.append(time.perf_counter() - slot)
+                    out.round_trips.append(answered[0])
+                    out.served_model.append(answered[1])
+                slot += interval_s
+            done += size
+            slot = max(slot, time.perf_counter() + interval_s)
+        if done:
+            bare_block(done, min(block, done))
+    session.close()
+    return out
+
+
+def added_p99(served: list[float], bare: list[float]) -> dict[str, Any]:
+    """p99(served) - p99(bare) in ms, with its 95% bootstrap interval."""
+    point, low, high = quantile_difference_interval(
+        np.asarray(bare) * 1000.0, np.asarray(served) * 1000.0, 0.99, seed=0
+    )
+    return {"ms": round(point, 3), "interval_ms": [round(low, 3), round(high, 3)]}
+
+
+def paced_results(at_rate: Paced, rate: float) -> dict[str, Any]:
+    """The paced phase's keys (`paced_*`), or none when it was skipped (`--rate 0`)."""
+    if not at_rate.from_schedule or not at_rate.bare_from_schedule:
+        return {}
+    served, bare = at_rate.from_schedule, at_rate.bare_from_schedule
+    added = added_p99(served, bare)
+    overheads = [t - m for t, m in zip(at_rate.round_trips, at_rate.served_model, strict=True)]
+    return {
+        "paced_rate_per_s": rate,
+        "paced_requests": len(served) + at_rate.failures,
+        "paced_p50_ms": percentile_ms(served, 50),
+        "paced_p99_ms": percentile_ms(served, 99),
+        "paced_bare_p50_ms": percentile_ms(bare, 50),
+        "paced_bare_p99_ms": percentile_ms(bare, 99),
+        "paced_added_p99_ms": added["ms"],
+        "paced_added_p99_interval_ms": added["interval_ms"],
+        "paced_served_model_p99_ms": percentile_ms(at_rate.served_model, 99),
+        "paced_overhead_p50_ms": percentile_ms(overheads, 50),
+        "paced_overhead_p99_ms": percentile_ms(overheads, 99),
+        "paced_late_sends": at_rate.late_sends,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests")
@@ -391,6 +512,17 @@ def main() -> None:
         help="one-client phase: requests per block, each after as many bare forward passes "
         "(0: all requests back to back, the bare passes after the server stopped)",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="paced phase: predictions per second offered by one client on a fixed "
+        "schedule (the aim's rate; 0 skips the phase)",
+    )
+    parser.add_argument("--paced-requests", type=int, default=1000)
+    parser.add_argument(
+        "--paced-block", type=int, default=250, help="paced phase: requests per block"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--no-detectors", action="store_true", help="telemetry only (to see what they cost)"
@@ -404,6 +536,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.requests, args.seconds = min(args.requests, 600), min(args.seconds, 40.0)
+        args.paced_requests, args.paced_block = min(args.paced_requests, 200), 100
     torch.set_num_threads(args.threads)
     console = Console()
     load = os.getloadavg()
@@ -474,6 +607,23 @@ def main() -> None:
             )
             cpu_after = cpu_seconds(server.pid)
             latencies, failed_alone = alone.round_trips, alone.failures
+            at_rate = (
+                paced(
+                    port,
+                    bodies,
+                    target,
+                    batches,
+                    interval_s=args.batch_size / args.rate,
+                    requests=args.paced_requests,
+                    block=args.paced_block,
+                    pause_server=lambda stop: os.killpg(
+                        server.pid, signal.SIGSTOP if stop else signal.SIGCONT
+                    ),
+                    **kind,
+                )
+                if args.rate > 0
+                else Paced()
+            )
             loaded, failed_loaded, wall = drive(
                 port,
                 bodies,
@@ -482,13 +632,13 @@ def main() -> None:
                 seconds=args.seconds,
                 **kind,
             )
-            failed = failed_alone + failed_loaded
+            failed = failed_alone + at_rate.failures + failed_loaded
         finally:
             os.killpg(server.pid, signal.SIGCONT)  # a stopped process takes no SIGTERM
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=120)
         stored = TelemetryStore(folder / "hardenml.db").count()
-    answered = len(latencies) + len(loaded)
+    answered = len(latencies) + len(at_rate.round_trips) + len(loaded)
     bare = alone.bare or bare_latencies(target, batches, max(len(latencies), 200))
     overheads = [t - m for t, m in zip(alone.round_trips, alone.served_model, strict=True)]
     bare_cpu = bare_cpu_ms(target, batches, 200)
@@ -514,6 +664,7 @@ def main() -> None:
         "overhead_p50_ms": percentile_ms(overheads, 50),
         "overhead_p99_ms": percentile_ms(overheads, 99),
         "service_cpu_ms_per_request": service_cpu,
+        **paced_results(at_rate, args.rate),
         "bare_cpu_ms": bare_cpu,
         "encoding": args.encoding,
         "load_average": [round(load[0], 2), round(os.getloadavg()[0], 2)],
@@ -546,7 +697,9 @@ def main() -> None:
             },
         },
     }
+    added = added_p99(latencies, bare)
     results["added_p99_ms"] = round(results["p99_ms"] - results["bare_p99_ms"], 3)
+    results["added_p99_interval_ms"] = added["interval_ms"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     table = Table(title="hardenml monitor under load")
@@ -559,8 +712,15 @@ def main() -> None:
         "p99_ms",
         "bare_p99_ms",
         "added_p99_ms",
+        "added_p99_interval_ms",
         "served_model_p99_ms",
         "overhead_p99_ms",
+        "paced_rate_per_s",
+        "paced_p99_ms",
+        "paced_bare_p99_ms",
+        "paced_added_p99_ms",
+        "paced_added_p99_interval_ms",
+        "paced_overhead_p99_ms",
         "service_cpu_ms_per_request",
         "bare_cpu_ms",
         "load_average",

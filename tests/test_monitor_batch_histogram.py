@@ -50,11 +50,11 @@ def test_scrape_equals_prometheus_histogram(values: list[float], cut: int) -> No
         assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-9), key
 
 
-def test_created_gauge_and_single_observe() -> None:
+def test_created_gauge_and_any_shape() -> None:
     registry = CollectorRegistry()
     histogram = BatchHistogram("conf", "doc", buckets=(0.5, 1.0), registry=registry)
-    histogram.observe(0.5)
-    histogram.observe_many(np.asarray([[0.7, 2.0]]))  # any shape
+    histogram.observe_many(np.asarray(0.5))  # any shape
+    histogram.observe_many(np.asarray([[0.7, 2.0]]))
     samples = scraped(registry)
     assert samples[("conf_bucket", (("le", "0.5"),))] == 1
     assert samples[("conf_bucket", (("le", "1.0"),))] == 2

@@ -62,9 +62,6 @@ class BatchHistogram:
             self._counts += per_bucket
             self._sum += total
 
-    def observe(self, value: float) -> None:
-        self.observe_many(np.asarray([value]))
-
     def describe(self) -> list[Metric]:
         return [HistogramMetricFamily(self.name, self.documentation)]
 
